@@ -1,0 +1,40 @@
+# kiln — `make demo` runs the main job on the built-in example, `make test` proves it.
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: build deps test unit e2e demo bench fuzz vet clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/kiln ./cmd/kiln
+
+# deps installs the system packages kiln needs (as root), or says which to install.
+deps:
+	@sh scripts/deps.sh
+
+vet:
+	gofmt -l . | (! grep .) || (echo "gofmt needed on the files above"; exit 1)
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -count=1 ./...
+
+# e2e boots real VMs (TCG where there is no KVM); the base image is cached
+# in $$KILN_HOME or the XDG cache between runs.
+e2e: build
+	KILN_E2E=1 $(GO) test -count=1 -v -timeout 40m ./e2e/
+
+test: deps vet build unit e2e
+
+demo: deps build
+	sh scripts/demo.sh
+
+fuzz:
+	sh scripts/fuzz.sh 10s
+
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./...
+
+clean:
+	rm -rf bin

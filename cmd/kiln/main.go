@@ -1,0 +1,158 @@
+// Command kiln bakes versioned VM images and runs them under QEMU.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/pflag"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// command is one subcommand: it parses its own flags from args.
+type command struct {
+	summary string
+	run     func(ctx context.Context, args []string) error
+}
+
+var commands map[string]command
+
+func init() {
+	commands = map[string]command{
+		"base":     {"make a base cloud image from Debian packages", cmdBase},
+		"run":      {"boot an ephemeral VM from an image and run a command in it", cmdRun},
+		"doctor":   {"report QEMU, the accelerator and the tools kiln uses", cmdDoctor},
+		"version":  {"print kiln's version", cmdVersion},
+	}
+}
+
+// exitError carries an exit status without a message (e.g. a guest
+// command's own status).
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// usageError is a mistake on the command line: exit status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(realMain(ctx, os.Args[1:], os.Stderr))
+}
+
+func realMain(ctx context.Context, args []string, stderr io.Writer) int {
+	setupLogging(args)
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	if args[0] == "--version" {
+		args[0] = "version"
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "kiln: unknown command %q; run `kiln help` for the list\n", args[0])
+		return 2
+	}
+	err := cmd.run(ctx, args[1:])
+	var ee exitError
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.Is(err, pflag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "kiln %s: %s\n", args[0], ue.msg)
+		return 2
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		fmt.Fprintln(stderr, "kiln: interrupted; cleaned up")
+		return 130
+	default:
+		fmt.Fprintf(stderr, "kiln %s: %s\n", args[0], err)
+		return 1
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "kiln bakes versioned VM images and runs them under QEMU.")
+	fmt.Fprintln(w, "\nUsage: kiln COMMAND [flags]\n\nCommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(w, "\nRun `kiln COMMAND --help` for a command's flags. Set KILN_LOG=debug or pass --debug for detail.")
+}
+
+// setupLogging makes slog quiet by default; --debug or KILN_LOG=debug turns
+// on detail.
+func setupLogging(args []string) {
+	level := slog.LevelWarn
+	if strings.EqualFold(os.Getenv("KILN_LOG"), "debug") {
+		level = slog.LevelDebug
+	}
+	for _, a := range args {
+		if a == "--debug" {
+			level = slog.LevelDebug
+		}
+		if a == "--" {
+			break
+		}
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+}
+
+// newFlags makes a flag set for a subcommand with the shared flags.
+func newFlags(name, usageLine string) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.Bool("debug", false, "print debug detail")
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: kiln %s\n\nFlags:\n%s", usageLine, fs.FlagUsages())
+	}
+	return fs
+}
+
+// parseFlags parses and turns pflag's errors into usage errors.
+func parseFlags(fs *pflag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error() + " (see --help)"}
+	}
+	return nil
+}
+
+func cmdVersion(ctx context.Context, args []string) error {
+	fmt.Println("kiln", version)
+	return nil
+}
+
+// say prints a progress line to stderr, so stdout stays for results and
+// guest output.
+func say(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "==> "+format+"\n", args...)
+}

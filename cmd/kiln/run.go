@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/kiln-dev/kiln/disk"
+	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/instance"
+	"github.com/kiln-dev/kiln/qemu"
+)
+
+func cmdRun(ctx context.Context, args []string) error {
+	fs := newFlags("run", "run IMAGE [flags] [-- CMD...]")
+	cpus := fs.Int("cpus", 2, "virtual CPUs")
+	memory := fs.String("memory", "1G", "guest memory")
+	diskSize := fs.String("disk-size", "", "grow the (ephemeral) disk to this size, e.g. 8G")
+	var ports []string
+	fs.StringArrayVar(&ports, "port", nil, "forward 127.0.0.1:HOST to the guest's GUEST port (HOST:GUEST; repeatable)")
+	userData := fs.String("user-data", "", "cloud-config file merged into kiln's user-data")
+	accel := fs.String("accel", "", "accelerator: kvm, hvf or tcg (default: the best available)")
+	bootTimeout := fs.Duration("boot-timeout", instance.DefaultBootTimeout, "how long to wait for SSH")
+	firmware := fs.String("firmware", "bios", "bios, or uefi (needs the ovmf package)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	pos := fs.Args()
+	dash := fs.ArgsLenAtDash()
+	var guestCmd []string
+	if dash >= 0 {
+		guestCmd = pos[dash:]
+		pos = pos[:dash]
+	}
+	if len(pos) != 1 {
+		return usageError{"give one image: a file (e.g. base.qcow2) or a stored ref (e.g. hello:1.0.0)"}
+	}
+	mem, err := disk.ParseSize(*memory)
+	if err != nil {
+		return usageError{"--memory: " + err.Error()}
+	}
+	var size int64
+	if *diskSize != "" {
+		if size, err = disk.ParseSize(*diskSize); err != nil {
+			return usageError{"--disk-size: " + err.Error()}
+		}
+	}
+	forwards, err := parseForwards(ports)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	var extra []byte
+	if *userData != "" {
+		if extra, err = os.ReadFile(*userData); err != nil {
+			return fmt.Errorf("--user-data: %w", err)
+		}
+	}
+	fw, err := firmwarePath(*firmware)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	ac, err := chooseAccel(*accel)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	paths := images.DefaultPaths()
+	image, format, err := resolveImage(paths, pos[0])
+	if err != nil {
+		return err
+	}
+
+	if err := os.MkdirAll(paths.Runtime, 0o700); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp(paths.Runtime, "run-")
+	if err != nil {
+		return err
+	}
+	name := "kiln-" + filepath.Base(dir)[len("run-"):]
+	inst, err := instance.Launch(ctx, instance.Options{
+		Name: name, Image: image, ImageFormat: format, Dir: dir, DiskSize: size,
+		CPUs: *cpus, MemoryMiB: int(mem >> 20), Accel: ac, Forwards: forwards, UserData: extra,
+		BootTimeout: *bootTimeout, Firmware: fw, Log: func(f string, a ...any) { say(f, a...) },
+	})
+	if err != nil {
+		os.RemoveAll(dir)
+		return err
+	}
+	defer inst.Remove()
+	for _, f := range forwards {
+		say("guest port %d on 127.0.0.1:%d", f.GuestPort, inst.VM.HostPort(f.GuestPort))
+	}
+
+	start := time.Now()
+	if err := inst.SSH.WaitCloudInit(ctx); err != nil {
+		return err
+	}
+	say("cloud-init done in %.1fs", time.Since(start).Seconds())
+
+	var status int
+	switch {
+	case len(guestCmd) > 0:
+		status, err = inst.SSH.Run(ctx, shellJoin(guestCmd), os.Stdin, os.Stdout, os.Stderr)
+	case term.IsTerminal(int(os.Stdin.Fd())):
+		status, err = inst.SSH.Shell()
+	default:
+		status, err = inst.SSH.Run(ctx, "bash -s", os.Stdin, os.Stdout, os.Stderr)
+	}
+	if err != nil {
+		return err
+	}
+	start = time.Now()
+	if err := inst.Shutdown(context.WithoutCancel(ctx), 30*time.Second); err != nil {
+		return err
+	}
+	say("powered off in %.1fs", time.Since(start).Seconds())
+	if status != 0 {
+		return exitError{status}
+	}
+	return nil
+}
+
+// resolveImage turns the IMAGE argument into a disk path: an existing file,
+// or a ref in the store.
+func resolveImage(paths images.Paths, arg string) (path, format string, err error) {
+	if _, err := os.Stat(arg); err == nil {
+		return arg, "", nil
+	}
+	if !images.LooksLikeRef(arg) {
+		return "", "", fmt.Errorf("image %s: no such file", arg)
+	}
+	ref, err := images.ParseRef(arg)
+	if err != nil {
+		return "", "", err
+	}
+	store, err := images.Open(paths.Images())
+	if err != nil {
+		return "", "", err
+	}
+	m, err := store.Resolve(ref)
+	if err != nil {
+		return "", "", err
+	}
+	return store.BlobPath(m.Digest), m.Format, nil
+}
+
+// parseForwards reads --port HOST:GUEST values (HOST may be 0 for "any").
+func parseForwards(specs []string) ([]qemu.Forward, error) {
+	var out []qemu.Forward
+	for _, s := range specs {
+		var h, g int
+		if _, err := fmt.Sscanf(s, "%d:%d", &h, &g); err != nil || h < 0 || h > 65535 || g < 1 || g > 65535 || strings.Count(s, ":") != 1 {
+			return nil, fmt.Errorf("--port %q: use HOST:GUEST, e.g. 8080:80 (HOST 0 picks a free port)", s)
+		}
+		out = append(out, qemu.Forward{HostPort: h, GuestPort: g})
+	}
+	return out, nil
+}
+
+func chooseAccel(name string) (qemu.Accel, error) {
+	switch name {
+	case "":
+		a := qemu.DetectAccel()
+		if w := qemu.AccelWarning(a); w != "" {
+			say("%s", w)
+		}
+		return a, nil
+	case "kvm", "hvf", "tcg":
+		return qemu.Accel(name), nil
+	}
+	return "", fmt.Errorf("--accel %q: use kvm, hvf or tcg", name)
+}
+
+// ovmfPaths are where Debian and Ubuntu install UEFI firmware for QEMU.
+var ovmfPaths = []string{"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/ovmf/OVMF.fd"}
+
+func firmwarePath(name string) (string, error) {
+	switch name {
+	case "bios", "":
+		return "", nil
+	case "uefi":
+		for _, p := range ovmfPaths {
+			if _, err := os.Stat(p); err == nil {
+				return p, nil
+			}
+		}
+		return "", fmt.Errorf("--firmware uefi needs OVMF: run `apt-get install ovmf`")
+	}
+	return "", fmt.Errorf("--firmware %q: use bios or uefi", name)
+}
+
+// shellJoin quotes argv for the guest's shell.
+func shellJoin(argv []string) string {
+	if len(argv) == 1 {
+		return argv[0] // one argument is a command line, as with ssh
+	}
+	q := make([]string, len(argv))
+	for i, a := range argv {
+		if a != "" && strings.IndexFunc(a, func(r rune) bool {
+			return !(r == '-' || r == '_' || r == '.' || r == '/' || r == '=' || r == ':' || r == ',' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+		}) < 0 {
+			q[i] = a
+		} else {
+			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(q, " ")
+}

@@ -1,0 +1,159 @@
+package disk
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Info is what qemu-img knows about an image.
+type Info struct {
+	Filename    string
+	Format      string // qcow2, raw, vmdk, ...
+	VirtualSize int64  // size the guest sees
+	ActualSize  int64  // bytes allocated on the host
+	// BackingFilename is the backing path as stored in the image (may be
+	// relative to the image's folder); FullBackingFilename is it resolved.
+	BackingFilename     string
+	FullBackingFilename string
+	BackingFormat       string
+	// DirtyFlag is set when the image was not closed cleanly (qcow2 with
+	// lazy refcounts); qemu repairs it on the next read-write open.
+	DirtyFlag   bool
+	ClusterSize int64
+	// Compression is qcow2's compression type ("zlib", "zstd"), empty when
+	// qemu-img does not report one.
+	Compression string
+	// Corrupt is qcow2's corrupt bit: qemu refuses to write such an image.
+	Corrupt bool
+}
+
+type infoJSON struct {
+	Filename            string `json:"filename"`
+	Format              string `json:"format"`
+	VirtualSize         int64  `json:"virtual-size"`
+	ActualSize          int64  `json:"actual-size"`
+	BackingFilename     string `json:"backing-filename"`
+	FullBackingFilename string `json:"full-backing-filename"`
+	BackingFormat       string `json:"backing-filename-format"`
+	DirtyFlag           bool   `json:"dirty-flag"`
+	ClusterSize         int64  `json:"cluster-size"`
+	FormatSpecific      *struct {
+		Type string `json:"type"`
+		Data struct {
+			CompressionType string `json:"compression-type"`
+			Corrupt         bool   `json:"corrupt"`
+		} `json:"data"`
+	} `json:"format-specific"`
+}
+
+// ParseInfo decodes `qemu-img info --output=json`. It also accepts the array
+// that --backing-chain prints and returns its first (top) image.
+func ParseInfo(b []byte) (Info, error) {
+	b = bytes.TrimSpace(b)
+	var j infoJSON
+	if len(b) > 0 && b[0] == '[' {
+		var chain []infoJSON
+		if err := json.Unmarshal(b, &chain); err != nil {
+			return Info{}, fmt.Errorf("parse qemu-img info: %w", err)
+		}
+		if len(chain) == 0 {
+			return Info{}, errors.New("parse qemu-img info: empty backing chain")
+		}
+		j = chain[0]
+	} else if err := json.Unmarshal(b, &j); err != nil {
+		return Info{}, fmt.Errorf("parse qemu-img info: %w", err)
+	}
+	if j.Format == "" {
+		return Info{}, errors.New("parse qemu-img info: no image format in output")
+	}
+	in := Info{
+		Filename:            j.Filename,
+		Format:              j.Format,
+		VirtualSize:         j.VirtualSize,
+		ActualSize:          j.ActualSize,
+		BackingFilename:     j.BackingFilename,
+		FullBackingFilename: j.FullBackingFilename,
+		BackingFormat:       j.BackingFormat,
+		DirtyFlag:           j.DirtyFlag,
+		ClusterSize:         j.ClusterSize,
+	}
+	if fs := j.FormatSpecific; fs != nil {
+		in.Compression = fs.Data.CompressionType
+		in.Corrupt = fs.Data.Corrupt
+	}
+	return in, nil
+}
+
+// ReadInfo runs qemu-img info. It uses --force-share so it works on an image
+// a running VM holds open (the numbers may then be slightly stale).
+func ReadInfo(ctx context.Context, path string) (Info, error) {
+	if _, err := os.Stat(path); err != nil {
+		return Info{}, fmt.Errorf("disk info: %w", err)
+	}
+	out, err := runQemuImg(ctx, "info", "--output=json", "--force-share", path)
+	if err != nil {
+		return Info{}, fmt.Errorf("disk info %s: %w", path, err)
+	}
+	in, err := ParseInfo(out)
+	if err != nil {
+		return Info{}, fmt.Errorf("disk info %s: %w", path, err)
+	}
+	return in, nil
+}
+
+// DetectFormat returns the image format of path. qemu-img calls any file it
+// does not recognise "raw", so a raw answer is only believed when the file
+// looks like a whole disk: a multiple of 512 bytes with an MBR/protective-MBR
+// boot signature (0x55AA at offset 510). Anything else — including a blank
+// raw disk with no partition table, or an ISO — is "not a disk image".
+func DetectFormat(ctx context.Context, path string) (string, error) {
+	in, err := ReadInfo(ctx, path)
+	if err != nil {
+		return "", err
+	}
+	if in.Format != "raw" {
+		return in.Format, nil
+	}
+	if err := checkRawDisk(path); err != nil {
+		return "", err
+	}
+	return "raw", nil
+}
+
+func checkRawDisk(path string) error {
+	notDisk := func(why string) error {
+		return fmt.Errorf("%s is not a disk image (%s)", path, why)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("detect format: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("detect format: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		// Block devices are disks; nothing more to check cheaply.
+		if st.Mode()&os.ModeDevice != 0 {
+			return nil
+		}
+		return notDisk("not a regular file")
+	}
+	if st.Size() < 512 || st.Size()%512 != 0 {
+		return notDisk(fmt.Sprintf("size %d is not a whole number of 512-byte sectors", st.Size()))
+	}
+	var sig [2]byte
+	if _, err := f.ReadAt(sig[:], 510); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("detect format: %w", err)
+	}
+	if sig != [2]byte{0x55, 0xAA} {
+		return notDisk("no MBR/GPT partition table")
+	}
+	return nil
+}

@@ -1,0 +1,84 @@
+package disk
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+)
+
+// qemuImgBinary is a variable so tests could point at a fake.
+var qemuImgBinary = "qemu-img"
+
+// ExecError is a failed qemu-img run. Stderr is trimmed so it fits in a
+// message; the exit code is kept because some subcommands (check) encode
+// their verdict in it.
+type ExecError struct {
+	Args     []string
+	ExitCode int // -1 if it did not exit normally
+	Stderr   string
+	Err      error
+}
+
+func (e *ExecError) Error() string {
+	msg := "qemu-img " + e.Args[0] + " failed"
+	if e.Stderr != "" {
+		return msg + ": " + e.Stderr
+	}
+	return msg + ": " + e.Err.Error()
+}
+
+func (e *ExecError) Unwrap() error { return e.Err }
+
+// runQemuImg runs qemu-img under ctx and returns stdout. A cancelled context
+// is reported as the context's error, not as "signal: killed".
+func runQemuImg(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, qemuImgBinary, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if err == nil {
+		return stdout.Bytes(), nil
+	}
+	if ctx.Err() != nil {
+		return stdout.Bytes(), fmt.Errorf("qemu-img %s: %w", args[0], ctx.Err())
+	}
+	if errors.Is(err, exec.ErrNotFound) {
+		return nil, fmt.Errorf("qemu-img not found in PATH (install qemu-utils on Debian/Ubuntu, qemu on macOS): %w", err)
+	}
+	code := -1
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	}
+	return stdout.Bytes(), &ExecError{Args: args, ExitCode: code, Stderr: trimStderr(stderr.String()), Err: err}
+}
+
+// trimStderr keeps the useful head of qemu-img's stderr: check can print
+// thousands of lines, and messages repeat the "qemu-img: " prefix.
+func trimStderr(s string) string {
+	const maxLines, maxBytes = 6, 1500
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "qemu-img:"))
+		if l != "" {
+			lines = append(lines, l)
+		}
+	}
+	extra := 0
+	if len(lines) > maxLines {
+		extra = len(lines) - maxLines
+		lines = lines[:maxLines]
+	}
+	out := strings.Join(lines, "; ")
+	if len(out) > maxBytes {
+		out = out[:maxBytes] + "..."
+	}
+	if extra > 0 {
+		out += fmt.Sprintf(" (and %d more lines)", extra)
+	}
+	return out
+}

@@ -1,0 +1,175 @@
+// Package images is kiln's local image store: content-addressed blobs plus
+// one JSON manifest per name:version, like a tiny registry on disk.
+//
+// Layout under the store root:
+//
+//	blobs/sha256/<hex>                 image files, read-only once stored
+//	manifests/<name>/<version>.json    one manifest per version
+//	logs/<name>/<version>/<log>        build.log, serial.log
+//	tmp/                               staging (same filesystem, so renames are atomic)
+//	locks/<name>.lock                  per-name lock, holder's pid inside
+//
+// Everything is staged in tmp/ and renamed into place, and the manifest is
+// written last, so readers never see a manifest whose blob is missing and a
+// crash never leaves a half-written file where it could be read.
+package images
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// Sentinel errors, for errors.Is. The errors returned carry a message meant
+// for people (with the ref and what to do); these only classify them.
+var (
+	ErrInvalidRef = errors.New("invalid image ref")
+	ErrNotFound   = errors.New("image not found")
+	ErrExists     = errors.New("image already exists")
+)
+
+// kindError is an error with its own message that still matches a sentinel,
+// so the text can say what to do without repeating the sentinel's words.
+type kindError struct {
+	msg  string
+	kind error
+}
+
+func (e *kindError) Error() string { return e.msg }
+func (e *kindError) Unwrap() error { return e.kind }
+
+func notFound(r Ref) error {
+	return &kindError{fmt.Sprintf("image %s not found; see \"kiln images ls\"", r), ErrNotFound}
+}
+
+func exists(r Ref) error {
+	return &kindError{fmt.Sprintf("image %s already exists; use --force to replace it", r), ErrExists}
+}
+
+// Limits keep names usable as single file names on every filesystem.
+const (
+	maxNameLen    = 128
+	maxVersionLen = 128
+)
+
+// Ref names an image in the store. An empty Version means "the newest
+// version", resolved by Store.Resolve.
+type Ref struct {
+	Name    string
+	Version string
+}
+
+// ParseRef parses "name:version" or "name". Names and versions become file
+// and folder names in the store, which is why they are restricted: a name is
+// [a-z0-9][a-z0-9._-]* and a version [A-Za-z0-9][A-Za-z0-9._+-]*, neither
+// longer than 128 characters. Errors match ErrInvalidRef.
+func ParseRef(s string) (Ref, error) {
+	name, version, hasColon := strings.Cut(s, ":")
+	fail := func(reason string) (Ref, error) {
+		return Ref{}, &kindError{fmt.Sprintf("invalid image ref %q: %s", s, reason), ErrInvalidRef}
+	}
+	if reason := checkName(name); reason != "" {
+		return fail(reason)
+	}
+	if hasColon {
+		if version == "" {
+			return fail(`version after ":" is empty`)
+		}
+		if reason := checkVersion(version); reason != "" {
+			return fail(reason)
+		}
+	}
+	return Ref{Name: name, Version: version}, nil
+}
+
+// checkName returns why name is not a valid image name, or "".
+func checkName(name string) string {
+	switch {
+	case name == "":
+		return "name is empty"
+	case len(name) > maxNameLen:
+		return fmt.Sprintf("name is longer than %d characters", maxNameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return "name must be lower-case letters, digits, ., _ or -"
+		}
+	}
+	if !isAlnum(name[0]) {
+		return "name must start with a lower-case letter or digit"
+	}
+	return ""
+}
+
+// checkVersion returns why version is not a valid image version, or "".
+func checkVersion(v string) string {
+	switch {
+	case v == "":
+		return "version is empty"
+	case len(v) > maxVersionLen:
+		return fmt.Sprintf("version is longer than %d characters", maxVersionLen)
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !(isAlnum(c) || c >= 'A' && c <= 'Z' || c == '.' || c == '_' || c == '+' || c == '-') {
+			return "version must be letters, digits, ., _, + or -"
+		}
+	}
+	if !isAlnum(v[0]) && !(v[0] >= 'A' && v[0] <= 'Z') {
+		return "version must start with a letter or digit"
+	}
+	return ""
+}
+
+func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+
+// validate checks r for use as a store path. needVersion is false where an
+// empty version ("newest") is acceptable.
+func (r Ref) validate(needVersion bool) error {
+	fail := func(reason string) error {
+		return &kindError{fmt.Sprintf("invalid image ref %q: %s", r.String(), reason), ErrInvalidRef}
+	}
+	if reason := checkName(r.Name); reason != "" {
+		return fail(reason)
+	}
+	if r.Version == "" && !needVersion {
+		return nil
+	}
+	if reason := checkVersion(r.Version); reason != "" {
+		return fail(reason)
+	}
+	return nil
+}
+
+// String returns "name:version", or "name" when the version is empty, so
+// that ParseRef(r.String()) == r.
+func (r Ref) String() string {
+	if r.Version == "" {
+		return r.Name
+	}
+	return r.Name + ":" + r.Version
+}
+
+// LooksLikeRef reports whether a command-line argument should be treated as
+// an image ref rather than a file: it is not empty, has no path separator,
+// does not start with "." or "~", does not end in .qcow2, .img or .raw, and
+// is not an existing file. It does not check the ref's syntax, on purpose: a
+// mistyped ref should get ParseRef's explanation, not "no such file".
+func LooksLikeRef(s string) bool {
+	if s == "" || strings.ContainsRune(s, '/') || strings.ContainsRune(s, os.PathSeparator) ||
+		strings.HasPrefix(s, ".") || strings.HasPrefix(s, "~") {
+		return false
+	}
+	lower := strings.ToLower(s)
+	for _, ext := range []string{".qcow2", ".img", ".raw"} {
+		if strings.HasSuffix(lower, ext) {
+			return false
+		}
+	}
+	if _, err := os.Stat(s); err == nil {
+		return false
+	}
+	return true
+}

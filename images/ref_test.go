@@ -1,0 +1,123 @@
+package images
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseRef(t *testing.T) {
+	long := strings.Repeat("a", 129)
+	tests := []struct {
+		in      string
+		want    Ref
+		wantErr string // exact message when set
+	}{
+		{in: "hello:1.0.0", want: Ref{"hello", "1.0.0"}},
+		{in: "hello", want: Ref{"hello", ""}},
+		{in: "debian-12_x.y:12.5-rc1+build.7", want: Ref{"debian-12_x.y", "12.5-rc1+build.7"}},
+		{in: "0:V2_final", want: Ref{"0", "V2_final"}},
+		{in: strings.Repeat("a", 128) + ":1", want: Ref{strings.Repeat("a", 128), "1"}},
+		{in: "Hello:1", wantErr: `invalid image ref "Hello:1": name must be lower-case letters, digits, ., _ or -`},
+		{in: "", wantErr: `invalid image ref "": name is empty`},
+		{in: ":1.0", wantErr: `invalid image ref ":1.0": name is empty`},
+		{in: "hello:", wantErr: `invalid image ref "hello:": version after ":" is empty`},
+		{in: "-hello:1", wantErr: `invalid image ref "-hello:1": name must start with a lower-case letter or digit`},
+		{in: ".hidden", wantErr: `invalid image ref ".hidden": name must start with a lower-case letter or digit`},
+		{in: "a/b:1", wantErr: `invalid image ref "a/b:1": name must be lower-case letters, digits, ., _ or -`},
+		{in: "hello:1:2", wantErr: `invalid image ref "hello:1:2": version must be letters, digits, ., _, + or -`},
+		{in: "hello:../x", wantErr: `invalid image ref "hello:../x": version must be letters, digits, ., _, + or -`},
+		{in: "hello:.1", wantErr: `invalid image ref "hello:.1": version must start with a letter or digit`},
+		{in: "hello:-1", wantErr: `invalid image ref "hello:-1": version must start with a letter or digit`},
+		{in: "hel lo", wantErr: `invalid image ref "hel lo": name must be lower-case letters, digits, ., _ or -`},
+		{in: long, wantErr: `invalid image ref "` + long + `": name is longer than 128 characters`},
+		{in: "a:" + long, wantErr: `invalid image ref "a:` + long + `": version is longer than 128 characters`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseRef(tt.in)
+			if tt.wantErr != "" {
+				if err == nil {
+					t.Fatalf("ParseRef(%q) = %+v, want error %q", tt.in, got, tt.wantErr)
+				}
+				if err.Error() != tt.wantErr {
+					t.Errorf("error = %q, want %q", err, tt.wantErr)
+				}
+				if !errors.Is(err, ErrInvalidRef) {
+					t.Errorf("error %v does not match ErrInvalidRef", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseRef(%q): %v", tt.in, err)
+			}
+			if got != tt.want {
+				t.Errorf("ParseRef(%q) = %+v, want %+v", tt.in, got, tt.want)
+			}
+			if got.String() != tt.in {
+				t.Errorf("String() = %q, want %q", got.String(), tt.in)
+			}
+		})
+	}
+}
+
+func TestLooksLikeRef(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if err := os.WriteFile(filepath.Join(dir, "disk"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{"hello:1.0.0", true},
+		{"hello", true},
+		{"Hello:1", true}, // not a path: ParseRef will explain what is wrong
+		{"disk", false},   // an existing file wins
+		{"./hello", false},
+		{"images/hello", false},
+		{"/var/lib/x", false},
+		{"out.qcow2", false},
+		{"OUT.QCOW2", false},
+		{"disk.img", false},
+		{"disk.raw", false},
+		{".hidden", false},
+		{"~/x", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := LooksLikeRef(tt.in); got != tt.want {
+			t.Errorf("LooksLikeRef(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func FuzzParseRef(f *testing.F) {
+	for _, s := range []string{"hello:1.0.0", "hello", "Hello:1", "", ":", "a:b:c", "a:..", "x:1+2", "ü:1", "a\x00:1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := ParseRef(s)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidRef) {
+				t.Fatalf("error %v does not match ErrInvalidRef", err)
+			}
+			return
+		}
+		if r.String() != s {
+			t.Fatalf("ParseRef(%q).String() = %q", s, r.String())
+		}
+		// Valid refs become paths: they must never escape their folder.
+		for _, part := range []string{r.Name, r.Version} {
+			if strings.ContainsAny(part, "/\\:\x00") || part == "." || part == ".." {
+				t.Fatalf("ParseRef(%q) accepted unsafe part %q", s, part)
+			}
+		}
+		if err := r.validate(r.Version != ""); err != nil {
+			t.Fatalf("ParseRef accepted %q but validate says %v", s, err)
+		}
+	})
+}

@@ -1,0 +1,235 @@
+package images
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// Store is an image store rooted at Root. Its methods are safe for
+// concurrent use by goroutines and processes sharing the folder: changes
+// take the per-name lock, and readers only ever see complete files.
+type Store struct {
+	Root string
+
+	// hook, when set (tests only), runs at named points of Add; an error
+	// makes Add fail there, to prove the rollback.
+	hook func(stage string) error
+}
+
+// Open returns the store at root, creating its folders (0700) if needed.
+// root is made absolute because blob paths end up in qcow2 backing-file
+// headers and qemu command lines, where a relative path would break.
+func Open(root string) (*Store, error) {
+	if root == "" {
+		return nil, errors.New("image store: no root folder given")
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("image store %s: %w", root, err)
+	}
+	s := &Store{Root: abs}
+	if err := s.init(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// init creates the store's folders, so a Store built as a literal works too.
+func (s *Store) init() error {
+	if s.Root == "" {
+		return errors.New("image store: no root folder given")
+	}
+	for _, d := range []string{"blobs/sha256", "manifests", "logs", "tmp", "locks"} {
+		if err := os.MkdirAll(filepath.Join(s.Root, d), 0o700); err != nil {
+			return fmt.Errorf("image store: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) tmpDir() string { return filepath.Join(s.Root, "tmp") }
+
+// BlobPath returns where the blob with digest "sha256:<hex>" lives, or ""
+// for a malformed digest (so a bad manifest cannot point outside the store).
+func (s *Store) BlobPath(digest string) string {
+	if checkDigest(digest) != nil {
+		return ""
+	}
+	return filepath.Join(s.Root, "blobs", "sha256", strings.TrimPrefix(digest, "sha256:"))
+}
+
+// LogPath returns where log name ("build.log", "serial.log") of r is kept,
+// or "" when r (with a version) or name is not valid.
+func (s *Store) LogPath(r Ref, name string) string {
+	if r.validate(true) != nil || checkLogName(name) != nil {
+		return ""
+	}
+	return filepath.Join(s.logDir(r), name)
+}
+
+func (s *Store) logDir(r Ref) string {
+	return filepath.Join(s.Root, "logs", r.Name, r.Version)
+}
+
+func (s *Store) manifestPath(r Ref) string {
+	return filepath.Join(s.Root, "manifests", r.Name, r.Version+".json")
+}
+
+// checkLogName allows plain file names only: they are joined to a store path.
+func checkLogName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.HasPrefix(name, ".") ||
+		strings.ContainsAny(name, `/\`) || len(name) > 128 {
+		return fmt.Errorf("invalid log name %q: want a plain file name such as build.log", name)
+	}
+	return nil
+}
+
+// Get returns the manifest of r. An empty version means the newest, as in
+// Resolve. A missing image gives an error matching ErrNotFound.
+func (s *Store) Get(r Ref) (Manifest, error) {
+	if r.Version == "" {
+		return s.Resolve(r)
+	}
+	if err := r.validate(true); err != nil {
+		return Manifest{}, err
+	}
+	m, err := ReadManifest(s.manifestPath(r))
+	if errors.Is(err, os.ErrNotExist) {
+		return Manifest{}, notFound(r)
+	}
+	if err != nil {
+		return Manifest{}, err
+	}
+	if m.Name != r.Name || m.Version != r.Version {
+		return Manifest{}, fmt.Errorf("manifest %s describes %s, not %s; the store is damaged", s.manifestPath(r), m.Ref(), r)
+	}
+	return m, nil
+}
+
+// Resolve returns the manifest of r, choosing the newest version when
+// r.Version is empty: highest by CompareVersions, then latest BuildEnd.
+func (s *Store) Resolve(r Ref) (Manifest, error) {
+	if r.Version != "" {
+		return s.Get(r)
+	}
+	if err := r.validate(false); err != nil {
+		return Manifest{}, err
+	}
+	ms, err := s.readName(r.Name)
+	if err != nil {
+		return Manifest{}, err
+	}
+	if len(ms) == 0 {
+		return Manifest{}, notFound(r)
+	}
+	return slices.MaxFunc(ms, compareManifests), nil
+}
+
+// List returns every stored manifest, sorted by name, then version order
+// (oldest first). Manifests that cannot be read are left out and reported
+// together in the error, so one damaged file does not hide the rest: a
+// caller may show the list and the error both.
+func (s *Store) List() ([]Manifest, error) {
+	entries, err := os.ReadDir(filepath.Join(s.Root, "manifests"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var all []Manifest
+	var errs []error
+	for _, e := range entries {
+		if !e.IsDir() || checkName(e.Name()) != "" {
+			continue
+		}
+		ms, err := s.readName(e.Name())
+		all = append(all, ms...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	slices.SortFunc(all, compareManifests)
+	return all, errors.Join(errs...)
+}
+
+// readName reads all manifests of one name, returning the good ones and an
+// error naming each bad one.
+func (s *Store) readName(name string) ([]Manifest, error) {
+	dir := filepath.Join(s.Root, "manifests", name)
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var ms []Manifest
+	var errs []error
+	for _, e := range entries {
+		version, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || e.IsDir() || checkVersion(version) != "" {
+			continue // staging leftovers and strangers are not manifests
+		}
+		path := filepath.Join(dir, e.Name())
+		m, err := ReadManifest(path)
+		if err == nil && (m.Name != name || m.Version != version) {
+			err = fmt.Errorf("manifest %s describes %s, not %s:%s; the store is damaged", path, m.Ref(), name, version)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ms = append(ms, m)
+	}
+	return ms, errors.Join(errs...)
+}
+
+// compareManifests is the store's total order: name, version, BuildEnd and
+// finally the version string, so sorting is deterministic.
+func compareManifests(a, b Manifest) int {
+	return cmp.Or(
+		strings.Compare(a.Name, b.Name),
+		CompareVersions(a.Version, b.Version),
+		a.BuildEnd.Compare(b.BuildEnd),
+		strings.Compare(a.Version, b.Version),
+	)
+}
+
+// Remove deletes r's manifest and logs. The blob stays until garbage
+// collection, since other versions (or overlays built on this one) may
+// share it. A version is required: removing "the newest" by accident is too
+// easy.
+func (s *Store) Remove(r Ref) error {
+	if r.Version == "" {
+		return fmt.Errorf("refusing to remove %s without a version; name one, e.g. %s:1.0.0", r.Name, r.Name)
+	}
+	if err := r.validate(true); err != nil {
+		return err
+	}
+	unlock, err := s.Lock(r.Name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	path := s.manifestPath(r)
+	if err := os.Remove(path); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return notFound(r)
+		}
+		return err
+	}
+	syncDir(filepath.Dir(path))
+	// The manifest is gone, so the image is; leftover logs are only clutter.
+	if err := os.RemoveAll(s.logDir(r)); err != nil {
+		return fmt.Errorf("removed %s, but not its logs: %w", r, err)
+	}
+	os.Remove(filepath.Dir(path))        // only if empty
+	os.Remove(filepath.Dir(s.logDir(r))) // only if empty
+	return nil
+}

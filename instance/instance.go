@@ -1,0 +1,176 @@
+// Package instance boots one guest from a disk image and connects to it: a
+// copy-on-write overlay (the image is never modified), a per-boot seed with
+// fresh keys, a QEMU process and a verified SSH connection. kiln run, the
+// build pipeline and fleets all start guests this way.
+package instance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/kiln-dev/kiln/cloudinit"
+	"github.com/kiln-dev/kiln/disk"
+	"github.com/kiln-dev/kiln/provision"
+	"github.com/kiln-dev/kiln/qemu"
+)
+
+// User is the login kiln creates in every guest it boots. Builds remove it
+// when they generalise the image.
+const User = "kiln"
+
+// knownHostsAlias names the guest in its known_hosts file, whatever port it
+// is forwarded to.
+const knownHostsAlias = "kiln-guest"
+
+// DefaultBootTimeout bounds the wait for SSH. TCG boots take about a minute
+// on a small machine; the margin covers a loaded CI runner.
+const DefaultBootTimeout = 5 * time.Minute
+
+// Options says what to boot.
+type Options struct {
+	Name        string // hostname and QEMU process name
+	Image       string // disk image the overlay is backed by
+	ImageFormat string // "" = detect
+	Dir         string // run folder for overlay, seed, key and logs; created 0700
+	DiskSize    int64  // 0 = the image's size
+	CPUs        int
+	MemoryMiB   int
+	Accel       qemu.Accel
+	Forwards    []qemu.Forward // guest ports besides SSH
+	UserData    []byte         // extra cloud-config merged into kiln's
+	BootTimeout time.Duration
+	Firmware    string
+	Log         func(format string, args ...any)
+}
+
+// Instance is a booted guest with an open SSH connection.
+type Instance struct {
+	VM         *qemu.Machine
+	SSH        *provision.Client
+	Dir        string
+	Overlay    string
+	InstanceID string
+	Key        provision.KeyPair
+	Target     provision.Target
+	BootTime   time.Duration // from QEMU start to SSH ready
+}
+
+// Launch creates the overlay and seed, starts QEMU and waits until SSH
+// answers with the expected host key. On failure nothing is left running
+// and the run folder is removed.
+func Launch(ctx context.Context, o Options) (_ *Instance, err error) {
+	if o.Log == nil {
+		o.Log = func(string, ...any) {}
+	}
+	if o.BootTimeout == 0 {
+		o.BootTimeout = DefaultBootTimeout
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	inst := &Instance{Dir: o.Dir, Overlay: filepath.Join(o.Dir, "disk.qcow2")}
+	defer func() {
+		if err != nil {
+			inst.Remove()
+		}
+	}()
+	format := o.ImageFormat
+	if format == "" {
+		if format, err = disk.DetectFormat(ctx, o.Image); err != nil {
+			return nil, err
+		}
+	}
+	if err := disk.CreateOverlay(ctx, o.Image, format, inst.Overlay, o.DiskSize); err != nil {
+		return nil, err
+	}
+	if inst.Key, err = provision.NewKeyPair("kiln@" + o.Name); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(o.Dir, "id_ed25519"), inst.Key.PrivatePEM, 0o600); err != nil {
+		return nil, err
+	}
+	hostKey, err := cloudinit.NewHostKey()
+	if err != nil {
+		return nil, err
+	}
+	inst.InstanceID = cloudinit.NewInstanceID()
+	seed := filepath.Join(o.Dir, "seed.iso")
+	err = cloudinit.WriteISO(seed, cloudinit.Config{
+		InstanceID:     inst.InstanceID,
+		Hostname:       o.Name,
+		User:           User,
+		AuthorizedKeys: []string{inst.Key.AuthorizedKey},
+		HostKeys:       []cloudinit.HostKey{hostKey},
+		UserData:       o.UserData,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(o.Dir, "known_hosts"), []byte(knownHostsAlias+" "+hostKey.Public+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+
+	start := time.Now()
+	forwards := append([]qemu.Forward{{GuestPort: 22}}, o.Forwards...)
+	inst.VM, err = qemu.Start(ctx, qemu.Config{
+		Name: o.Name, Dir: o.Dir, Disk: inst.Overlay, DiskFormat: "qcow2", Seed: seed,
+		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, Accel: o.Accel, Forwards: forwards, Firmware: o.Firmware,
+	})
+	if err != nil {
+		return nil, err
+	}
+	o.Log("boot (%s) %s, ssh on 127.0.0.1:%d", inst.VM.Accel(), o.Name, inst.VM.HostPort(22))
+	inst.Target = provision.Target{
+		Addr:      "127.0.0.1:" + strconv.Itoa(inst.VM.HostPort(22)),
+		User:      User,
+		Signer:    inst.Key.Signer,
+		HostKeys:  []string{hostKey.Public},
+		SerialLog: inst.VM.SerialLog(),
+	}
+	inst.SSH, err = provision.WaitForSSH(ctx, inst.Target, o.BootTimeout, inst.VM.Done())
+	if err != nil {
+		return nil, err
+	}
+	inst.BootTime = time.Since(start)
+	o.Log("ssh ready in %.1fs", inst.BootTime.Seconds())
+	return inst, nil
+}
+
+// SSHCommand is the OpenSSH command line that reaches this guest, for users
+// who want to look inside (e.g. after a failed build).
+func (i *Instance) SSHCommand() string {
+	return fmt.Sprintf("ssh -i %s -o UserKnownHostsFile=%s -o HostKeyAlias=%s -p %d %s@127.0.0.1",
+		filepath.Join(i.Dir, "id_ed25519"), filepath.Join(i.Dir, "known_hosts"), "kiln-guest",
+		i.VM.HostPort(22), User)
+}
+
+// Shutdown closes SSH and powers the guest off through ACPI, stopping it
+// hard if it has not gone within timeout.
+func (i *Instance) Shutdown(ctx context.Context, timeout time.Duration) error {
+	if i.SSH != nil {
+		i.SSH.Close()
+		i.SSH = nil
+	}
+	if i.VM == nil {
+		return nil
+	}
+	return i.VM.Shutdown(ctx, timeout)
+}
+
+// Remove stops the guest if it still runs and deletes its run folder.
+func (i *Instance) Remove() error {
+	var errs []error
+	if i.SSH != nil {
+		i.SSH.Close()
+	}
+	if i.VM != nil {
+		errs = append(errs, i.VM.Kill())
+	}
+	errs = append(errs, os.RemoveAll(i.Dir))
+	return errors.Join(errs...)
+}

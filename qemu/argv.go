@@ -1,0 +1,192 @@
+// Package qemu runs one QEMU virtual machine: it builds the command line,
+// starts qemu-system-x86_64 with collision-free localhost port forwards,
+// talks QMP to it, and stops it without leaving processes behind.
+package qemu
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+)
+
+// Accel is the QEMU accelerator a VM runs under.
+type Accel string
+
+const (
+	KVM Accel = "kvm" // Linux hardware virtualisation
+	HVF Accel = "hvf" // macOS Hypervisor.framework
+	TCG Accel = "tcg" // software emulation: works everywhere, ~10x slower
+)
+
+// DetectAccel picks the fastest accelerator this host can use: KVM when
+// /dev/kvm opens read-write (existing but unwritable means no KVM), HVF on
+// Intel macOS (HVF cannot run x86 guests on Apple Silicon), else TCG.
+func DetectAccel() Accel {
+	switch runtime.GOOS {
+	case "linux":
+		if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
+			f.Close()
+			return KVM
+		}
+	case "darwin":
+		if runtime.GOARCH == "amd64" {
+			return HVF
+		}
+	}
+	return TCG
+}
+
+// AccelWarning is the one line to show users when a VM will be slow, or ""
+// when it will not. The qemu package never logs; callers decide.
+func AccelWarning(a Accel) string {
+	if a == TCG {
+		return "no KVM: running under TCG software emulation, about 10x slower"
+	}
+	return ""
+}
+
+// Forward asks for a host TCP port on 127.0.0.1 that reaches GuestPort.
+type Forward struct {
+	HostPort  int // 0 = pick a free one
+	GuestPort int
+}
+
+// Config describes one VM.
+type Config struct {
+	Name       string // shown in the process title (-name)
+	Dir        string // run folder (exists, 0700): qmp.sock, serial.log, qemu.pid go here
+	Disk       string // disk image path; "" = no disk (only useful for tests)
+	DiskFormat string // "qcow2" (default) or "raw"
+	Seed       string // cloud-init seed ISO path, optional
+	CPUs       int    // default 2
+	MemoryMiB  int    // default 1024
+	Accel      Accel  // "" = DetectAccel()
+	Forwards   []Forward
+	// Firmware is "" for BIOS (SeaBIOS), else an OVMF file for UEFI. A
+	// split build (name containing "CODE", e.g. OVMF_CODE_4M.fd) is mapped
+	// read-only and gets a private copy of the matching VARS file
+	// (OVMF_VARS_4M.fd next to it) in Dir as efivars.fd, so boot entries
+	// persist per VM; any other file (e.g. OVMF.fd) is passed as -bios.
+	Firmware  string
+	Binary    string // "" = qemu-system-x86_64 from PATH
+	ExtraArgs []string
+
+	// pickPorts overrides the random host-port chooser (tests force
+	// collisions with it).
+	pickPorts func(n int, avoid []int) []int
+}
+
+// Files kept in Config.Dir.
+const (
+	qmpSocketName = "qmp.sock"
+	serialLogName = "serial.log"
+	pidFileName   = "qemu.pid"
+	efiVarsName   = "efivars.fd"
+)
+
+func (c Config) withDefaults() Config {
+	if c.DiskFormat == "" {
+		c.DiskFormat = "qcow2"
+	}
+	if c.CPUs <= 0 {
+		c.CPUs = 2
+	}
+	if c.MemoryMiB <= 0 {
+		c.MemoryMiB = 1024
+	}
+	return c
+}
+
+// optEscape escapes a value inside a QEMU -opt list, where a comma ends the
+// value unless doubled.
+func optEscape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// splitFirmware reports whether fw is a split OVMF CODE file, and the VARS
+// template that goes with it.
+func splitFirmware(fw string) (vars string, split bool) {
+	base := filepath.Base(fw)
+	if !strings.Contains(base, "CODE") {
+		return "", false
+	}
+	return filepath.Join(filepath.Dir(fw), strings.Replace(base, "CODE", "VARS", 1)), true
+}
+
+// Argv is the full QEMU command line (without the binary) for c, with
+// hostPorts[i] used as the host port of c.Forwards[i] (a missing or zero
+// entry falls back to Forwards[i].HostPort). It is pure: Start resolves
+// Accel ("" here means TCG) and ports before calling it.
+func Argv(c Config, hostPorts []int) []string {
+	c = c.withDefaults()
+	var a []string
+	add := func(s ...string) { a = append(a, s...) }
+
+	if c.Name != "" {
+		add("-name", optEscape(c.Name))
+	}
+	machine := "q35"
+	secure := strings.Contains(filepath.Base(c.Firmware), "secboot")
+	if secure {
+		machine += ",smm=on" // secure-boot OVMF builds need SMM
+	}
+	add("-machine", machine)
+	switch c.Accel {
+	case KVM, HVF:
+		add("-accel", string(c.Accel), "-cpu", "host")
+	default:
+		// Multi-threaded TCG uses one host thread per vCPU; -cpu max gives
+		// the guest every feature TCG can emulate (x86-64-v2+ for Debian).
+		add("-accel", "tcg,thread=multi", "-cpu", "max")
+	}
+	add("-smp", strconv.Itoa(c.CPUs), "-m", strconv.Itoa(c.MemoryMiB))
+	add("-nodefaults", "-no-user-config", "-display", "none")
+
+	if c.Firmware != "" {
+		if _, split := splitFirmware(c.Firmware); split {
+			if secure {
+				add("-global", "driver=cfi.pflash01,property=secure,value=on")
+			}
+			add("-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+optEscape(c.Firmware))
+			add("-drive", "if=pflash,format=raw,unit=1,file="+optEscape(filepath.Join(c.Dir, efiVarsName)))
+		} else {
+			add("-bios", c.Firmware)
+		}
+	}
+
+	if c.Disk != "" {
+		// discard/detect-zeroes let fstrim in the guest free host blocks, so
+		// images stay small. writeback (not unsafe) so guest flushes reach the
+		// qcow2 metadata: a VM that has to be killed keeps a consistent image.
+		add("-drive", "file="+optEscape(c.Disk)+",format="+c.DiskFormat+
+			",if=virtio,cache=writeback,discard=unmap,detect-zeroes=unmap")
+	}
+	if c.Seed != "" {
+		// virtio, not ide: Debian's cloud kernel has no AHCI/IDE driver, so an
+		// ide cdrom on q35 is invisible to cloud-init.
+		add("-drive", "file="+optEscape(c.Seed)+",if=virtio,media=cdrom,readonly=on,format=raw")
+	}
+
+	netdev := "user,id=net0"
+	for i, f := range c.Forwards {
+		hp := f.HostPort
+		if i < len(hostPorts) && hostPorts[i] != 0 {
+			hp = hostPorts[i]
+		}
+		// 127.0.0.1 only: the guest's sshd must not be reachable from the LAN.
+		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", hp, f.GuestPort)
+	}
+	add("-netdev", netdev, "-device", "virtio-net-pci,netdev=net0")
+	add("-device", "virtio-rng-pci") // entropy for sshd key generation at first boot
+
+	// -chardev rather than "-serial file:" / "-qmp unix:" so paths with
+	// commas are escaped the same way everywhere.
+	add("-chardev", "file,id=serial0,path="+optEscape(filepath.Join(c.Dir, serialLogName)),
+		"-serial", "chardev:serial0")
+	add("-chardev", "socket,id=qmp0,path="+optEscape(filepath.Join(c.Dir, qmpSocketName))+",server=on,wait=off",
+		"-mon", "chardev=qmp0,mode=control")
+	add("-pidfile", filepath.Join(c.Dir, pidFileName))
+	add(c.ExtraArgs...)
+	return a
+}

@@ -1,0 +1,161 @@
+package template
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+)
+
+// value evaluates an attribute of the image block and converts it to ty.
+// ok is false when the attribute is absent or null (both mean "not set"),
+// or when its value could not be had; the reason, if any, is already in
+// l.diags. Values that depend on a broken variable are unknown, and are
+// skipped silently, so one mistake is reported once.
+func (l *loader) value(attr *hcl.Attribute, ty cty.Type) (cty.Value, bool) {
+	if attr == nil || !l.checkRefs(attr.Expr) {
+		return cty.NilVal, false
+	}
+	return l.evalAttr(attr, l.ctx, ty)
+}
+
+// constValue is value for attributes of variable blocks, which are
+// evaluated before any variable has a value and so may not refer to one.
+func (l *loader) constValue(attr *hcl.Attribute, ty cty.Type) (cty.Value, bool) {
+	if attr == nil {
+		return cty.NilVal, false
+	}
+	if refs := attr.Expr.Variables(); len(refs) > 0 {
+		for _, tr := range refs {
+			l.diags = append(l.diags, diagAt(tr.SourceRange().Ptr(), "Variables not allowed",
+				"The %s of a variable must not refer to variables: variables get their values after it is known.", attr.Name))
+		}
+		return cty.NilVal, false
+	}
+	return l.evalAttr(attr, l.constCtx, ty)
+}
+
+func (l *loader) evalAttr(attr *hcl.Attribute, ctx *hcl.EvalContext, ty cty.Type) (cty.Value, bool) {
+	v, diags := attr.Expr.Value(ctx)
+	l.diags = append(l.diags, diags...)
+	if diags.HasErrors() || v.IsNull() || !v.IsWhollyKnown() {
+		return cty.NilVal, false
+	}
+	cv, err := convertTo(v, ty)
+	if err != nil {
+		l.diags = append(l.diags, diagAt(attr.Expr.Range().Ptr(), "Incorrect attribute value type",
+			"Inappropriate value for attribute %q: %s.", attr.Name, err))
+		return cty.NilVal, false
+	}
+	if !cv.IsWhollyKnown() || cv.IsNull() {
+		return cty.NilVal, false
+	}
+	return cv, true
+}
+
+// checkRefs reports references to things that do not exist before the
+// expression is evaluated, so the message can speak of template variables
+// ("undefined variable") rather than of HCL objects and attributes.
+func (l *loader) checkRefs(expr hcl.Expression) bool {
+	ok := true
+	for _, tr := range expr.Variables() {
+		rng := tr.SourceRange().Ptr()
+		root := tr.RootName()
+		if root != "var" {
+			hint := " Template variables are referred to as var.NAME."
+			if _, declared := l.vars[root]; declared {
+				hint = fmt.Sprintf(" Did you mean var.%s?", root)
+			} else if editDistance(root, "var") < 2 {
+				hint = ` Did you mean "var"?`
+			}
+			l.diags = append(l.diags, diagAt(rng, "Unknown variable", "There is no variable named %q.%s", root, hint))
+			ok = false
+			continue
+		}
+		if len(tr) < 2 {
+			continue
+		}
+		var name string
+		switch step := tr[1].(type) {
+		case hcl.TraverseAttr:
+			name = step.Name
+		case hcl.TraverseIndex:
+			if step.Key.Type() != cty.String || !step.Key.IsKnown() || step.Key.IsNull() {
+				continue
+			}
+			name = step.Key.AsString()
+		default:
+			continue
+		}
+		if _, declared := l.vars[name]; !declared {
+			l.diags = append(l.diags, diagAt(rng, "Undefined variable",
+				"The template uses var.%s but declares no variable %q.%s", name, name, didYouMean(name, l.varOrder)))
+			ok = false
+		}
+	}
+	return ok
+}
+
+// convertTo converts v to ty, with an error that says where in a
+// collection the mismatch is.
+func convertTo(v cty.Value, ty cty.Type) (cty.Value, error) {
+	cv, err := convert.Convert(v, ty)
+	if err == nil {
+		return cv, nil
+	}
+	if pe, ok := err.(cty.PathError); ok && len(pe.Path) > 0 {
+		return cty.NilVal, fmt.Errorf("%s: %s", formatPath(pe.Path), pe.Error())
+	}
+	return cty.NilVal, err
+}
+
+func formatPath(p cty.Path) string {
+	var b strings.Builder
+	for _, step := range p {
+		switch s := step.(type) {
+		case cty.GetAttrStep:
+			fmt.Fprintf(&b, ".%s", s.Name)
+		case cty.IndexStep:
+			switch {
+			case s.Key.Type() == cty.String:
+				fmt.Fprintf(&b, "[%q]", s.Key.AsString())
+			case s.Key.Type() == cty.Number:
+				fmt.Fprintf(&b, "[%s]", s.Key.AsBigFloat().Text('f', -1))
+			default:
+				b.WriteString("[…]")
+			}
+		}
+	}
+	return "element " + strings.TrimPrefix(b.String(), ".")
+}
+
+// valueString renders a primitive value the way a user would type it.
+func valueString(v cty.Value) string {
+	if v.IsNull() || !v.IsKnown() {
+		return ""
+	}
+	if v.Type() == cty.Number {
+		return v.AsBigFloat().Text('f', -1)
+	}
+	s, err := convert.Convert(v, cty.String)
+	if err != nil {
+		return ""
+	}
+	return s.AsString()
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// sortedKeys returns m's keys in order, for deterministic iteration.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
