@@ -31,7 +31,9 @@ type AddOptions struct {
 	// KeepSource leaves src where it is and copies it. Without it Add takes
 	// the file over: src is moved into the store (a hard link plus unlink on
 	// the same filesystem, so no copy of a multi-GiB image) and is gone after
-	// a successful Add. Use it when src is a user's file, as for an import.
+	// a successful Add (a symlink src: the link goes, its target is copied).
+	// A src that is already a store blob is never moved. Use KeepSource when
+	// src is a user's file, as for an import.
 	KeepSource bool
 }
 
@@ -50,7 +52,8 @@ type AddOptions struct {
 // unless o.Force. On any failure the store is left as it was: no blob
 // without a manifest, no manifest without its blob, no temp files; src is
 // left as it was too. The per-name lock is held only for the final renames,
-// not while hashing or copying.
+// not while hashing or copying; as locks are not reentrant, do not call Add
+// while holding Lock for the same name.
 func (s *Store) Add(ctx context.Context, m Manifest, src string, o AddOptions) (Manifest, error) {
 	r := m.Ref()
 	if err := r.validate(true); err != nil {
@@ -72,7 +75,7 @@ func (s *Store) Add(ctx context.Context, m Manifest, src string, o AddOptions) (
 		return Manifest{}, exists(r)
 	}
 
-	keep := o.KeepSource || s.inStore(src)
+	keep := o.KeepSource || s.inBlobs(src)
 	b, err := s.stageBlob(ctx, src, keep)
 	if err != nil {
 		return Manifest{}, err
@@ -215,20 +218,23 @@ func (s *Store) hasManifest(r Ref) bool {
 	return err == nil
 }
 
-// inStore reports whether path is inside the store, e.g. a blob being added
-// under a second name: such a file must never be moved or removed.
-func (s *Store) inStore(path string) bool {
-	p, err1 := filepath.Abs(path)
-	if err1 == nil {
-		if real, err := filepath.EvalSymlinks(p); err == nil {
-			p = real
-		}
+// inBlobs reports whether path is one of the store's blobs, e.g. a blob
+// being added under a second name: such a file must never be moved or
+// removed. (Files elsewhere in the store, such as a build output written to
+// tmp/ to be sure of a same-filesystem move, are fine to move.)
+func (s *Store) inBlobs(path string) bool {
+	p, err := filepath.Abs(path)
+	if err != nil {
+		return true // cannot tell; be safe
 	}
-	root := s.Root
-	if real, err := filepath.EvalSymlinks(root); err == nil {
-		root = real
+	if real, err := filepath.EvalSymlinks(p); err == nil {
+		p = real
 	}
-	return err1 != nil || strings.HasPrefix(p, root+string(filepath.Separator))
+	blobs := filepath.Join(s.Root, "blobs")
+	if real, err := filepath.EvalSymlinks(blobs); err == nil {
+		blobs = real
+	}
+	return strings.HasPrefix(p, blobs+string(filepath.Separator))
 }
 
 // tmpName returns a fresh name in the store's tmp folder. The pid in it

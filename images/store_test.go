@@ -669,3 +669,46 @@ func TestPathsOfStore(t *testing.T) {
 		}
 	}
 }
+
+func TestAddMovesWhatItMay(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+
+	// A build output staged in the store's own tmp/ is moved, not copied.
+	out := filepath.Join(s.Root, "tmp", "build-output.qcow2")
+	writeQcow2(t, out, 1, "built", "")
+	before, _ := os.Stat(out)
+	m, err := s.Add(ctx, manifestFor("built:1"), out, AddOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.Stat(s.BlobPath(m.Digest))
+	if !os.SameFile(before, after) {
+		t.Error("same-filesystem Add copied instead of moving")
+	}
+	if entries, _ := os.ReadDir(filepath.Join(s.Root, "tmp")); len(entries) != 0 {
+		t.Errorf("tmp not empty: %v", entries)
+	}
+
+	// A symlink is followed for the content; only the link goes away, and
+	// the blob is a copy, never the (shared) target.
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target.qcow2")
+	writeQcow2(t, target, 1, "target", "")
+	link := filepath.Join(dir, "link.qcow2")
+	os.Symlink(target, link)
+	m, err = s.Add(ctx, manifestFor("linked:1"), link, AddOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(link); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("symlink src kept: %v", err)
+	}
+	tfi, err := os.Stat(target)
+	if err != nil {
+		t.Fatalf("symlink target removed: %v", err)
+	}
+	if bfi, _ := os.Lstat(s.BlobPath(m.Digest)); os.SameFile(tfi, bfi) || !bfi.Mode().IsRegular() {
+		t.Errorf("blob is %v, want a regular copy", bfi.Mode())
+	}
+}

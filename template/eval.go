@@ -113,24 +113,24 @@ func convertTo(v cty.Value, ty cty.Type) (cty.Value, error) {
 	return cty.NilVal, err
 }
 
+// formatPath names a place in a value the way cty's own mismatch messages
+// do: "element 1", "element \"key\"".
 func formatPath(p cty.Path) string {
-	var b strings.Builder
+	parts := []string{}
 	for _, step := range p {
 		switch s := step.(type) {
 		case cty.GetAttrStep:
-			fmt.Fprintf(&b, ".%s", s.Name)
+			parts = append(parts, s.Name)
 		case cty.IndexStep:
 			switch {
 			case s.Key.Type() == cty.String:
-				fmt.Fprintf(&b, "[%q]", s.Key.AsString())
+				parts = append(parts, fmt.Sprintf("%q", s.Key.AsString()))
 			case s.Key.Type() == cty.Number:
-				fmt.Fprintf(&b, "[%s]", s.Key.AsBigFloat().Text('f', -1))
-			default:
-				b.WriteString("[…]")
+				parts = append(parts, s.Key.AsBigFloat().Text('f', -1))
 			}
 		}
 	}
-	return "element " + strings.TrimPrefix(b.String(), ".")
+	return "element " + strings.Join(parts, ".")
 }
 
 // valueString renders a primitive value the way a user would type it.

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 
@@ -189,12 +190,7 @@ func (l *loader) base(b *hcl.Block) build.Source {
 	l.diags = append(l.diags, diags...)
 	attrs := content.Attributes
 
-	var given []*hcl.Attribute
-	for _, name := range []string{"file", "url", "image"} {
-		if a := attrs[name]; a != nil {
-			given = append(given, a)
-		}
-	}
+	given := present(attrs, "file", "url", "image")
 	switch {
 	case len(given) == 0:
 		l.diags = append(l.diags, diagAt(b.DefRange.Ptr(), "Missing base source",
@@ -286,12 +282,7 @@ func (l *loader) shell(b *hcl.Block, p *build.Provisioner) {
 	l.diags = append(l.diags, diags...)
 	attrs := content.Attributes
 
-	var given []*hcl.Attribute
-	for _, name := range []string{"inline", "script", "scripts"} {
-		if a := attrs[name]; a != nil {
-			given = append(given, a)
-		}
-	}
+	given := present(attrs, "inline", "script", "scripts")
 	switch {
 	case len(given) == 0:
 		l.diags = append(l.diags, diagAt(b.DefRange.Ptr(), "Missing shell commands",
@@ -525,6 +516,19 @@ func (l *loader) oneOf(attr *hcl.Attribute, choices []string) (string, bool) {
 	l.diags = append(l.diags, diagAt(attr.Expr.Range().Ptr(), "Invalid "+attr.Name,
 		"%q is not a valid %s; use %s.%s", s, attr.Name, orList(choices), didYouMean(s, choices)))
 	return "", false
+}
+
+// present returns those of the named attributes that are set, in source
+// order, so a conflict is reported at the second one written.
+func present(attrs hcl.Attributes, names ...string) []*hcl.Attribute {
+	var out []*hcl.Attribute
+	for _, n := range names {
+		if a := attrs[n]; a != nil {
+			out = append(out, a)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].NameRange.Start.Byte < out[j].NameRange.Start.Byte })
+	return out
 }
 
 // orList renders choices as `"a", "b" or "c"`.

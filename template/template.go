@@ -35,6 +35,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/function"
 
@@ -171,11 +172,14 @@ func (l *loader) load() *build.Spec {
 		Functions: l.funcs,
 	}
 
-	if len(images) == 0 {
+	if len(images) == 0 && !hasBlock(file.Body, "image") {
 		start := hcl.Range{Filename: l.path, Start: hcl.InitialPos, End: hcl.InitialPos}
 		l.diags = append(l.diags, diagAt(&start, "Missing image block",
 			`A template must describe one image, in a block such as image "NAME" { … }.`))
 		return nil
+	}
+	if len(images) == 0 {
+		return nil // the malformed image block is already reported
 	}
 	for _, b := range images[1:] {
 		l.diags = append(l.diags, diagAt(b.DefRange.Ptr(), "Duplicate image block",
@@ -198,6 +202,20 @@ func (l *loader) parse(src []byte, name string) (*hcl.File, hcl.Diagnostics) {
 		return l.parser.ParseJSON(src, name)
 	}
 	return l.parser.ParseHCL(src, name)
+}
+
+// hasBlock reports whether body has a block of type typ even if it was
+// malformed (e.g. missing its label) and so left out of the decoded
+// content: one mistake should not also be reported as a missing block.
+func hasBlock(body hcl.Body, typ string) bool {
+	if b, ok := body.(*hclsyntax.Body); ok {
+		for _, blk := range b.Blocks {
+			if blk.Type == typ {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // pos renders where a range starts, for details that refer to another place.

@@ -87,7 +87,7 @@ func TestValidation(t *testing.T) {
 		{
 			name: "missing name",
 			tmpl: "image {\n  version = \"1\"\n  base { image = \"d\" }\n}\n",
-			want: []want{{"1:7", `Missing name for image: All image blocks must have 1 labels (name).`}},
+			want: []want{{"1:7", `Missing name for image: All image blocks must have 1 labels (name).`}}, // and not "Missing image block"
 		},
 		{
 			name: "invalid name",
@@ -148,10 +148,10 @@ func TestValidation(t *testing.T) {
 			want: []want{{"3:3", "Missing base source"}},
 		},
 		{
-			name: "base with two sources",
-			tmpl: strings.Replace(minimal, `image = "debian:12"`, `image = "debian:12"`+"\n    file = \"base.qcow2\"", 1),
+			name:  "base with two sources",
+			tmpl:  baseWith(`image = "debian:12"`, `file = "base.qcow2"`),
 			files: map[string]string{"base.qcow2": "x"},
-			want:  []want{{"4:5", "Conflicting base sources: The base block takes only one of file, url or image, but both file and image are set."}},
+			want:  []want{{"5:5", "Conflicting base sources: The base block takes only one of file, url or image, but both image and file are set."}},
 		},
 		{
 			name: "url without checksum",
@@ -160,8 +160,8 @@ func TestValidation(t *testing.T) {
 		},
 		{
 			name: "invalid url",
-			tmpl: strings.Replace(minimal, `image = "debian:12"`, `url = "ftp://example.com/d" `+"\n checksum = \"sha256:"+sum+`"`, 1),
-			want: []want{{"3:16", `Invalid base URL: "ftp://example.com/d" is not an http or https URL.`}},
+			tmpl: baseWith(`url = "ftp://example.com/d"`, `checksum = "sha256:`+sum+`"`),
+			want: []want{{"4:11", `Invalid base URL: "ftp://example.com/d" is not an http or https URL.`}},
 		},
 		{
 			name: "invalid checksums",
@@ -187,13 +187,13 @@ image "y" {
 		},
 		{
 			name: "invalid file: checksum",
-			tmpl: strings.Replace(minimal, `image = "debian:12"`, `url = "https://example.com/d" `+"\n checksum = \"file:SHA256SUMS\"", 1),
-			want: []want{{"4:13", `Invalid checksum: "file:SHA256SUMS": after file: comes the http or https URL`}},
+			tmpl: baseWith(`url = "https://example.com/d"`, `checksum = "file:SHA256SUMS"`),
+			want: []want{{"5:16", `Invalid checksum: "file:SHA256SUMS": after file: comes the http or https URL`}},
 		},
 		{
 			name: "checksum without url",
-			tmpl: strings.Replace(minimal, `image = "debian:12"`, `image = "debian:12"`+"\n checksum = \"sha256:"+sum+`"`, 1),
-			want: []want{{"4:2", "Unexpected checksum: checksum only applies to a base url"}},
+			tmpl: baseWith(`image = "debian:12"`, `checksum = "sha256:`+sum+`"`),
+			want: []want{{"5:5", "Unexpected checksum: checksum only applies to a base url"}},
 		},
 		{
 			name: "missing base file",
@@ -253,7 +253,7 @@ image "y" {
 		{
 			name: "list element type mismatch",
 			tmpl: strings.Replace(minimal, "base", "provision \"shell\" { inline = [\"a\", [\"b\"]] }\n  base", 1),
-			want: []want{{"3:31", `Inappropriate value for attribute "inline": element [1]: string required.`}},
+			want: []want{{"3:32", `Inappropriate value for attribute "inline": element 1: string required`}},
 		},
 		{
 			name: "invalid compression",
@@ -264,78 +264,78 @@ image "y" {
 			name: "unknown provisioner",
 			tmpl: strings.Replace(minimal, "base", "provision \"ansible\" { playbook = \"x\" }\n  provision \"shel\" { inline = [\"x\"] }\n  base", 1),
 			want: []want{
-				{"2:13", `Unknown provisioner type: There is no provisioner "ansible"; use "shell" or "file".`},
-				{"3:13", `There is no provisioner "shel"; use "shell" or "file". Did you mean "shell"?`},
+				{"3:13", `Unknown provisioner type: There is no provisioner "ansible"; use "shell" or "file".`},
+				{"4:13", `There is no provisioner "shel"; use "shell" or "file". Did you mean "shell"?`},
 			},
 		},
 		{
 			name: "shell without commands",
 			tmpl: strings.Replace(minimal, "base", "provision \"shell\" {\n    env = { A = \"b\" }\n  }\n  base", 1),
-			want: []want{{"2:3", "Missing shell commands: A shell provisioner needs one of inline (a list of commands), script or scripts."}},
+			want: []want{{"3:3", "Missing shell commands: A shell provisioner needs one of inline (a list of commands), script or scripts."}},
 		},
 		{
 			name:  "shell with two kinds of commands",
 			tmpl:  strings.Replace(minimal, "base", "provision \"shell\" {\n    inline = [\"x\"]\n    scripts = [\"a.sh\"]\n  }\n  base", 1),
 			files: map[string]string{"a.sh": "true"},
-			want:  []want{{"4:5", "Conflicting shell commands: A shell provisioner takes only one of inline, script or scripts, but both inline and scripts are set."}},
+			want:  []want{{"5:5", "Conflicting shell commands: A shell provisioner takes only one of inline, script or scripts, but both inline and scripts are set."}},
 		},
 		{
 			name: "empty inline",
 			tmpl: strings.Replace(minimal, "base", "provision \"shell\" { inline = [] }\n  base", 1),
-			want: []want{{"2:32", "Empty inline: inline needs at least one command."}},
+			want: []want{{"3:32", "Empty inline: inline needs at least one command."}},
 		},
 		{
 			name:  "missing scripts",
 			tmpl:  strings.Replace(minimal, "base", "provision \"shell\" { script = \"setup.sh\" }\n  provision \"shell\" { scripts = [\"a.sh\", \"b.sh\"] }\n  base", 1),
 			files: map[string]string{"a.sh": "true"},
 			want: []want{
-				{"2:32", `Script not found: No file exists at "setup.sh" (resolved to`},
-				{"3:41", `Script not found: No file exists at "b.sh"`},
+				{"3:32", `Script not found: No file exists at "setup.sh" (resolved to`},
+				{"4:42", `Script not found: No file exists at "b.sh"`},
 			},
 		},
 		{
 			name: "argument of the other provisioner type",
 			tmpl: strings.Replace(minimal, "base", "provision \"shell\" {\n    inline = [\"x\"]\n    source = \"a\"\n  }\n  base", 1),
-			want: []want{{"4:5", `Unsupported argument: An argument named "source" is not expected here.`}},
+			want: []want{{"5:5", `Unsupported argument: An argument named "source" is not expected here.`}},
 		},
 		{
 			name: "file without source and destination",
 			tmpl: strings.Replace(minimal, "base", "provision \"file\" {\n  }\n  base", 1),
 			want: []want{
-				{"2:20", `Missing required argument: The argument "source" is required`},
-				{"2:20", `Missing required argument: The argument "destination" is required`},
+				{"3:20", `Missing required argument: The argument "source" is required`},
+				{"3:20", `Missing required argument: The argument "destination" is required`},
 			},
 		},
 		{
 			name: "invalid direction and missing upload source",
 			tmpl: strings.Replace(minimal, "base", "provision \"file\" {\n    source = \"app/\"\n    destination = \"/opt\"\n    direction = \"downlaod\"\n  }\n  base", 1),
 			want: []want{
-				{"5:17", `Invalid direction: "downlaod" is not a valid direction; use "upload" or "download". Did you mean "download"?`},
-				{"3:14", `Upload source not found: No file exists at "app/"`},
+				{"6:17", `Invalid direction: "downlaod" is not a valid direction; use "upload" or "download". Did you mean "download"?`},
+				{"4:14", `Upload source not found: No file exists at "app/"`},
 			},
 		},
 		{
 			name: "empty destination",
 			tmpl: strings.Replace(minimal, "base", "provision \"file\" {\n    source = \"/x\"\n    destination = \"\"\n    direction = \"download\"\n  }\n  base", 1),
-			want: []want{{"4:19", "Empty destination: The destination of a file provisioner must not be empty."}},
+			want: []want{{"5:19", "Empty destination: The destination of a file provisioner must not be empty."}},
 		},
 		{
 			name: "invalid env name",
 			tmpl: strings.Replace(minimal, "base", "provision \"shell\" {\n    inline = [\"x\"]\n    env = { \"A-B\" = \"1\" }\n  }\n  base", 1),
-			want: []want{{"4:11", `Invalid environment variable name: "A-B" cannot be an environment variable name`}},
+			want: []want{{"5:11", `Invalid environment variable name: "A-B" cannot be an environment variable name`}},
 		},
 		{
 			name: "duplicate cloud_init and missing user_data",
 			tmpl: strings.Replace(minimal, "base", "cloud_init {}\n  cloud_init { user_data = \"\" }\n  base", 1),
 			want: []want{
-				{"2:14", `Missing required argument: The argument "user_data" is required`},
-				{"3:3", "Duplicate cloud_init block"},
+				{"3:14", `Missing required argument: The argument "user_data" is required`},
+				{"4:3", "Duplicate cloud_init block: Only one cloud_init block is allowed; the first is at"},
 			},
 		},
 		{
 			name: "missing file() argument",
 			tmpl: strings.Replace(minimal, "base", "cloud_init { user_data = file(\"cloud.yaml\") }\n  base", 1),
-			want: []want{{"2:33", `Invalid function argument: Invalid value for "path" parameter: no file exists at "cloud.yaml"`}},
+			want: []want{{"3:34", `Invalid function argument: Invalid value for "path" parameter: no file exists at "cloud.yaml"`}},
 		},
 		{
 			name: "unknown function",
@@ -352,7 +352,7 @@ image "y" {
 			tmpl: "variable \"version\" { default = \"x\" }\n" + strings.Replace(minimal, `"1.0.0"`, `"v${var.verison}-${var["other"]}"`, 1),
 			want: []want{
 				{"3:17", `Undefined variable: The template uses var.verison but declares no variable "verison". Did you mean "version"?`},
-				{"3:34", `The template uses var.other but declares no variable "other".`},
+				{"3:32", `The template uses var.other but declares no variable "other".`},
 			},
 		},
 		{
@@ -422,7 +422,7 @@ variable "d" {
 				{"vars.hcl:1:1", `Undeclared variable: The var file sets "verison", but the template declares no variable of that name. Did you mean "version"?`},
 				{"vars.hcl:2:5", `Invalid value for variable: Variable "n" is a number: a number is required.`},
 				{"vars.hcl:3:11", `Variables not allowed`},
-				{"bad.hcl:2:1", `Invalid expression`},
+				{"bad.hcl:1:5", `Invalid expression`},
 				{"none.hcl:0:0", `Cannot read var file`},
 			},
 		},
@@ -483,6 +483,12 @@ func TestAllAtOnce(t *testing.T) {
 			t.Errorf("line %d = %q; want prefix %q", i, lines[i], prefix)
 		}
 	}
+}
+
+// baseWith is a template whose base block holds the given lines, the
+// first on line 4, column 5.
+func baseWith(lines ...string) string {
+	return "image \"hello\" {\n  version = \"1.0.0\"\n  base {\n    " + strings.Join(lines, "\n    ") + "\n  }\n}\n"
 }
 
 func putFile(dir, name, content string) error {
