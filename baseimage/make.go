@@ -2,9 +2,7 @@ package baseimage
 
 import (
 	"context"
-	"crypto/sha256"
 	_ "embed"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +12,8 @@ import (
 	"time"
 
 	"github.com/diskfs/go-diskfs/filesystem"
+
+	"github.com/kiln-dev/kiln/images"
 )
 
 // Make builds the image, or reuses the cached one for the same inputs, and
@@ -244,14 +244,6 @@ func readChecksumFile(path string) (string, error) {
 }
 
 func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	d, err := images.FileDigest(path)
+	return strings.TrimPrefix(d, "sha256:"), err
 }

@@ -279,3 +279,13 @@ func plural(n int, what string) string {
 	}
 	return fmt.Sprintf("%d %ss", n, what)
 }
+
+// Rebase points a qcow2 overlay at another name for the same backing data
+// without reading or rewriting any data (qemu-img rebase -u). It is how an
+// image keeps working after its backing file moved or is named relatively.
+func Rebase(ctx context.Context, path, backing, backingFormat string) error {
+	if _, err := runQemuImg(ctx, "rebase", "-u", "-b", backing, "-F", backingFormat, path); err != nil {
+		return fmt.Errorf("rebase %s onto %s: %w", path, backing, err)
+	}
+	return nil
+}

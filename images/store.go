@@ -2,8 +2,11 @@ package images
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -232,4 +235,18 @@ func (s *Store) Remove(r Ref) error {
 	os.Remove(filepath.Dir(path))        // only if empty
 	os.Remove(filepath.Dir(s.logDir(r))) // only if empty
 	return nil
+}
+
+// FileDigest is the store's digest ("sha256:<hex>") of a file's content.
+func FileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }

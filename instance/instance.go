@@ -45,6 +45,7 @@ type Options struct {
 	UserData    []byte         // extra cloud-config merged into kiln's
 	BootTimeout time.Duration
 	Firmware    string
+	SerialLog   string // where the serial console goes; "" = inside Dir (removed with it)
 	Log         func(format string, args ...any)
 }
 
@@ -120,11 +121,12 @@ func Launch(ctx context.Context, o Options) (_ *Instance, err error) {
 	inst.VM, err = qemu.Start(ctx, qemu.Config{
 		Name: o.Name, Dir: o.Dir, Disk: inst.Overlay, DiskFormat: "qcow2", Seed: seed,
 		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, Accel: o.Accel, Forwards: forwards, Firmware: o.Firmware,
+		SerialLog: o.SerialLog,
 	})
 	if err != nil {
 		return nil, err
 	}
-	o.Log("boot (%s) %s, ssh on 127.0.0.1:%d", inst.VM.Accel(), o.Name, inst.VM.HostPort(22))
+	o.Log("boot (%s) %s, instance %s, ssh on 127.0.0.1:%d", inst.VM.Accel(), o.Name, inst.InstanceID, inst.VM.HostPort(22))
 	inst.Target = provision.Target{
 		Addr:      "127.0.0.1:" + strconv.Itoa(inst.VM.HostPort(22)),
 		User:      User,

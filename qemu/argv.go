@@ -74,6 +74,10 @@ type Config struct {
 	Binary    string // "" = qemu-system-x86_64 from PATH
 	ExtraArgs []string
 
+	// SerialLog is where the guest's serial console goes; "" means
+	// Dir/serial.log. Callers put it elsewhere to keep it after Dir is gone.
+	SerialLog string
+
 	// pickPorts overrides the random host-port chooser (tests force
 	// collisions with it).
 	pickPorts func(n int, avoid []int) []int
@@ -182,11 +186,18 @@ func Argv(c Config, hostPorts []int) []string {
 
 	// -chardev rather than "-serial file:" / "-qmp unix:" so paths with
 	// commas are escaped the same way everywhere.
-	add("-chardev", "file,id=serial0,path="+optEscape(filepath.Join(c.Dir, serialLogName)),
+	add("-chardev", "file,id=serial0,path="+optEscape(c.serialLog()),
 		"-serial", "chardev:serial0")
 	add("-chardev", "socket,id=qmp0,path="+optEscape(filepath.Join(c.Dir, qmpSocketName))+",server=on,wait=off",
 		"-mon", "chardev=qmp0,mode=control")
 	add("-pidfile", filepath.Join(c.Dir, pidFileName))
 	add(c.ExtraArgs...)
 	return a
+}
+
+func (c Config) serialLog() string {
+	if c.SerialLog != "" {
+		return c.SerialLog
+	}
+	return filepath.Join(c.Dir, serialLogName)
 }

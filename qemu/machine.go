@@ -494,7 +494,7 @@ func (m *Machine) HostPort(guest int) int { return m.ports[guest] }
 
 // SerialLog is the file receiving the guest's serial console (kernel and
 // cloud-init messages); QEMU truncates it at start.
-func (m *Machine) SerialLog() string { return filepath.Join(m.cfg.Dir, serialLogName) }
+func (m *Machine) SerialLog() string { return m.cfg.serialLog() }
 
 // Pid is the QEMU process id (also written to Dir/qemu.pid).
 func (m *Machine) Pid() int { return m.cmd.Process.Pid }

@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/hcl/v2/ext/tryfunc"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/function"
 	"github.com/zclconf/go-cty/cty/function/stdlib"
 	"gopkg.in/yaml.v3"
@@ -126,7 +127,7 @@ func (st *evalState) functions() map[string]function.Function {
 		"values":   stdlib.ValuesFunc,
 		"flatten":  stdlib.FlattenFunc,
 		"distinct": stdlib.DistinctFunc,
-		"coalesce": stdlib.CoalesceFunc,
+		"coalesce": coalesceFunc,
 		"min":      stdlib.MinFunc,
 		"max":      stdlib.MaxFunc,
 		// conversions and error handling
@@ -237,7 +238,8 @@ func diagsError(diags hcl.Diagnostics) error {
 			msgs = append(msgs, d.Summary+": "+d.Detail)
 		}
 	}
-	return errors.New(strings.Join(msgs, "; "))
+	// HCL ends the sentence it wraps this in with its own period.
+	return errors.New(strings.TrimSuffix(strings.Join(msgs, "; "), "."))
 }
 
 func (st *evalState) envFunc() function.Function {
@@ -343,6 +345,32 @@ var lengthFunc = function.New(&function.Spec{
 		default:
 			return v.Length(), nil
 		}
+	},
+})
+
+// coalesceFunc is Terraform's coalesce: the first argument that is neither
+// null nor an empty string (stdlib.CoalesceFunc only skips nulls, which
+// surprises anyone writing coalesce(var.x, "default")).
+var coalesceFunc = function.New(&function.Spec{
+	VarParam: &function.Parameter{Name: "vals", Type: cty.DynamicPseudoType, AllowUnknown: true, AllowDynamicType: true, AllowNull: true},
+	Type: func(args []cty.Value) (cty.Type, error) {
+		types := make([]cty.Type, len(args))
+		for i, a := range args {
+			types[i] = a.Type()
+		}
+		return stdlib.CoalesceFunc.ReturnType(types)
+	},
+	Impl: func(args []cty.Value, retType cty.Type) (cty.Value, error) {
+		for _, a := range args {
+			if !a.IsKnown() {
+				return cty.UnknownVal(retType), nil
+			}
+			if a.IsNull() || (a.Type() == cty.String && a.AsString() == "") {
+				continue
+			}
+			return convert.Convert(a, retType)
+		}
+		return cty.NilVal, errors.New("no non-null, non-empty argument")
 	},
 })
 

@@ -33,6 +33,10 @@ func writeDir(t testing.TB, files map[string]string) string {
 		if err := os.WriteFile(p, []byte(content), mode); err != nil {
 			t.Fatal(err)
 		}
+		// Modes feed the digest; do not let the umask decide them.
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return dir
 }

@@ -33,6 +33,9 @@ func init() {
 		"run":      {"boot an ephemeral VM from an image and run a command in it", cmdRun},
 		"doctor":   {"report QEMU, the accelerator and the tools kiln uses", cmdDoctor},
 		"version":  {"print kiln's version", cmdVersion},
+		"build":    {"bake a versioned image from a template", cmdBuild},
+		"validate": {"check a template and report every problem", cmdValidate},
+		"images":   {"list and inspect stored images (ls, show)", cmdImages},
 	}
 }
 

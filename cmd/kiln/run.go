@@ -82,16 +82,30 @@ func cmdRun(ctx context.Context, args []string) error {
 		return err
 	}
 	name := "kiln-" + filepath.Base(dir)[len("run-"):]
+	// The serial log lives outside the run folder so it survives a failed
+	// boot, when it is what the user needs to read.
+	logDir := filepath.Join(paths.Cache, "logs")
+	if err := os.MkdirAll(logDir, 0o700); err != nil {
+		return err
+	}
+	serialLog := filepath.Join(logDir, name+".serial.log")
 	inst, err := instance.Launch(ctx, instance.Options{
 		Name: name, Image: image, ImageFormat: format, Dir: dir, DiskSize: size,
 		CPUs: *cpus, MemoryMiB: int(mem >> 20), Accel: ac, Forwards: forwards, UserData: extra,
-		BootTimeout: *bootTimeout, Firmware: fw, Log: func(f string, a ...any) { say(f, a...) },
+		BootTimeout: *bootTimeout, Firmware: fw, SerialLog: serialLog,
+		Log: func(f string, a ...any) { say(f, a...) },
 	})
 	if err != nil {
 		os.RemoveAll(dir)
 		return err
 	}
 	defer inst.Remove()
+	keepLog := true
+	defer func() {
+		if !keepLog {
+			os.Remove(serialLog)
+		}
+	}()
 	for _, f := range forwards {
 		say("guest port %d on 127.0.0.1:%d", f.GuestPort, inst.VM.HostPort(f.GuestPort))
 	}
@@ -119,6 +133,7 @@ func cmdRun(ctx context.Context, args []string) error {
 		return err
 	}
 	say("powered off in %.1fs", time.Since(start).Seconds())
+	keepLog = false
 	if status != 0 {
 		return exitError{status}
 	}

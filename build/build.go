@@ -1,0 +1,366 @@
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/kiln-dev/kiln/disk"
+	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/instance"
+	"github.com/kiln-dev/kiln/provision"
+	"github.com/kiln-dev/kiln/qemu"
+)
+
+// Defaults for a Spec's zero values.
+const (
+	DefaultCPUs            = 2
+	DefaultMemoryMiB       = 1024
+	DefaultShutdownTimeout = 2 * time.Minute
+)
+
+// Options are the build's surroundings: where things go and how to behave
+// on failure. They are not part of what is baked.
+type Options struct {
+	Store       *images.Store
+	RunDir      string // parent of the build's run folder (overlay, seed, logs)
+	CacheDir    string // downloads cache
+	Force       bool   // replace an existing name:version
+	KeepOnError bool   // --on-error=abort: leave the failed VM running for debugging
+	Accel       qemu.Accel
+	Out         io.Writer // progress and provisioner output
+	Debug       bool      // copy the serial console to Out
+	KilnVersion string
+}
+
+// Result is a finished build.
+type Result struct {
+	Manifest images.Manifest
+	Phases   []Phase
+}
+
+// Phase is one step's name and duration, for the summary and benchmarks.
+type Phase struct {
+	Name     string
+	Duration time.Duration
+}
+
+// ProvisionerError is a provisioner that failed; cmd maps it to its own exit
+// status so pipelines can tell it from kiln's own errors.
+type ProvisionerError struct {
+	Index  int    // 1-based
+	Type   string // "shell" or "file"
+	Status int    // exit status, or -1 when the command did not finish
+	Tail   string // last lines of its output
+	Err    error
+}
+
+func (e *ProvisionerError) Error() string {
+	msg := fmt.Sprintf("provisioner %d (%s) failed", e.Index, e.Type)
+	if e.Status >= 0 {
+		msg += fmt.Sprintf(" with exit status %d", e.Status)
+	} else if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	if e.Tail != "" {
+		msg += "; last output:\n    " + strings.ReplaceAll(e.Tail, "\n", "\n    ")
+	}
+	return msg
+}
+
+// builder carries one build's state between steps.
+type builder struct {
+	spec    Spec
+	opts    Options
+	out     io.Writer
+	log     *os.File
+	secrets []string
+
+	dir      string // run folder
+	source   sourceInfo
+	inst     *instance.Instance
+	output   string // compacted image in the store's tmp folder
+	manifest images.Manifest
+	start    time.Time
+}
+
+// Run bakes spec into a new image version in opts.Store. On failure or
+// interruption nothing is added to the store and no QEMU process is left,
+// unless opts.KeepOnError asks to keep the VM.
+func Run(ctx context.Context, spec Spec, opts Options) (Result, error) {
+	if opts.Out == nil {
+		opts.Out = io.Discard
+	}
+	applyDefaults(&spec)
+	if !opts.Force {
+		if _, err := opts.Store.Get(images.Ref{Name: spec.Name, Version: spec.Version}); err == nil {
+			return Result{}, fmt.Errorf("image %s:%s already exists; bump the version or pass --force to replace it", spec.Name, spec.Version)
+		}
+	}
+	if err := os.MkdirAll(opts.RunDir, 0o700); err != nil {
+		return Result{}, err
+	}
+	dir, err := os.MkdirTemp(opts.RunDir, "build-"+spec.Name+"-")
+	if err != nil {
+		return Result{}, err
+	}
+	logFile, err := os.OpenFile(filepath.Join(dir, "build.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		os.RemoveAll(dir)
+		return Result{}, err
+	}
+	b := &builder{spec: spec, opts: opts, dir: dir, log: logFile, start: time.Now()}
+	for _, v := range spec.Variables {
+		if v.Sensitive {
+			b.secrets = append(b.secrets, v.Value)
+		}
+	}
+	b.out = newLineWriter(io.MultiWriter(opts.Out, logFile), "", b.secrets, nil)
+
+	var phases []Phase
+	report := func(i, n int, name string, d time.Duration, err error) {
+		phases = append(phases, Phase{name, d})
+		status := "done"
+		if err != nil {
+			status = "failed"
+		}
+		b.say("[%d/%d] %s %s in %s", i, n, name, status, durationString(d))
+	}
+	err = runSteps(ctx, b.steps(), report, opts.KeepOnError)
+	logFile.Close()
+	if err != nil {
+		if opts.KeepOnError && b.inst != nil && b.inst.VM != nil {
+			b.say("the VM is still running for debugging (--on-error=abort):")
+			fmt.Fprintf(opts.Out, "    %s\n    remove it with: kill %d; rm -rf %s\n", b.inst.SSHCommand(), b.inst.VM.Pid(), dir)
+		} else {
+			os.RemoveAll(dir)
+		}
+		var pe *ProvisionerError
+		if errors.As(err, &pe) {
+			return Result{Phases: phases}, pe
+		}
+		return Result{Phases: phases}, err
+	}
+	os.RemoveAll(dir)
+	return Result{Manifest: b.manifest, Phases: phases}, nil
+}
+
+func applyDefaults(s *Spec) {
+	if s.CPUs == 0 {
+		s.CPUs = DefaultCPUs
+	}
+	if s.MemoryMiB == 0 {
+		s.MemoryMiB = DefaultMemoryMiB
+	}
+	if s.Compression == "" {
+		s.Compression = "zstd"
+	}
+	if s.ShutdownTimeout == 0 {
+		s.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if s.BootTimeout == 0 {
+		s.BootTimeout = instance.DefaultBootTimeout
+	}
+}
+
+func (b *builder) say(format string, args ...any) {
+	fmt.Fprintf(b.out, "==> "+format+"\n", args...)
+}
+
+func (b *builder) steps() []step {
+	return []step{
+		{name: "source", run: b.resolveSource},
+		{name: "boot", run: b.boot, cleanup: b.removeVM},
+		{name: "cloud-init", run: b.waitCloudInit},
+		{name: "provision", run: b.provision},
+		{name: "generalize", run: b.generalize},
+		{name: "shutdown", run: b.shutdown},
+		{name: "compact", run: b.compact, cleanup: b.removeOutput},
+		{name: "store", run: b.store},
+	}
+}
+
+func (b *builder) boot(ctx context.Context) error {
+	if b.opts.Debug {
+		go followFile(ctx, filepath.Join(b.dir, "vm", "serial.log"), newLineWriter(b.opts.Out, "serial: ", b.secrets, nil))
+	}
+	inst, err := instance.Launch(ctx, instance.Options{
+		Name: b.spec.Name + "-build", Image: b.source.path, ImageFormat: b.source.format,
+		Dir: filepath.Join(b.dir, "vm"), DiskSize: b.spec.DiskSize, CPUs: b.spec.CPUs,
+		MemoryMiB: b.spec.MemoryMiB, Accel: b.opts.Accel, UserData: b.spec.UserData,
+		BootTimeout: b.spec.BootTimeout, Log: b.say,
+	})
+	if err != nil {
+		return err
+	}
+	b.inst = inst
+	return nil
+}
+
+func (b *builder) removeVM() {
+	if b.inst != nil {
+		b.inst.Remove()
+	}
+}
+
+func (b *builder) waitCloudInit(ctx context.Context) error {
+	return b.inst.SSH.WaitCloudInit(ctx)
+}
+
+func (b *builder) shutdown(ctx context.Context) error {
+	if err := b.inst.Shutdown(ctx, b.spec.ShutdownTimeout); err != nil {
+		return err
+	}
+	if b.inst.VM.Killed() {
+		return fmt.Errorf("the guest did not power off within %s of the ACPI power button and was stopped hard; its disk may be inconsistent, so nothing was stored (raise shutdown_timeout, or check that acpid/systemd handles the power button)", b.spec.ShutdownTimeout)
+	}
+	return nil
+}
+
+// compact writes a fresh qcow2 holding only the allocated, non-zero data,
+// compressed. On a stored base it stays an overlay on that base's blob
+// unless the spec asks to flatten it.
+func (b *builder) compact(ctx context.Context) error {
+	out := filepath.Join(b.opts.Store.Root, "tmp", fmt.Sprintf("build-%s-%d.qcow2", b.spec.Name, os.Getpid()))
+	b.output = out
+	o := disk.ConvertOptions{Format: "qcow2", Compression: b.spec.Compression}
+	if b.source.parent != nil && !b.spec.Flatten {
+		o.BackingFile = b.source.path
+		o.BackingFormat = b.source.format
+	}
+	if err := disk.Convert(ctx, b.inst.Overlay, out, o); err != nil {
+		return err
+	}
+	if o.BackingFile != "" {
+		// The store wants the backing file named by the blob's bare hex
+		// digest, relative to the blobs folder, so the store can move.
+		hex := strings.TrimPrefix(b.source.parent.Digest, "sha256:")
+		if err := disk.Rebase(ctx, out, hex, "qcow2"); err != nil {
+			return err
+		}
+	}
+	info, err := disk.ReadInfo(ctx, out)
+	if err == nil {
+		b.say("image %s (virtual %s)", disk.FormatSize(info.ActualSize), disk.FormatSize(info.VirtualSize))
+	}
+	return nil
+}
+
+func (b *builder) removeOutput() {
+	if b.output != "" {
+		os.Remove(b.output)
+	}
+}
+
+func (b *builder) store(ctx context.Context) error {
+	m := images.Manifest{
+		Name: b.spec.Name, Version: b.spec.Version, Format: "qcow2",
+		Compression:    b.spec.Compression,
+		Base:           b.source.base,
+		Parent:         b.source.parent,
+		TemplateDigest: b.spec.TemplateDigest,
+		Variables:      redactedVariables(b.spec.Variables),
+		Provisioners:   describeProvisioners(b.spec.Provisioners),
+		KilnVersion:    b.opts.KilnVersion,
+		Accelerator:    string(b.inst.VM.Accel()),
+		BuildStart:     b.start.UTC(),
+		BuildEnd:       time.Now().UTC(),
+	}
+	if b.source.parent != nil && !b.spec.Flatten {
+		m.BackingDigest = b.source.parent.Digest
+	}
+	b.log.Sync()
+	logs := map[string]string{"build.log": b.log.Name()}
+	if serial := b.inst.VM.SerialLog(); fileExists(serial) {
+		logs["serial.log"] = serial
+	}
+	stored, err := b.opts.Store.Add(ctx, m, b.output, images.AddOptions{Force: b.opts.Force, Logs: logs})
+	if err != nil {
+		return err
+	}
+	b.output = ""
+	b.manifest = stored
+	return nil
+}
+
+func redactedVariables(vars []Variable) map[string]string {
+	if len(vars) == 0 {
+		return nil
+	}
+	m := make(map[string]string, len(vars))
+	for _, v := range vars {
+		if v.Sensitive {
+			m[v.Name] = "(sensitive)"
+		} else {
+			m[v.Name] = v.Value
+		}
+	}
+	return m
+}
+
+func describeProvisioners(ps []Provisioner) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Describe())
+	}
+	return out
+}
+
+// Describe is a one-line summary for manifests and progress lines.
+func (p Provisioner) Describe() string {
+	switch p.Type {
+	case "file":
+		if p.Direction == "download" {
+			return fmt.Sprintf("file: download %s -> %s", p.Source, filepath.Base(p.Destination))
+		}
+		return fmt.Sprintf("file: %s -> %s", filepath.Base(p.Source), p.Destination)
+	case "shell":
+		if len(p.Inline) > 0 {
+			return fmt.Sprintf("shell: inline (%d commands)", len(p.Inline))
+		}
+		var names []string
+		for _, s := range p.Scripts {
+			names = append(names, filepath.Base(s))
+		}
+		return "shell: " + strings.Join(names, ", ")
+	}
+	return p.Type
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// followFile copies what is appended to path to w until ctx ends.
+func followFile(ctx context.Context, path string, w *lineWriter) {
+	var off int64
+	buf := make([]byte, 32<<10)
+	for ctx.Err() == nil {
+		if f, err := os.Open(path); err == nil {
+			for {
+				n, err := f.ReadAt(buf, off)
+				if n > 0 {
+					w.Write(buf[:n])
+					off += int64(n)
+				}
+				if err != nil || n == 0 {
+					break
+				}
+			}
+			f.Close()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	w.Flush()
+}
+
+var _ = provision.Script{}

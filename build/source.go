@@ -1,0 +1,80 @@
+package build
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/kiln-dev/kiln/disk"
+	"github.com/kiln-dev/kiln/fetch"
+	"github.com/kiln-dev/kiln/images"
+)
+
+// sourceInfo is the resolved base: a local disk to put the overlay on, and
+// what the manifest records about where it came from.
+type sourceInfo struct {
+	path   string
+	format string
+	base   images.BaseInfo
+	parent *images.Parent // set when the base is a stored image
+}
+
+func (b *builder) resolveSource(ctx context.Context) error {
+	src := b.spec.Base
+	switch {
+	case src.Image != "":
+		ref, err := images.ParseRef(src.Image)
+		if err != nil {
+			return err
+		}
+		m, err := b.opts.Store.Resolve(ref)
+		if err != nil {
+			if strings.HasPrefix(ref.Name, "debian") {
+				return fmt.Errorf("%w (make it with `kiln base debian`)", err)
+			}
+			return err
+		}
+		b.source = sourceInfo{
+			path: b.opts.Store.BlobPath(m.Digest), format: m.Format,
+			base:   images.BaseInfo{Source: "image:" + m.Ref().String(), Checksum: m.Digest},
+			parent: &images.Parent{Ref: m.Ref().String(), Digest: m.Digest},
+		}
+		b.say("base %s (%s)", m.Ref(), m.Digest[:19])
+	case src.File != "":
+		format, err := disk.DetectFormat(ctx, src.File)
+		if err != nil {
+			return fmt.Errorf("base file: %w", err)
+		}
+		sum, err := images.FileDigest(src.File)
+		if err != nil {
+			return err
+		}
+		b.source = sourceInfo{path: src.File, format: format,
+			base: images.BaseInfo{Source: src.File, Checksum: sum}}
+	case src.URL != "":
+		sum, err := fetch.ParseChecksum(src.Checksum)
+		if err != nil {
+			return err
+		}
+		f := &fetch.Fetcher{CacheDir: filepath.Join(b.opts.CacheDir, "downloads")}
+		res, err := f.Fetch(ctx, src.URL, sum)
+		if err != nil {
+			return err
+		}
+		if res.Cached {
+			b.say("base %s (cached download)", src.URL)
+		} else {
+			b.say("downloaded %s (%s)", src.URL, disk.FormatSize(res.Size))
+		}
+		format, err := disk.DetectFormat(ctx, res.Path)
+		if err != nil {
+			return fmt.Errorf("base url: %w", err)
+		}
+		b.source = sourceInfo{path: res.Path, format: format,
+			base: images.BaseInfo{Source: src.URL, Checksum: res.Checksum.Algo + ":" + res.Checksum.Hex}}
+	default:
+		return fmt.Errorf("the template names no base: set one of file, url or image in the base block")
+	}
+	return nil
+}

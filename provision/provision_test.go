@@ -1,0 +1,79 @@
+package provision
+
+import (
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+)
+
+func TestParseCloudInitStatus(t *testing.T) {
+	cases := []struct {
+		json, wantErr string
+	}{
+		{`{"status":"done","errors":[]}`, ""},
+		{`{"status":"error","errors":["('locale', ProcessExecutionError())"]}`, "status error: ('locale'"},
+		{`{"status":"degraded done","errors":[],"detail":"DataSourceNoCloud"}`, "degraded done"},
+		{`not json`, "read cloud-init status"},
+	}
+	for _, c := range cases {
+		err := parseCloudInitStatus([]byte(c.json))
+		if c.wantErr == "" && err != nil || c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)) {
+			t.Errorf("%s: err = %v, want %q", c.json, err, c.wantErr)
+		}
+	}
+}
+
+func TestScriptCommand(t *testing.T) {
+	cases := []struct {
+		s       Script
+		want    string
+		wantErr bool
+	}{
+		{Script{Body: "echo hi", AsRoot: true, Env: map[string]string{"B": "it's", "A": "1"}}, `sudo -n env A='1' B='it'\''s' bash -e '/tmp/s'`, false},
+		{Script{Body: "#!/usr/bin/python3\n"}, `env '/tmp/s'`, false},
+		{Script{Body: "x", Env: map[string]string{"BAD-NAME": "1"}}, "", true},
+	}
+	for _, c := range cases {
+		got, err := c.s.Command("/tmp/s")
+		if (err != nil) != c.wantErr || got != c.want {
+			t.Errorf("Command() = %q, %v; want %q", got, err, c.want)
+		}
+	}
+}
+
+func TestNewKeyPair(t *testing.T) {
+	kp, err := NewKeyPair("kiln@test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.ParsePrivateKey(kp.PrivatePEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(kp.AuthorizedKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(pub.Marshal()) != string(signer.PublicKey().Marshal()) || !strings.HasSuffix(kp.AuthorizedKey, " kiln@test") {
+		t.Errorf("authorized key %q does not match the private key", kp.AuthorizedKey)
+	}
+}
+
+func TestHostKeyMismatchRefused(t *testing.T) {
+	guest, _ := NewKeyPair("")
+	other, _ := NewKeyPair("")
+	cfg, err := Target{Addr: "x", User: "kiln", Signer: guest.Signer, HostKeys: []string{guest.AuthorizedKey}}.config(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.HostKeyCallback("x", nil, guest.Signer.PublicKey()); err != nil {
+		t.Errorf("the expected key was refused: %v", err)
+	}
+	if err := cfg.HostKeyCallback("x", nil, other.Signer.PublicKey()); err == nil || !strings.Contains(err.Error(), "host key mismatch") {
+		t.Errorf("another key was accepted: %v", err)
+	}
+	if _, err := (Target{Signer: guest.Signer}).config(0); err == nil {
+		t.Error("a target with no host key was accepted")
+	}
+}

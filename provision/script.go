@@ -1,0 +1,91 @@
+package provision
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/pkg/sftp"
+)
+
+// Script is a shell script to run in the guest.
+type Script struct {
+	Body   string            // the script; run by bash with -e unless it has its own #! line
+	Env    map[string]string // exported to the script
+	AsRoot bool              // run through sudo (the default for provisioners)
+}
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// Command is the guest command line that runs an uploaded script at file.
+func (s Script) Command(file string) (string, error) {
+	var b strings.Builder
+	if s.AsRoot {
+		b.WriteString("sudo -n ")
+	}
+	b.WriteString("env")
+	keys := make([]string, 0, len(s.Env))
+	for k := range s.Env {
+		if !envName.MatchString(k) {
+			return "", fmt.Errorf("environment variable name %q: use letters, digits and _", k)
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		b.WriteString(" " + k + "=" + quote(s.Env[k]))
+	}
+	if strings.HasPrefix(s.Body, "#!") {
+		b.WriteString(" " + quote(file))
+	} else {
+		b.WriteString(" bash -e " + quote(file))
+	}
+	return b.String(), nil
+}
+
+// RunScript uploads the script over SFTP, runs it with stdin closed and its
+// output streamed, removes it, and returns its exit status.
+func (c *Client) RunScript(ctx context.Context, s Script, stdout, stderr io.Writer) (int, error) {
+	sc, err := sftp.NewClient(c.Client)
+	if err != nil {
+		return -1, fmt.Errorf("start SFTP: %w", err)
+	}
+	dir := stagingDir("kiln-script")
+	file := path.Join(dir, "script")
+	err = func() error {
+		defer sc.Close()
+		if err := sc.Mkdir(dir); err != nil {
+			return err
+		}
+		if err := sc.Chmod(dir, 0o755); err != nil {
+			return err
+		}
+		f, err := sc.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+		if err != nil {
+			return err
+		}
+		if _, err := f.ReadFrom(bytes.NewReader([]byte(s.Body))); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		return sc.Chmod(file, 0o755)
+	}()
+	if err != nil {
+		return -1, fmt.Errorf("upload script: %w", err)
+	}
+	cmd, err := s.Command(file)
+	if err != nil {
+		return -1, err
+	}
+	status, err := c.Run(ctx, cmd+"; st=$?; rm -rf "+quote(dir)+"; exit $st", nil, stdout, stderr)
+	return status, err
+}
