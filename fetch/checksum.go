@@ -6,6 +6,12 @@
 // that was not verified. The cache is keyed by the checksum, not the URL:
 // the same image from a mirror is reused, and an offline machine finds it
 // without touching the network.
+//
+// Layout of a Fetcher's CacheDir:
+//
+//	sha256-<hex>, sha512-<hex>   verified files, read-only (0444)
+//	list-<key>                   last usable copy of each http(s) checksum list, for offline use
+//	tmp-*                        downloads in progress (removed on failure; day-old ones are swept)
 package fetch
 
 import (
@@ -170,13 +176,13 @@ func ParseSumsList(data []byte, fileName string) (Checksum, error) {
 				unsupported = algo
 			}
 			if unsupported == "" {
-				unsupported = fmt.Sprintf("%d-hex-digit", len(hexStr))
+				unsupported = fmt.Sprintf("a %d-hex-digit digest", len(hexStr))
 			}
 		}
 	}
 	switch {
 	case unsupported != "":
-		return Checksum{}, &listError{msg: fmt.Sprintf("has only a %s digest for %q; kiln needs sha256 or sha512", unsupported, want), kind: ErrNoEntry}
+		return Checksum{}, &listError{msg: fmt.Sprintf("lists %q only with %s, which kiln does not accept (want sha256 or sha512)", want, unsupported), kind: ErrNoEntry}
 	case entries == 0:
 		return Checksum{}, &listError{msg: `is not a checksum list (no "HEX  NAME" or "SHA256 (NAME) = HEX" lines)`, kind: ErrNoEntry}
 	}

@@ -95,9 +95,9 @@ func TestParseSumsList(t *testing.T) {
 
 		{"missing entry", hex64 + "  other.qcow2\n", "disk.qcow2", Checksum{}, `checksum list has no entry for "disk.qcow2"`},
 		{"prefix is not a match", hex64 + "  disk.qcow2.sig\n", "disk.qcow2", Checksum{}, "no entry"},
-		{"only md5", "d41d8cd98f00b204e9800998ecf8427e  disk.qcow2\n", "disk.qcow2", Checksum{}, "only a md5 digest"},
-		{"bsd tag disagrees with length", "SHA512 (disk.qcow2) = " + hex64 + "\n", "disk.qcow2", Checksum{}, "only a sha512 digest"},
-		{"sha3 tag", "SHA3-256 (disk.qcow2) = " + hex64 + "\n", "disk.qcow2", Checksum{}, "only a sha3-256 digest"},
+		{"only md5", "d41d8cd98f00b204e9800998ecf8427e  disk.qcow2\n", "disk.qcow2", Checksum{}, "only with md5, which kiln does not accept"},
+		{"bsd tag disagrees with length", "SHA512 (disk.qcow2) = " + hex64 + "\n", "disk.qcow2", Checksum{}, "only with sha512"},
+		{"sha3 tag", "SHA3-256 (disk.qcow2) = " + hex64 + "\n", "disk.qcow2", Checksum{}, "only with sha3-256"},
 		{"html page", "<html><body>Sign in to the Wi-Fi</body></html>\n", "disk.qcow2", Checksum{}, "is not a checksum list"},
 		{"empty", "", "disk.qcow2", Checksum{}, "is not a checksum list"},
 		{"empty file name", hex64 + "  disk.qcow2\n", "", Checksum{}, "no file name"},

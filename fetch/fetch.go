@@ -26,8 +26,8 @@ import (
 const (
 	defaultStallTimeout = 60 * time.Second
 	progressInterval    = 200 * time.Millisecond // at most ~5 Progress calls a second
-	maxListSize         = 16 << 20                // a checksum list is text; anything bigger is not one
-	staleTmpAge         = 24 * time.Hour          // tmp-* files untouched this long belong to dead processes
+	maxListSize         = 16 << 20               // a checksum list is text; anything bigger is not one
+	staleTmpAge         = 24 * time.Hour         // tmp-* files untouched this long belong to dead processes
 	copyBufferSize      = 1 << 20
 )
 
@@ -38,7 +38,8 @@ type Fetcher struct {
 	CacheDir string       // e.g. $XDG_CACHE_HOME/kiln/downloads; created (0700) if missing
 	Client   *http.Client // nil: a client with a 30s connect timeout and no overall timeout
 	// Progress, if set, is called with bytes done and the total (-1 when
-	// the server does not say) at most ~5 times a second, and once at the end.
+	// the server does not say) at most ~5 times a second, and once at the
+	// end, on the goroutine that called Fetch; it should return quickly.
 	Progress func(done, total int64)
 	// Verify re-hashes a cached file before returning it, for when the disk
 	// (not the network) is suspect. A bad copy is removed and fetched again.

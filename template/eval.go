@@ -1,6 +1,7 @@
 package template
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -47,7 +48,11 @@ func (l *loader) evalAttr(attr *hcl.Attribute, ctx *hcl.EvalContext, ty cty.Type
 	}
 	cv, err := convertTo(v, ty)
 	if err != nil {
-		l.diags = append(l.diags, diagAt(attr.Expr.Range().Ptr(), "Incorrect attribute value type",
+		summary := "Incorrect attribute value type"
+		if errors.Is(err, errNumberRange) {
+			summary = "Number out of range"
+		}
+		l.diags = append(l.diags, diagAt(attr.Expr.Range().Ptr(), summary,
 			"Inappropriate value for attribute %q: %s.", attr.Name, err))
 		return cty.NilVal, false
 	}
@@ -101,16 +106,23 @@ func (l *loader) checkRefs(expr hcl.Expression) bool {
 }
 
 // convertTo converts v to ty, with an error that says where in a
-// collection the mismatch is.
+// collection the mismatch is. Out-of-range numbers are refused on both
+// sides, before converting one to a string could hang (see numbers.go).
 func convertTo(v cty.Value, ty cty.Type) (cty.Value, error) {
+	if err := checkNumbers(v); err != nil {
+		return cty.NilVal, err
+	}
 	cv, err := convert.Convert(v, ty)
-	if err == nil {
-		return cv, nil
+	if err != nil {
+		if pe, ok := err.(cty.PathError); ok && len(pe.Path) > 0 {
+			return cty.NilVal, fmt.Errorf("%s: %s", formatPath(pe.Path), pe.Error())
+		}
+		return cty.NilVal, err
 	}
-	if pe, ok := err.(cty.PathError); ok && len(pe.Path) > 0 {
-		return cty.NilVal, fmt.Errorf("%s: %s", formatPath(pe.Path), pe.Error())
+	if err := checkNumbers(cv); err != nil {
+		return cty.NilVal, err
 	}
-	return cty.NilVal, err
+	return cv, nil
 }
 
 // formatPath names a place in a value the way cty's own mismatch messages

@@ -137,6 +137,11 @@ func (st *evalState) functions() map[string]function.Function {
 		"try":      tryfunc.TryFunc,
 		"can":      tryfunc.CanFunc,
 	}
+	for name, f := range fns {
+		if name != "try" && name != "can" { // these evaluate expressions, not values
+			fns[name] = guardNumbers(f)
+		}
+	}
 	// A template rendered by templatefile sees the same functions, except
 	// templatefile itself: recursion could loop forever.
 	inner := make(map[string]function.Function, len(fns))
@@ -202,6 +207,9 @@ func (st *evalState) templatefileFunc(inner map[string]function.Function) functi
 				}
 			}
 			expr, diags := hclsyntax.ParseTemplate([]byte(text), p, hcl.InitialPos)
+			if !diags.HasErrors() {
+				diags = checkLiterals(expr)
+			}
 			if diags.HasErrors() {
 				return cty.NilVal, function.NewArgError(0, diagsError(diags))
 			}

@@ -144,6 +144,9 @@ func (l *loader) load() *build.Spec {
 		return nil
 	}
 	file, diags := l.parse(src, l.path)
+	if !diags.HasErrors() {
+		diags = append(diags, checkLiterals(file.Body)...)
+	}
 	l.diags = append(l.diags, diags...)
 	if diags.HasErrors() {
 		// The rest would mostly repeat the syntax errors in other words.

@@ -144,6 +144,9 @@ func (l *loader) readVarFile(path string) {
 		return
 	}
 	file, diags := l.parse(src, path)
+	if !diags.HasErrors() {
+		diags = append(diags, checkLiterals(file.Body)...)
+	}
 	l.diags = append(l.diags, diags...)
 	if diags.HasErrors() {
 		return
