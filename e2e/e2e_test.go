@@ -100,7 +100,7 @@ func assertNothingLeft(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(runDir)
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "run-") {
+		if strings.HasPrefix(e.Name(), "run-") || strings.HasPrefix(e.Name(), "build-") {
 			t.Errorf("run folder left behind: %s", filepath.Join(runDir, e.Name()))
 		}
 	}

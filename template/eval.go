@@ -13,37 +13,14 @@ import (
 )
 
 // value evaluates an attribute of the image block and converts it to ty.
-// ok is false when the attribute is absent or null (both mean "not set"),
-// or when its value could not be had; the reason, if any, is already in
-// l.diags. Values that depend on a broken variable are unknown, and are
-// skipped silently, so one mistake is reported once.
+// ok is false when the attribute is absent or null (both mean "not set",
+// so a conditional can leave a setting out), or when its value could not be
+// had; the reason, if any, is already in l.diags. Values that depend on a
+// broken variable are unknown, and are skipped silently, so one mistake is
+// reported once.
 func (l *loader) value(attr *hcl.Attribute, ty cty.Type) (cty.Value, bool) {
-	if attr == nil || !l.checkRefs(attr.Expr) {
-		return cty.NilVal, false
-	}
-	return l.evalAttr(attr, l.ctx, ty)
-}
-
-// constValue is value for attributes of variable blocks, which are
-// evaluated before any variable has a value and so may not refer to one.
-func (l *loader) constValue(attr *hcl.Attribute, ty cty.Type) (cty.Value, bool) {
-	if attr == nil {
-		return cty.NilVal, false
-	}
-	if refs := attr.Expr.Variables(); len(refs) > 0 {
-		for _, tr := range refs {
-			l.diags = append(l.diags, diagAt(tr.SourceRange().Ptr(), "Variables not allowed",
-				"The %s of a variable must not refer to variables: variables get their values after it is known.", attr.Name))
-		}
-		return cty.NilVal, false
-	}
-	return l.evalAttr(attr, l.constCtx, ty)
-}
-
-func (l *loader) evalAttr(attr *hcl.Attribute, ctx *hcl.EvalContext, ty cty.Type) (cty.Value, bool) {
-	v, diags := attr.Expr.Value(ctx)
-	l.diags = append(l.diags, diags...)
-	if diags.HasErrors() || v.IsNull() || !v.IsWhollyKnown() {
+	v, ok := l.raw(attr)
+	if !ok || v.IsNull() || !v.IsWhollyKnown() {
 		return cty.NilVal, false
 	}
 	cv, err := convertTo(v, ty)
@@ -60,6 +37,59 @@ func (l *loader) evalAttr(attr *hcl.Attribute, ctx *hcl.EvalContext, ty cty.Type
 		return cty.NilVal, false
 	}
 	return cv, true
+}
+
+// isSet reports whether an attribute is present and not null. One that
+// failed to evaluate counts as set: its problem is already reported.
+func (l *loader) isSet(attr *hcl.Attribute) bool {
+	if attr == nil {
+		return false
+	}
+	v, ok := l.raw(attr)
+	return !ok || !v.IsNull()
+}
+
+// raw evaluates an attribute once, however often it is asked for, so its
+// problems are reported once and file() reads happen once. Attributes of
+// variable blocks are evaluated before any variable has a value, so they
+// may not refer to one; the others are checked by checkRefs.
+func (l *loader) raw(attr *hcl.Attribute) (cty.Value, bool) {
+	if attr == nil {
+		return cty.NilVal, false
+	}
+	if r, done := l.evaluated[attr]; done {
+		return r.v, r.ok
+	}
+	r := l.eval(attr)
+	l.evaluated[attr] = r
+	return r.v, r.ok
+}
+
+type evalResult struct {
+	v  cty.Value
+	ok bool
+}
+
+func (l *loader) eval(attr *hcl.Attribute) evalResult {
+	ctx := l.ctx
+	if l.ctx == nil { // still declaring variables
+		ctx = l.constCtx
+		if refs := attr.Expr.Variables(); len(refs) > 0 {
+			for _, tr := range refs {
+				l.diags = append(l.diags, diagAt(tr.SourceRange().Ptr(), "Variables not allowed",
+					"The %s of a variable must not refer to variables: variables get their values after it is known.", attr.Name))
+			}
+			return evalResult{}
+		}
+	} else if !l.checkRefs(attr.Expr) {
+		return evalResult{}
+	}
+	v, diags := attr.Expr.Value(ctx)
+	l.diags = append(l.diags, diags...)
+	if diags.HasErrors() {
+		return evalResult{}
+	}
+	return evalResult{v: v, ok: true}
 }
 
 // checkRefs reports references to things that do not exist before the

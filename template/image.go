@@ -56,7 +56,7 @@ var baseSchema = &hcl.BodySchema{
 }
 
 var cloudInitSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "user_data", Required: true}},
+	Attributes: []hcl.AttributeSchema{{Name: "user_data"}},
 }
 
 var shellSchema = &hcl.BodySchema{
@@ -72,8 +72,8 @@ var shellSchema = &hcl.BodySchema{
 
 var fileSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
-		{Name: "source", Required: true},
-		{Name: "destination", Required: true},
+		{Name: "source"},
+		{Name: "destination"},
 		{Name: "direction"},
 	},
 }
@@ -111,7 +111,7 @@ func (l *loader) image(b *hcl.Block) *build.Spec {
 		if !versionRe.MatchString(spec.Version) {
 			l.diags = append(l.diags, diagAt(nil, "Invalid --version", "%s", versionProblem(spec.Version)))
 		}
-	case verAttr == nil:
+	case !l.isSet(verAttr):
 		l.diags = append(l.diags, diagAt(b.DefRange.Ptr(), "Missing version",
 			`The image needs a version, e.g. version = "1.0.0", or one given with --version.`))
 	}
@@ -161,7 +161,10 @@ func (l *loader) image(b *hcl.Block) *build.Spec {
 	if len(cloudInits) > 0 {
 		content, diags := cloudInits[0].Body.Content(cloudInitSchema)
 		l.diags = append(l.diags, diags...)
-		if v, ok := l.value(content.Attributes["user_data"], cty.String); ok {
+		if attr := content.Attributes["user_data"]; !l.isSet(attr) {
+			l.diags = append(l.diags, diagAt(cloudInits[0].DefRange.Ptr(), "Missing user_data",
+				"The cloud_init block needs user_data: cloud-config YAML, e.g. user_data = file(\"cloud-config.yaml\")."))
+		} else if v, ok := l.value(attr, cty.String); ok {
 			spec.UserData = []byte(v.AsString())
 		}
 		l.noRepeat(cloudInits)
@@ -190,7 +193,7 @@ func (l *loader) base(b *hcl.Block) build.Source {
 	l.diags = append(l.diags, diags...)
 	attrs := content.Attributes
 
-	given := present(attrs, "file", "url", "image")
+	given := l.present(attrs, "file", "url", "image")
 	switch {
 	case len(given) == 0:
 		l.diags = append(l.diags, diagAt(b.DefRange.Ptr(), "Missing base source",
@@ -205,21 +208,25 @@ func (l *loader) base(b *hcl.Block) build.Source {
 			src.File = l.localFile(attr, attr.Expr.Range(), v.AsString(), "Base image not found", roleBase)
 		}
 	}
-	if attr := attrs["url"]; attr != nil {
+	if attr := attrs["url"]; l.isSet(attr) {
 		if v, ok := l.value(attr, cty.String); ok {
 			src.URL = v.AsString()
 			if u, err := url.Parse(src.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				shown := "The value" // it might hold a password; say no more
+				if err == nil {
+					shown = fmt.Sprintf("%q", u.Redacted())
+				}
 				l.diags = append(l.diags, diagAt(attr.Expr.Range().Ptr(), "Invalid base URL",
-					"%q is not an http or https URL.", src.URL))
+					"%s is not an http or https URL.", shown))
 			}
 		}
-		if attrs["checksum"] == nil {
+		if !l.isSet(attrs["checksum"]) {
 			l.diags = append(l.diags, diagAt(attr.NameRange.Ptr(), "Missing checksum",
 				`A base url needs a checksum, so a changed or corrupted download is caught: "sha256:HEX", "sha512:HEX" or "file:URL" of a SHA256SUMS-style list.`))
 		}
 	}
-	if attr := attrs["checksum"]; attr != nil {
-		if attrs["url"] == nil {
+	if attr := attrs["checksum"]; l.isSet(attr) {
+		if !l.isSet(attrs["url"]) {
 			l.diags = append(l.diags, diagAt(attr.NameRange.Ptr(), "Unexpected checksum",
 				"checksum only applies to a base url; a local file or stored image needs none."))
 		}
@@ -282,7 +289,7 @@ func (l *loader) shell(b *hcl.Block, p *build.Provisioner) {
 	l.diags = append(l.diags, diags...)
 	attrs := content.Attributes
 
-	given := present(attrs, "inline", "script", "scripts")
+	given := l.present(attrs, "inline", "script", "scripts")
 	switch {
 	case len(given) == 0:
 		l.diags = append(l.diags, diagAt(b.DefRange.Ptr(), "Missing shell commands",
@@ -350,11 +357,22 @@ func (l *loader) file(b *hcl.Block, p *build.Provisioner) {
 	attrs := content.Attributes
 
 	p.Direction = "upload"
-	if s, ok := l.oneOf(attrs["direction"], directions); ok {
-		p.Direction = s
+	dirKnown := true // which side is local is unknown when direction is invalid
+	if attr := attrs["direction"]; attr != nil {
+		n := len(l.diags)
+		if s, ok := l.oneOf(attr, directions); ok {
+			p.Direction = s
+		} else if len(l.diags) > n {
+			dirKnown = false
+		}
 	}
 	for _, name := range []string{"source", "destination"} {
 		attr := attrs[name]
+		if !l.isSet(attr) {
+			l.diags = append(l.diags, diagAt(b.DefRange.Ptr(), "Missing "+name,
+				"A file provisioner needs a source and a destination."))
+			continue
+		}
 		v, ok := l.value(attr, cty.String)
 		if !ok {
 			continue
@@ -368,6 +386,7 @@ func (l *loader) file(b *hcl.Block, p *build.Provisioner) {
 		// side is passed through as written.
 		local := (name == "source") == (p.Direction == "upload")
 		switch {
+		case !dirKnown:
 		case local && name == "source":
 			s = l.localFile(attr, attr.Expr.Range(), s, "Upload source not found", roleUpload)
 		case local:
@@ -520,10 +539,10 @@ func (l *loader) oneOf(attr *hcl.Attribute, choices []string) (string, bool) {
 
 // present returns those of the named attributes that are set, in source
 // order, so a conflict is reported at the second one written.
-func present(attrs hcl.Attributes, names ...string) []*hcl.Attribute {
+func (l *loader) present(attrs hcl.Attributes, names ...string) []*hcl.Attribute {
 	var out []*hcl.Attribute
 	for _, n := range names {
-		if a := attrs[n]; a != nil {
+		if a := attrs[n]; l.isSet(a) {
 			out = append(out, a)
 		}
 	}

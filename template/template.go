@@ -8,7 +8,7 @@
 //
 //	variable "version" {
 //	  type        = string   # string (default), number or bool
-//	  default     = "1.0.0"  # without one, a value must be given
+//	  default     = "1.0.0"  # without one (or with null), a value must be given
 //	  description = "…"
 //	  sensitive   = false    # redacted in manifests and output
 //	}
@@ -24,7 +24,9 @@
 // KILN_VAR_<name> environment variables, var files (Options.VarFiles, in
 // order) and Options.Vars. Relative paths, wherever they appear, resolve
 // against the template's folder, so a template builds the same from any
-// working directory.
+// working directory. As in Terraform, an attribute set to null counts as
+// not set, so a conditional can leave a setting out. Files named *.json
+// are read as HCL's JSON syntax.
 package template
 
 import (
@@ -82,8 +84,10 @@ type loader struct {
 
 	vars     map[string]*variable
 	varOrder []string
-	ctx      *hcl.EvalContext // for the image block: var and functions
+	ctx      *hcl.EvalContext // for the image block: var and functions; nil until variables have values
 	constCtx *hcl.EvalContext // for variable blocks: functions only
+
+	evaluated map[*hcl.Attribute]evalResult
 
 	inputs []localInput // scripts and upload sources, for the digest
 }
@@ -125,6 +129,8 @@ func newLoader(path string, opts Options) *loader {
 		funcs:  st.functions(),
 		parser: hclparse.NewParser(),
 		vars:   map[string]*variable{},
+
+		evaluated: map[*hcl.Attribute]evalResult{},
 	}
 	l.constCtx = &hcl.EvalContext{Functions: l.funcs}
 	return l

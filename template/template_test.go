@@ -198,6 +198,30 @@ func TestSizes(t *testing.T) {
 	}
 }
 
+// TestNullIsUnset checks the Terraform convention that lets a conditional
+// leave a setting out.
+func TestNullIsUnset(t *testing.T) {
+	tmpl := `variable "big" {
+  type    = bool
+  default = false
+}
+image "hello" {
+  version   = "1"
+  disk_size = var.big ? "10G" : null
+  cpus      = null
+  base { image = "debian:12" }
+}
+`
+	got, _ := mustLoad(t, tmpl, nil, Options{})
+	if got.DiskSize != 0 || got.CPUs != 0 {
+		t.Errorf("DiskSize %d, CPUs %d; want 0, 0", got.DiskSize, got.CPUs)
+	}
+	got, _ = mustLoad(t, tmpl, nil, Options{Vars: map[string]string{"big": "true"}})
+	if got.DiskSize != 10<<30 {
+		t.Errorf("DiskSize %d; want 10G", got.DiskSize)
+	}
+}
+
 func TestParseSize(t *testing.T) {
 	tests := []struct {
 		in   string

@@ -302,17 +302,32 @@ image "y" {
 			name: "file without source and destination",
 			tmpl: strings.Replace(minimal, "base", "provision \"file\" {\n  }\n  base", 1),
 			want: []want{
-				{"3:20", `Missing required argument: The argument "source" is required`},
-				{"3:20", `Missing required argument: The argument "destination" is required`},
+				{"3:3", `Missing source: A file provisioner needs a source and a destination.`},
+				{"3:3", `Missing destination: A file provisioner needs a source and a destination.`},
 			},
 		},
 		{
-			name: "invalid direction and missing upload source",
-			tmpl: strings.Replace(minimal, "base", "provision \"file\" {\n    source = \"app/\"\n    destination = \"/opt\"\n    direction = \"downlaod\"\n  }\n  base", 1),
+			name: "invalid direction",
+			// Which side is local is unknown, so source is not looked for.
+			tmpl: strings.Replace(minimal, "base", "provision \"file\" {\n    source = \"/var/log/x\"\n    destination = \"out/\"\n    direction = \"downlaod\"\n  }\n  base", 1),
 			want: []want{
 				{"6:17", `Invalid direction: "downlaod" is not a valid direction; use "upload" or "download". Did you mean "download"?`},
-				{"4:14", `Upload source not found: No file exists at "app/"`},
 			},
+		},
+		{
+			name: "missing upload source",
+			tmpl: strings.Replace(minimal, "base", "provision \"file\" {\n    source = \"app/\"\n    destination = \"/opt\"\n  }\n  base", 1),
+			want: []want{{"4:14", `Upload source not found: No file exists at "app/"`}},
+		},
+		{
+			name: "upload source is a device",
+			tmpl: strings.Replace(minimal, "base", "provision \"file\" {\n    source = \"/dev/null\"\n    destination = \"/opt\"\n  }\n  base", 1),
+			want: []want{{"4:14", `Not a file or directory: "/dev/null" (resolved to /dev/null) is neither a regular file nor a directory.`}},
+		},
+		{
+			name: "invalid url with a password",
+			tmpl: baseWith(`url = "ftp://user:secret@example.com/d"`, `checksum = "sha256:`+sum+`"`),
+			want: []want{{"4:11", `Invalid base URL: "ftp://user:xxxxx@example.com/d" is not an http or https URL.`}},
 		},
 		{
 			name: "empty destination",
@@ -328,7 +343,7 @@ image "y" {
 			name: "duplicate cloud_init and missing user_data",
 			tmpl: strings.Replace(minimal, "base", "cloud_init {}\n  cloud_init { user_data = \"\" }\n  base", 1),
 			want: []want{
-				{"3:14", `Missing required argument: The argument "user_data" is required`},
+				{"3:3", `Missing user_data: The cloud_init block needs user_data`},
 				{"4:3", "Duplicate cloud_init block: Only one cloud_init block is allowed; the first is at"},
 			},
 		},
@@ -424,6 +439,16 @@ variable "d" {
 				{"vars.hcl:3:11", `Variables not allowed`},
 				{"bad.hcl:1:5", `Invalid expression`},
 				{"none.hcl:0:0", `Cannot read var file`},
+			},
+		},
+		{
+			name: "null means unset",
+			tmpl: "image \"x\" {\n  version = null\n  base { image = null }\n  provision \"file\" {\n    source = null\n    destination = \"/x\"\n  }\n  cloud_init { user_data = null }\n}\n",
+			want: []want{
+				{"1:1", "Missing version"},
+				{"3:3", "Missing base source"},
+				{"4:3", "Missing source"},
+				{"8:3", "Missing user_data"},
 			},
 		},
 		{

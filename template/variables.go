@@ -64,11 +64,11 @@ func (l *loader) declare(b *hcl.Block) {
 				"The type of a variable is string, number or bool.%s", didYouMean(kw, []string{"string", "number", "bool"})))
 		}
 	}
-	if d, ok := l.constValue(content.Attributes["default"], v.typ); ok {
+	if d, ok := l.value(content.Attributes["default"], v.typ); ok {
 		v.def = d
 	}
-	l.constValue(content.Attributes["description"], cty.String)
-	if s, ok := l.constValue(content.Attributes["sensitive"], cty.Bool); ok {
+	l.value(content.Attributes["description"], cty.String)
+	if s, ok := l.value(content.Attributes["sensitive"], cty.Bool); ok {
 		v.sensitive = s.True()
 	}
 	l.vars[name] = v
