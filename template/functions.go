@@ -14,7 +14,6 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -451,15 +450,4 @@ func ctyToGo(v cty.Value) (any, error) {
 		return out, nil
 	}
 	return nil, fmt.Errorf("cannot encode a value of type %s", ty.FriendlyName())
-}
-
-// functionNames lists the available functions, for documentation and tests.
-func functionNames() []string {
-	st := &evalState{}
-	var names []string
-	for n := range st.functions() {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
 }

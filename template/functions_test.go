@@ -6,6 +6,7 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"regexp"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -165,4 +166,14 @@ func TestCloudInitFromTemplatefile(t *testing.T) {
 	if got := string(spec.UserData); got != "#cloud-config\nusers: [kiln]\n" {
 		t.Errorf("UserData = %q", got)
 	}
+}
+
+// functionNames lists the available functions.
+func functionNames() []string {
+	var names []string
+	for n := range (&evalState{}).functions() {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }
