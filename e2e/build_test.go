@@ -80,7 +80,7 @@ func TestBuildHello(t *testing.T) {
 					"jq --version",
 					"cat /etc/hello/hello.env",
 					"echo machine-id=$(cat /etc/machine-id)",
-					"echo host-key=$(cut -d' ' -f2 /etc/ssh/ssh_host_ed25519_key.pub)",
+					"echo host-key=$(sudo cut -d' ' -f2 /etc/ssh/ssh_host_ed25519_key.pub)",
 					"echo cloud-instances=$(sudo ls /var/lib/cloud/instances | tr '\\n' ' ')",
 					"echo kiln-users=$(grep -c '^kiln:' /etc/passwd)",
 					"echo build-key=$(sudo grep -rl 'kiln@hello-build' /home /root /etc 2>/dev/null | wc -l)",

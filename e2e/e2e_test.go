@@ -87,7 +87,7 @@ func kilnCmd(t *testing.T, timeout time.Duration, args ...string) result {
 	if ctx.Err() != nil {
 		t.Fatalf("kiln %s: still running after %s\nstderr:\n%s", strings.Join(args, " "), timeout, r.stderr)
 	}
-	t.Logf("kiln %s: exit %d in %s\nstderr:\n%s", strings.Join(args, " "), r.code, time.Since(start).Round(time.Second), r.stderr)
+	t.Logf("kiln %s: exit %d in %s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, time.Since(start).Round(time.Second), r.stdout, r.stderr)
 	return r
 }
 
@@ -141,9 +141,13 @@ func TestRunBaseImage(t *testing.T) {
 			t.Errorf("root filesystem is %d bytes after --disk-size 5G; growpart did not grow it", size)
 		}
 	})
-	t.Run("exit status", func(t *testing.T) {
+	t.Run("uefi boot and exit status", func(t *testing.T) {
 		t.Parallel()
-		r := kilnCmd(t, 10*time.Minute, "run", baseImg, "--memory", "512M", "--", "exit 7")
+		r := kilnCmd(t, 10*time.Minute, "run", baseImg, "--memory", "512M", "--firmware", "uefi", "--",
+			"test -d /sys/firmware/efi || echo not booted through UEFI; exit 7")
+		if strings.Contains(r.stdout, "not booted through UEFI") {
+			t.Error("--firmware uefi booted without UEFI")
+		}
 		if r.code != 7 {
 			t.Errorf("kiln run exited %d, want the guest command's 7", r.code)
 		}
