@@ -228,14 +228,12 @@ func (b *Balancer) dial() (net.Conn, string) {
 			t.Stop()
 			continue
 		}
-		switched := false
 		for i := range set {
 			addr := set[(start+uint64(i))%uint64(len(set))]
 			// Count the dial as a connection so a Drain that starts while it
 			// is in flight waits for it.
 			b.mu.Lock()
 			if b.closed || b.gen != gen {
-				switched = !b.closed
 				b.mu.Unlock()
 				break
 			}
@@ -254,7 +252,7 @@ func (b *Balancer) dial() (net.Conn, string) {
 			b.release(addr)
 		}
 		b.mu.Lock()
-		switched = switched || (b.gen != gen && !b.closed)
+		switched := b.gen != gen && !b.closed
 		b.mu.Unlock()
 		if !switched {
 			return nil, ""

@@ -11,7 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/kiln-dev/kiln/cloudinit"
 	"github.com/kiln-dev/kiln/disk"
@@ -146,9 +149,36 @@ func Launch(ctx context.Context, o Options) (_ *Instance, err error) {
 // SSHCommand is the OpenSSH command line that reaches this guest, for users
 // who want to look inside (e.g. after a failed build).
 func (i *Instance) SSHCommand() string {
-	return fmt.Sprintf("ssh -i %s -o UserKnownHostsFile=%s -o HostKeyAlias=%s -p %d %s@127.0.0.1",
-		filepath.Join(i.Dir, "id_ed25519"), filepath.Join(i.Dir, "known_hosts"), "kiln-guest",
-		i.VM.HostPort(22), User)
+	return "ssh " + SSHArgs(i.Dir, i.VM.HostPort(22))
+}
+
+// SSHArgs are OpenSSH's arguments for the guest whose run folder is dir:
+// its key, its known host key, and the forwarded port.
+func SSHArgs(dir string, port int) string {
+	return fmt.Sprintf("-i %s -o UserKnownHostsFile=%s -o HostKeyAlias=%s -o IdentitiesOnly=yes -p %d %s@127.0.0.1",
+		filepath.Join(dir, "id_ed25519"), filepath.Join(dir, "known_hosts"), knownHostsAlias, port, User)
+}
+
+// Connect opens a verified SSH connection to a running guest from the key
+// and host key kept in its run folder, e.g. from another kiln process.
+func Connect(ctx context.Context, dir string, port int) (*provision.Client, error) {
+	keyPEM, err := os.ReadFile(filepath.Join(dir, "id_ed25519"))
+	if err != nil {
+		return nil, err
+	}
+	signer, err := ssh.ParsePrivateKey(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("read key in %s: %w", dir, err)
+	}
+	known, err := os.ReadFile(filepath.Join(dir, "known_hosts"))
+	if err != nil {
+		return nil, err
+	}
+	hostKey := strings.TrimSpace(strings.TrimPrefix(string(known), knownHostsAlias+" "))
+	return provision.Dial(ctx, provision.Target{
+		Addr: "127.0.0.1:" + strconv.Itoa(port), User: User, Signer: signer,
+		HostKeys: []string{hostKey}, SerialLog: filepath.Join(dir, "serial.log"),
+	}, 10*time.Second)
 }
 
 // Shutdown closes SSH and powers the guest off through ACPI, stopping it

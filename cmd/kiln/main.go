@@ -36,6 +36,9 @@ func init() {
 		"build":    {"bake a versioned image from a template", cmdBuild},
 		"validate": {"check a template and report every problem", cmdValidate},
 		"images":   {"list and inspect stored images (ls, show)", cmdImages},
+		"fleet":    {"run fleets of instances behind a load balancer (up, ls, status, ssh, exec, logs, down)", cmdFleet},
+		"rollout":  {"roll a fleet to a new version, blue/green (status, history)", cmdRollout},
+		"rollback": {"roll a fleet back to its previous stable version", cmdRollback},
 	}
 }
 

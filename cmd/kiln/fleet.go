@@ -1,0 +1,530 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/kiln-dev/kiln/disk"
+	"github.com/kiln-dev/kiln/fleet"
+	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/instance"
+	"github.com/kiln-dev/kiln/supervisor"
+)
+
+func cmdFleet(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return usageError{"say what to do: kiln fleet up | ls | status | ssh | exec | logs | down"}
+	}
+	sub := map[string]func(context.Context, []string) error{
+		"up": cmdFleetUp, "ls": cmdFleetList, "list": cmdFleetList, "status": cmdFleetStatus,
+		"ssh": cmdFleetSSH, "exec": cmdFleetExec, "logs": cmdFleetLogs, "down": cmdFleetDown,
+		"supervise": cmdFleetSupervise,
+	}
+	f, ok := sub[args[0]]
+	if !ok {
+		return usageError{fmt.Sprintf("unknown fleet command %q", args[0])}
+	}
+	return f(ctx, args[1:])
+}
+
+func fleetDirs(name string) supervisor.Dirs {
+	return supervisor.FleetDirs(images.DefaultPaths().Data, name)
+}
+
+// healthFlags are the health-check flags shared by fleet up and rollout.
+type healthFlags struct {
+	http, exec               string
+	tcp, failures, successes int
+	interval, timeout, delay time.Duration
+}
+
+func (h *healthFlags) add(fs *pflag.FlagSet) {
+	fs.StringVar(&h.http, "health-http", "", "HTTP check: GET this path on the first guest port")
+	fs.IntVar(&h.tcp, "health-tcp", 0, "TCP check: this guest port accepts connections")
+	fs.StringVar(&h.exec, "health-exec", "", "exec check: this command exits 0 in the guest (over SSH)")
+	fs.DurationVar(&h.interval, "health-interval", 0, "time between probes (default 2s)")
+	fs.DurationVar(&h.timeout, "health-timeout", 0, "time a probe may take (default 1s)")
+	fs.IntVar(&h.failures, "health-failures", 0, "consecutive failures that make an instance unhealthy (default 3)")
+	fs.IntVar(&h.successes, "health-successes", 0, "consecutive successes that make an instance healthy (default 1)")
+	fs.DurationVar(&h.delay, "health-delay", 0, "wait this long after boot before the first probe")
+}
+
+// check returns the check the flags describe, or nil when none was given.
+func (h *healthFlags) check(ports []supervisor.Port) (*fleet.Check, error) {
+	var c fleet.Check
+	kinds := 0
+	if h.http != "" {
+		kinds++
+		if len(ports) == 0 {
+			return nil, usageError{"--health-http needs a --port: it checks the first guest port"}
+		}
+		c = fleet.Check{Kind: fleet.CheckHTTP, Path: h.http, Port: ports[0].Guest}
+	}
+	if h.tcp != 0 {
+		kinds++
+		c = fleet.Check{Kind: fleet.CheckTCP, Port: h.tcp}
+	}
+	if h.exec != "" {
+		kinds++
+		c = fleet.Check{Kind: fleet.CheckExec, Command: h.exec}
+	}
+	if kinds > 1 {
+		return nil, usageError{"give one of --health-http, --health-tcp and --health-exec"}
+	}
+	if kinds == 0 {
+		if h.interval != 0 || h.timeout != 0 || h.failures != 0 || h.successes != 0 || h.delay != 0 {
+			return nil, usageError{"health settings need a check: --health-http, --health-tcp or --health-exec"}
+		}
+		return nil, nil
+	}
+	c.Interval, c.Timeout, c.FailureThreshold, c.SuccessThreshold, c.InitialDelay = h.interval, h.timeout, h.failures, h.successes, h.delay
+	c = c.WithDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, usageError{err.Error()}
+	}
+	return &c, nil
+}
+
+func parsePorts(specs []string) ([]supervisor.Port, error) {
+	fw, err := parseForwards(specs)
+	if err != nil {
+		return nil, err
+	}
+	var out []supervisor.Port
+	for _, f := range fw {
+		if f.HostPort == 0 {
+			return nil, fmt.Errorf("--port 0:%d: a fleet's front port must be fixed", f.GuestPort)
+		}
+		out = append(out, supervisor.Port{Host: f.HostPort, Guest: f.GuestPort})
+	}
+	return out, nil
+}
+
+func cmdFleetUp(ctx context.Context, args []string) error {
+	fs := newFlags("fleet up", "fleet up NAME --image REF [--count N] [--port HOST:GUEST]... [flags]")
+	image := fs.String("image", "", "image ref to run, e.g. hello:1.0.0")
+	count := fs.Int("count", 1, "number of instances")
+	var portSpecs []string
+	fs.StringArrayVar(&portSpecs, "port", nil, "serve 127.0.0.1:HOST, balanced over every instance's GUEST port (repeatable)")
+	cpus := fs.Int("cpus", 1, "virtual CPUs per instance")
+	memory := fs.String("memory", "512M", "memory per instance")
+	var hf healthFlags
+	hf.add(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || *image == "" {
+		return usageError{"give a fleet name and --image, e.g. kiln fleet up web --image hello:1.0.0 --count 2 --port 8080:8080"}
+	}
+	mem, err := disk.ParseSize(*memory)
+	if err != nil {
+		return usageError{"--memory: " + err.Error()}
+	}
+	ports, err := parsePorts(portSpecs)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	check, err := hf.check(ports)
+	if err != nil {
+		return err
+	}
+	ref, err := images.ParseRef(*image)
+	if err != nil {
+		return err
+	}
+	store, err := openStore()
+	if err != nil {
+		return err
+	}
+	m, err := store.Resolve(ref)
+	if err != nil {
+		return err
+	}
+	spec := supervisor.Spec{Name: fs.Arg(0), Image: m.Ref().String(), Count: *count, Ports: ports,
+		CPUs: *cpus, MemoryMiB: int(mem >> 20), Check: check, CreatedAt: time.Now().UTC()}
+	if err := spec.Validate(); err != nil {
+		return usageError{err.Error()}
+	}
+	dirs := fleetDirs(spec.Name)
+	if _, err := os.Stat(dirs.Spec()); err == nil {
+		if _, err := supervisor.NewClient(dirs).Status(); err == nil {
+			return fmt.Errorf("fleet %s is already up; `kiln fleet down %s` first, or roll it out to a new version", spec.Name, spec.Name)
+		}
+		supervisor.KillStale(dirs)
+		os.RemoveAll(dirs.Root)
+	}
+	for _, p := range ports {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p.Host))
+		if err != nil {
+			return fmt.Errorf("front port 127.0.0.1:%d is already in use; pick another --port", p.Host)
+		}
+		ln.Close()
+	}
+	if err := supervisor.WriteSpec(dirs, spec); err != nil {
+		return err
+	}
+	if err := startSupervisor(dirs, spec.Name); err != nil {
+		os.RemoveAll(dirs.Root)
+		return err
+	}
+	say("fleet %s: starting %d × %s (supervisor log: %s)", spec.Name, spec.Count, spec.Image, dirs.Log())
+	start := time.Now()
+	if err := waitReady(ctx, dirs); err != nil {
+		return err
+	}
+	say("fleet %s is up in %s", spec.Name, time.Since(start).Round(time.Second))
+	for _, p := range ports {
+		say("serving http://127.0.0.1:%d (guest port %d)", p.Host, p.Guest)
+	}
+	return nil
+}
+
+// startSupervisor runs `kiln fleet supervise NAME` in the background, in
+// its own session so it outlives this command and the terminal.
+func startSupervisor(dirs supervisor.Dirs, name string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(dirs.Log(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(self, "fleet", "supervise", name)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start the fleet supervisor: %w", err)
+	}
+	return cmd.Process.Release()
+}
+
+// waitReady follows the supervisor until the fleet is healthy or it failed.
+func waitReady(ctx context.Context, dirs supervisor.Dirs) error {
+	c := supervisor.NewClient(dirs)
+	seen := map[string]string{}
+	for {
+		st, err := c.Status()
+		if err != nil {
+			// Not answering: starting, or dead; the state file says which.
+			if saved, _ := supervisor.ReadState(dirs); saved.Error != "" {
+				return fmt.Errorf("fleet %s failed to start: %s (log: %s)", filepath.Base(dirs.Root), saved.Error, dirs.Log())
+			} else if saved.Supervisor != 0 && !processAlive(saved.Supervisor) {
+				return fmt.Errorf("the fleet supervisor exited; see %s", dirs.Log())
+			}
+		} else {
+			if st.Error != "" {
+				return fmt.Errorf("fleet %s failed to start: %s (log: %s)", filepath.Base(dirs.Root), st.Error, dirs.Log())
+			}
+			for _, in := range st.Instances {
+				if seen[in.ID] != in.Health {
+					seen[in.ID] = in.Health
+					say("%s (%s): %s", in.ID, in.Version, in.Health)
+				}
+			}
+			if st.Ready {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func processAlive(pid int) bool {
+	return pid > 0 && syscall.Kill(pid, 0) == nil
+}
+
+func cmdFleetSupervise(ctx context.Context, args []string) error {
+	if len(args) != 1 {
+		return usageError{"fleet supervise NAME (started by kiln fleet up)"}
+	}
+	dirs := fleetDirs(args[0])
+	if err := os.WriteFile(dirs.Pid(), []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(dirs.Pid())
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return supervisor.Run(ctx, images.DefaultPaths().Data, args[0], "", log)
+}
+
+// fleetStatus asks the supervisor, falling back to the saved state.
+func fleetStatus(name string) (supervisor.State, bool, error) {
+	dirs := fleetDirs(name)
+	if _, err := supervisor.ReadSpec(dirs); err != nil {
+		return supervisor.State{}, false, err
+	}
+	st, err := supervisor.NewClient(dirs).Status()
+	if err == nil {
+		return st, true, nil
+	}
+	saved, rerr := supervisor.ReadState(dirs)
+	return saved, false, rerr
+}
+
+func cmdFleetList(ctx context.Context, args []string) error {
+	fs := newFlags("fleet ls", "fleet ls [--json]")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	entries, _ := os.ReadDir(filepath.Join(images.DefaultPaths().Data, "fleets"))
+	type row struct {
+		Name      string `json:"name"`
+		Running   bool   `json:"running"`
+		Stable    string `json:"stable"`
+		Instances int    `json:"instances"`
+		Rollout   string `json:"rollout,omitempty"`
+	}
+	rows := []row{}
+	for _, e := range entries {
+		st, running, err := fleetStatus(e.Name())
+		if err != nil {
+			continue
+		}
+		r := row{Name: e.Name(), Running: running, Stable: st.Stable, Instances: len(st.Instances)}
+		if st.Rollout != nil && !st.Rollout.Phase.Terminal() {
+			r.Rollout = fmt.Sprintf("%s → %s", st.Rollout.Phase, st.Rollout.Target)
+		}
+		rows = append(rows, r)
+	}
+	if *asJSON {
+		return printJSON(rows)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tSTATE\tVERSION\tINSTANCES\tROLLOUT")
+	for _, r := range rows {
+		state := "running"
+		if !r.Running {
+			state = "stopped"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\n", r.Name, state, r.Stable, r.Instances, orDash(r.Rollout))
+	}
+	return w.Flush()
+}
+
+func cmdFleetStatus(ctx context.Context, args []string) error {
+	fs := newFlags("fleet status", "fleet status NAME [--json]")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageError{"give a fleet name"}
+	}
+	st, running, err := fleetStatus(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(struct {
+			supervisor.State
+			Running bool `json:"running"`
+		}{st, running})
+	}
+	spec, _ := supervisor.ReadSpec(fleetDirs(fs.Arg(0)))
+	state := "running"
+	if !running {
+		state = "not running"
+		if st.Error != "" {
+			state += ": " + st.Error
+		}
+	}
+	fmt.Printf("fleet %s (%s), stable version %s, check %s\n", fs.Arg(0), state, st.Stable, supervisor.DefaultCheck(spec))
+	for _, p := range spec.Ports {
+		fmt.Printf("front 127.0.0.1:%d → guest port %d\n", p.Host, p.Guest)
+	}
+	if st.Rollout != nil {
+		fmt.Printf("rollout %d: %s → %s, %s %s\n", st.Rollout.ID, st.Rollout.PreviousStable, st.Rollout.Target, st.Rollout.Phase, st.Rollout.Reason)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "INSTANCE\tVERSION\tHEALTH\tSERVING\tPORTS\tUPTIME")
+	for _, in := range st.Instances {
+		var ports []string
+		for g, h := range in.Ports {
+			ports = append(ports, fmt.Sprintf("%d→%d", h, g))
+		}
+		ports = append(ports, fmt.Sprintf("ssh %d", in.SSHPort))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%v\t%s\t%s\n", in.ID, in.Version, in.Health, in.Serving, strings.Join(ports, " "), time.Since(in.Started).Round(time.Second))
+	}
+	return w.Flush()
+}
+
+// findInstance picks one instance of a fleet (the first when id is "").
+func findInstance(name, id string) (supervisor.InstanceRecord, error) {
+	st, _, err := fleetStatus(name)
+	if err != nil {
+		return supervisor.InstanceRecord{}, err
+	}
+	for _, in := range st.Instances {
+		if id == "" || in.ID == id {
+			return in, nil
+		}
+	}
+	if id == "" {
+		return supervisor.InstanceRecord{}, fmt.Errorf("fleet %s has no running instance", name)
+	}
+	return supervisor.InstanceRecord{}, fmt.Errorf("fleet %s has no instance %q; see `kiln fleet status %s`", name, id, name)
+}
+
+func cmdFleetSSH(ctx context.Context, args []string) error {
+	fs := newFlags("fleet ssh", "fleet ssh NAME [INSTANCE]")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() < 1 || fs.NArg() > 2 {
+		return usageError{"give a fleet name and optionally an instance"}
+	}
+	in, err := findInstance(fs.Arg(0), fs.Arg(1))
+	if err != nil {
+		return err
+	}
+	sshPath, err := exec.LookPath("ssh")
+	if err != nil {
+		return errors.New("kiln fleet ssh runs OpenSSH's ssh: apt-get install openssh-client")
+	}
+	argv := append([]string{"ssh"}, strings.Fields(instance.SSHArgs(in.Dir, in.SSHPort))...)
+	return syscall.Exec(sshPath, argv, os.Environ())
+}
+
+func cmdFleetExec(ctx context.Context, args []string) error {
+	fs := newFlags("fleet exec", "fleet exec NAME -- CMD...")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	dash := fs.ArgsLenAtDash()
+	if fs.NArg() < 2 || dash != 1 {
+		return usageError{"give a fleet name, then -- and the command, e.g. kiln fleet exec web -- uptime"}
+	}
+	st, _, err := fleetStatus(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	cmd := shellJoin(fs.Args()[1:])
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	failed := 0
+	for _, in := range st.Instances {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			status, err := execOn(ctx, in, cmd, &mu)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "[%s] %v\n", in.ID, err)
+				failed++
+			} else if status != 0 {
+				fmt.Fprintf(os.Stderr, "[%s] exit status %d\n", in.ID, status)
+				failed++
+			}
+		}()
+	}
+	wg.Wait()
+	if failed > 0 {
+		return exitError{1}
+	}
+	return nil
+}
+
+func execOn(ctx context.Context, in supervisor.InstanceRecord, cmd string, mu *sync.Mutex) (int, error) {
+	c, err := instance.Connect(ctx, in.Dir, in.SSHPort)
+	if err != nil {
+		return -1, err
+	}
+	defer c.Close()
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			mu.Lock()
+			fmt.Printf("[%s] %s\n", in.ID, sc.Text())
+			mu.Unlock()
+		}
+	}()
+	status, err := c.Run(ctx, cmd, nil, pw, pw)
+	pw.Close()
+	<-done
+	return status, err
+}
+
+func cmdFleetLogs(ctx context.Context, args []string) error {
+	fs := newFlags("fleet logs", "fleet logs NAME [INSTANCE]")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() < 1 || fs.NArg() > 2 {
+		return usageError{"give a fleet name and optionally an instance"}
+	}
+	dirs := fleetDirs(fs.Arg(0))
+	if _, err := supervisor.ReadSpec(dirs); err != nil {
+		return err
+	}
+	path := dirs.Log()
+	if fs.NArg() == 2 {
+		in, err := findInstance(fs.Arg(0), fs.Arg(1))
+		if err != nil {
+			return err
+		}
+		path = filepath.Join(in.Dir, "serial.log")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(os.Stdout, f)
+	return err
+}
+
+func cmdFleetDown(ctx context.Context, args []string) error {
+	fs := newFlags("fleet down", "fleet down NAME")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageError{"give a fleet name"}
+	}
+	dirs := fleetDirs(fs.Arg(0))
+	if _, err := supervisor.ReadSpec(dirs); err != nil {
+		return err
+	}
+	st, _ := supervisor.ReadState(dirs)
+	if err := supervisor.NewClient(dirs).Down(); err == nil {
+		say("fleet %s: stopping %d instances", fs.Arg(0), len(st.Instances))
+		deadline := time.Now().Add(3 * time.Minute)
+		for processAlive(st.Supervisor) && time.Now().Before(deadline) {
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	if processAlive(st.Supervisor) {
+		syscall.Kill(st.Supervisor, syscall.SIGKILL)
+	}
+	supervisor.KillStale(dirs)
+	if err := os.RemoveAll(dirs.Root); err != nil {
+		return err
+	}
+	say("fleet %s is down", fs.Arg(0))
+	return nil
+}

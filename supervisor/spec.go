@@ -1,0 +1,118 @@
+// Package supervisor is a fleet's background process: it owns the fleet's
+// QEMU instances, runs their health checks, serves the load balancer on each
+// front port, drives rollouts and answers the CLI over a unix socket. It
+// outlives the CLI that started it and writes everything it must remember
+// to the fleet's folder, so a restarted supervisor carries on.
+package supervisor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/kiln-dev/kiln/fleet"
+	"github.com/kiln-dev/kiln/images"
+)
+
+// Port maps a front port on 127.0.0.1 to a guest port on every instance.
+type Port struct {
+	Host  int `json:"host"`
+	Guest int `json:"guest"`
+}
+
+// Spec is a fleet's desired state, written by `kiln fleet up`.
+type Spec struct {
+	Name      string       `json:"name"`
+	Image     string       `json:"image"` // the stable version's ref
+	Count     int          `json:"count"`
+	Ports     []Port       `json:"ports"`
+	CPUs      int          `json:"cpus"`
+	MemoryMiB int          `json:"memory_mib"`
+	Check     *fleet.Check `json:"check,omitempty"`
+	CreatedAt time.Time    `json:"created_at"`
+}
+
+var fleetName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,30}$`)
+
+// Validate says what to fix in a spec.
+func (s Spec) Validate() error {
+	if !fleetName.MatchString(s.Name) {
+		return fmt.Errorf("fleet name %q: use up to 31 lower-case letters, digits and -", s.Name)
+	}
+	if _, err := images.ParseRef(s.Image); err != nil {
+		return err
+	}
+	if s.Count < 1 || s.Count > 16 {
+		return fmt.Errorf("--count %d: use 1 to 16 instances", s.Count)
+	}
+	seen := map[int]bool{}
+	for _, p := range s.Ports {
+		if p.Host < 1 || p.Host > 65535 || p.Guest < 1 || p.Guest > 65535 {
+			return fmt.Errorf("--port %d:%d: ports are 1 to 65535", p.Host, p.Guest)
+		}
+		if seen[p.Host] {
+			return fmt.Errorf("--port: front port %d given twice", p.Host)
+		}
+		seen[p.Host] = true
+	}
+	if s.Check != nil {
+		if err := s.Check.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Dirs are the files of one fleet.
+type Dirs struct{ Root string }
+
+// FleetDirs is where fleet name lives under kiln's data folder.
+func FleetDirs(data, name string) Dirs { return Dirs{filepath.Join(data, "fleets", name)} }
+
+func (d Dirs) Spec() string              { return filepath.Join(d.Root, "fleet.json") }
+func (d Dirs) State() string             { return filepath.Join(d.Root, "state.json") }
+func (d Dirs) Socket() string            { return filepath.Join(d.Root, "supervisor.sock") }
+func (d Dirs) Pid() string               { return filepath.Join(d.Root, "supervisor.pid") }
+func (d Dirs) Log() string               { return filepath.Join(d.Root, "supervisor.log") }
+func (d Dirs) Instances() string         { return filepath.Join(d.Root, "instances") }
+func (d Dirs) Instance(id string) string { return filepath.Join(d.Root, "instances", id) }
+
+// ErrNoFleet means the fleet does not exist.
+var ErrNoFleet = errors.New("no such fleet")
+
+// ReadSpec loads a fleet's spec.
+func ReadSpec(d Dirs) (Spec, error) {
+	var s Spec
+	b, err := os.ReadFile(d.Spec())
+	if errors.Is(err, os.ErrNotExist) {
+		return s, fmt.Errorf("fleet %s: %w; see `kiln fleet ls`", filepath.Base(d.Root), ErrNoFleet)
+	}
+	if err != nil {
+		return s, err
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, fmt.Errorf("read %s: %w", d.Spec(), err)
+	}
+	return s, nil
+}
+
+// writeJSON writes v atomically: a crash leaves the old file or the new one.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return images.WriteFileAtomic(path, append(b, '\n'), 0o600)
+}
+
+// WriteSpec saves a fleet's spec.
+func WriteSpec(d Dirs, s Spec) error {
+	if err := os.MkdirAll(d.Root, 0o700); err != nil {
+		return err
+	}
+	return writeJSON(d.Spec(), s)
+}

@@ -1,0 +1,65 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"time"
+
+	"github.com/kiln-dev/kiln/fleet"
+)
+
+// State is what the supervisor remembers across restarts, saved after
+// every change (atomically, so a crash leaves the old file or the new one).
+type State struct {
+	Stable       string              `json:"stable"`             // the version serving when no rollout runs
+	Previous     []string            `json:"previous,omitempty"` // earlier stable versions, newest last, for rollback
+	NextID       int                 `json:"next_id"`
+	Instances    []InstanceRecord    `json:"instances"`
+	Rollout      *fleet.RolloutState `json:"rollout,omitempty"` // the current or last rollout
+	History      []RolloutSummary    `json:"history,omitempty"`
+	Error        string              `json:"error,omitempty"` // why the supervisor stopped, if it did
+	Supervisor   int                 `json:"supervisor_pid"`
+	Ready        bool                `json:"ready"` // the first instances are up and healthy
+	UpdatedAt    time.Time           `json:"updated_at"`
+	StartedAt    time.Time           `json:"started_at"`
+	ShuttingDown bool                `json:"shutting_down,omitempty"`
+}
+
+// InstanceRecord is one instance as the CLI sees it.
+type InstanceRecord struct {
+	ID      string      `json:"id"`
+	Version string      `json:"version"`
+	Pid     int         `json:"pid"`
+	Dir     string      `json:"dir"`
+	SSHPort int         `json:"ssh_port"`
+	Ports   map[int]int `json:"ports"` // guest port -> host port
+	Started time.Time   `json:"started"`
+	Health  string      `json:"health"`
+	Detail  string      `json:"detail,omitempty"`
+	Serving bool        `json:"serving"` // in the load balancer's set
+}
+
+// RolloutSummary is one finished rollout, for `kiln rollout history`.
+type RolloutSummary struct {
+	ID      int       `json:"id"`
+	From    string    `json:"from"`
+	To      string    `json:"to"`
+	Result  string    `json:"result"` // succeeded, aborted, rolled-back
+	Reason  string    `json:"reason,omitempty"`
+	Started time.Time `json:"started"`
+	Ended   time.Time `json:"ended"`
+}
+
+// ReadState loads the saved state; a missing file is an empty state.
+func ReadState(d Dirs) (State, error) {
+	var s State
+	b, err := os.ReadFile(d.State())
+	if errors.Is(err, os.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return s, err
+	}
+	return s, json.Unmarshal(b, &s)
+}
