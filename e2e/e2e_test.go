@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -173,4 +174,8 @@ func TestSSHTimeoutNamesSerialLog(t *testing.T) {
 		t.Errorf("the error does not say SSH timed out and name the serial log:\n%s", r.stderr)
 	}
 	assertNothingLeft(t)
+}
+
+func processAlive(pid int) bool {
+	return pid > 0 && syscall.Kill(pid, 0) == nil
 }

@@ -352,10 +352,15 @@ func WatchHealthy(ctx context.Context, c Check, insts []Instance, d time.Duratio
 // watch runs one Prober per instance. With untilHealthy it returns nil
 // once all are Healthy; otherwise it runs until ctx ends.
 func watch(ctx context.Context, c Check, insts []Instance, untilHealthy bool) error {
+	if untilHealthy && len(insts) == 0 {
+		return nil
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	changes := make(chan Status, len(insts))
 	var wg sync.WaitGroup
+	// Cancel before waiting: the probers run until ctx ends.
+	defer wg.Wait()
+	defer cancel()
 	for _, in := range insts {
 		p := NewProber(c, in)
 		wg.Go(func() {
@@ -367,11 +372,7 @@ func watch(ctx context.Context, c Check, insts []Instance, untilHealthy bool) er
 			})
 		})
 	}
-	defer wg.Wait()
 	healthy := map[string]bool{}
-	if untilHealthy && len(insts) == 0 {
-		return nil
-	}
 	for {
 		select {
 		case <-ctx.Done():
