@@ -77,9 +77,10 @@ func (h *harness) addrs(idList ...string) []string {
 }
 
 var (
-	successPhases  = []Phase{PhaseStartingGreen, PhaseVerifying, PhaseSwitching, PhaseBaking, PhaseDraining, PhaseSucceeded}
-	batchPhases    = []Phase{PhaseStartingGreen, PhaseVerifying, PhaseSwitching, PhaseBaking, PhaseDraining}
-	fast           = Options{Bake: 10 * time.Millisecond, Drain: time.Second, ProgressDeadline: 10 * time.Second, AutoPromote: true}
+	successPhases = []Phase{PhaseStartingGreen, PhaseVerifying, PhaseSwitching, PhaseBaking, PhaseDraining, PhaseSucceeded}
+	batchPhases   = []Phase{PhaseStartingGreen, PhaseVerifying, PhaseSwitching, PhaseBaking, PhaseDraining}
+	fast          = Options{Bake: 5 * time.Second, // the fake watcher returns at once
+		Drain: time.Second, ProgressDeadline: 10 * time.Second, AutoPromote: true}
 	idsOf          = func(s ...string) []string { return s }
 	twoBatchPhases = slices.Concat(batchPhases, successPhases)
 )

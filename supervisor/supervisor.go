@@ -75,7 +75,7 @@ func Run(ctx context.Context, data string, name string, accel qemu.Accel, log *s
 		state: st, insts: map[string]fleet.Instance{}, health: map[string]fleet.Status{},
 		balancers: map[int]*fleet.Balancer{}, ctx: ctx, stop: cancel,
 	}
-	s.launch = &launcher{spec: spec, dirs: dirs, store: store, accel: accel,
+	s.launch = &launcher{spec: spec, dirs: dirs, store: store, accel: accel, life: ctx,
 		log:    func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) },
 		nextID: s.nextID}
 	err = s.serve(ctx)

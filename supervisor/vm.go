@@ -46,6 +46,7 @@ type launcher struct {
 	store *images.Store
 	accel qemu.Accel
 	log   func(format string, args ...any)
+	life  context.Context // the supervisor's lifetime: VMs run under it, not under one request's ctx
 
 	mu     sync.Mutex
 	nextID func() int // hands out instance numbers; persisted by the supervisor
@@ -79,7 +80,13 @@ func (l *launcher) Launch(ctx context.Context, version string, n int) ([]fleet.I
 		id := fmt.Sprintf("%s-%d", l.spec.Name, l.nextID())
 		l.mu.Unlock()
 		go func() {
-			inst, err := instance.Launch(ctx, instance.Options{
+			// The VM must outlive the rollout step that asked for it, so it
+			// runs under the supervisor's lifetime; the caller's ctx only
+			// cuts the wait for it short.
+			vmCtx, cancel := context.WithCancel(l.life)
+			stop := context.AfterFunc(ctx, cancel)
+			defer stop()
+			inst, err := instance.Launch(vmCtx, instance.Options{
 				Name: id, Image: l.store.BlobPath(m.Digest), ImageFormat: m.Format,
 				Dir: l.dirs.Instance(id), CPUs: l.spec.CPUs, MemoryMiB: l.spec.MemoryMiB,
 				Accel: l.accel, Forwards: forwards, Log: l.log,

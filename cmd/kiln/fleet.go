@@ -128,8 +128,28 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 || *image == "" {
+	if fs.NArg() != 1 {
 		return usageError{"give a fleet name and --image, e.g. kiln fleet up web --image hello:1.0.0 --count 2 --port 8080:8080"}
+	}
+	dirs := fleetDirs(fs.Arg(0))
+	if _, err := os.Stat(dirs.Spec()); err == nil {
+		if _, err := supervisor.NewClient(dirs).Status(); err == nil {
+			return fmt.Errorf("fleet %s is already up; `kiln fleet down %s` first, or roll it out to a new version", fs.Arg(0), fs.Arg(0))
+		}
+		if *image != "" {
+			return fmt.Errorf("fleet %s exists but its supervisor is not running: `kiln fleet up %s` (without --image) restarts it, `kiln fleet down %s` removes it", fs.Arg(0), fs.Arg(0), fs.Arg(0))
+		}
+		// The supervisor died (killed, machine rebooted): start it again on
+		// the saved spec and state; it settles any rollout it was running.
+		say("fleet %s: restarting its supervisor", fs.Arg(0))
+		pid, err := startSupervisor(dirs, fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		return waitReady(ctx, dirs, pid)
+	}
+	if *image == "" {
+		return usageError{"give --image, e.g. kiln fleet up web --image hello:1.0.0 --count 2 --port 8080:8080"}
 	}
 	mem, err := disk.ParseSize(*memory)
 	if err != nil {
@@ -160,14 +180,6 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	if err := spec.Validate(); err != nil {
 		return usageError{err.Error()}
 	}
-	dirs := fleetDirs(spec.Name)
-	if _, err := os.Stat(dirs.Spec()); err == nil {
-		if _, err := supervisor.NewClient(dirs).Status(); err == nil {
-			return fmt.Errorf("fleet %s is already up; `kiln fleet down %s` first, or roll it out to a new version", spec.Name, spec.Name)
-		}
-		supervisor.KillStale(dirs)
-		os.RemoveAll(dirs.Root)
-	}
 	for _, p := range ports {
 		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p.Host))
 		if err != nil {
@@ -178,13 +190,21 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	if err := supervisor.WriteSpec(dirs, spec); err != nil {
 		return err
 	}
-	if err := startSupervisor(dirs, spec.Name); err != nil {
+	pid, err := startSupervisor(dirs, spec.Name)
+	if err != nil {
 		os.RemoveAll(dirs.Root)
 		return err
 	}
 	say("fleet %s: starting %d × %s (supervisor log: %s)", spec.Name, spec.Count, spec.Image, dirs.Log())
 	start := time.Now()
-	if err := waitReady(ctx, dirs); err != nil {
+	if err := waitReady(ctx, dirs, pid); err != nil {
+		// A fleet that never came up leaves nothing behind.
+		syscall.Kill(pid, syscall.SIGTERM)
+		for i := 0; i < 60 && processAlive(pid); i++ {
+			time.Sleep(500 * time.Millisecond)
+		}
+		supervisor.KillStale(dirs)
+		os.RemoveAll(dirs.Root)
 		return err
 	}
 	say("fleet %s is up in %s", spec.Name, time.Since(start).Round(time.Second))
@@ -196,36 +216,41 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 
 // startSupervisor runs `kiln fleet supervise NAME` in the background, in
 // its own session so it outlives this command and the terminal.
-func startSupervisor(dirs supervisor.Dirs, name string) error {
+func startSupervisor(dirs supervisor.Dirs, name string) (int, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	logf, err := os.OpenFile(dirs.Log(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer logf.Close()
 	cmd := exec.Command(self, "fleet", "supervise", name)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start the fleet supervisor: %w", err)
+		return 0, fmt.Errorf("start the fleet supervisor: %w", err)
 	}
-	return cmd.Process.Release()
+	pid := cmd.Process.Pid
+	// Reap it if it exits while this command still runs, so the liveness
+	// check below sees it go.
+	go cmd.Wait()
+	return pid, nil
 }
 
 // waitReady follows the supervisor until the fleet is healthy or it failed.
-func waitReady(ctx context.Context, dirs supervisor.Dirs) error {
+func waitReady(ctx context.Context, dirs supervisor.Dirs, pid int) error {
 	c := supervisor.NewClient(dirs)
 	seen := map[string]string{}
 	for {
 		st, err := c.Status()
 		if err != nil {
 			// Not answering: starting, or dead; the state file says which.
-			if saved, _ := supervisor.ReadState(dirs); saved.Error != "" {
-				return fmt.Errorf("fleet %s failed to start: %s (log: %s)", filepath.Base(dirs.Root), saved.Error, dirs.Log())
-			} else if saved.Supervisor != 0 && !processAlive(saved.Supervisor) {
+			if !processAlive(pid) {
+				if saved, _ := supervisor.ReadState(dirs); saved.Error != "" && saved.Supervisor == pid {
+					return fmt.Errorf("fleet %s failed to start: %s (log: %s)", filepath.Base(dirs.Root), saved.Error, dirs.Log())
+				}
 				return fmt.Errorf("the fleet supervisor exited; see %s", dirs.Log())
 			}
 		} else {
