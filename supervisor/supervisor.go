@@ -176,11 +176,16 @@ func (s *Supervisor) serve(ctx context.Context) error {
 // died with it, so nothing is half-switched on the machine; the record says
 // what happened and the fleet comes back on its stable version.
 func (s *Supervisor) finishInterruptedLocked(r *fleet.RolloutState) {
-	result := "rolled-back"
-	if r.Phase == fleet.PhaseDraining {
+	var result string
+	switch r.Phase {
+	case fleet.PhaseDraining:
 		// Green had passed its bake: the rollout had in effect succeeded.
-		result = "succeeded"
+		result = string(fleet.PhaseSucceeded)
 		s.promoteLocked(r.Target)
+	case fleet.PhaseStartingGreen, fleet.PhaseVerifying, fleet.PhaseAborting:
+		result = string(fleet.PhaseAborted) // traffic had not moved
+	default:
+		result = string(fleet.PhaseRolledBack)
 	}
 	r.Reason = "the supervisor stopped during " + string(r.Phase) + "; settled on restart"
 	s.state.History = append(s.state.History, RolloutSummary{
