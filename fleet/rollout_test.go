@@ -496,27 +496,21 @@ func TestPersistFailureStopsAndResumes(t *testing.T) {
 
 func TestPromote(t *testing.T) {
 	h := newHarness(2)
-	r := h.rollout(with(fast, func(o *Options) { o.AutoPromote = false; o.ProgressDeadline = time.Second }))
+	r := h.rollout(with(fast, func(o *Options) { o.AutoPromote = false; o.Bake = 0; o.ProgressDeadline = 200 * time.Millisecond }))
 	if err := r.Promote(); !errors.Is(err, ErrNotPaused) {
 		t.Fatalf("Promote before the pause: %v", err)
-	}
-	type result struct {
-		st  RolloutState
-		err error
 	}
 	done := make(chan result, 1)
 	go func() {
 		st, err := r.Start(t.Context(), 1, v2, h.blue)
 		done <- result{st, err}
 	}()
-	for r.State().PausedAt.IsZero() {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitPaused(t, r, done)
 	if r.State().Phase != PhaseVerifying || h.traffic.current() != nil {
 		t.Fatalf("paused in %s with traffic %v; want verifying, untouched", r.State().Phase, h.traffic.current())
 	}
 	// Waiting longer than the deadline must not fail the rollout.
-	time.Sleep(1100 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
 	if err := r.Promote(); err != nil {
 		t.Fatalf("Promote: %v", err)
 	}
@@ -533,31 +527,49 @@ func TestPromote(t *testing.T) {
 	checkPersisted(t, h.store)
 }
 
+type result struct {
+	st  RolloutState
+	err error
+}
+
+// waitPaused waits until r waits for promotion; it fails if the rollout
+// ends first or nothing happens for 5s.
+func waitPaused(t *testing.T, r *Rollout, done chan result) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.State().PausedAt.IsZero() {
+		select {
+		case res := <-done:
+			t.Fatalf("rollout ended instead of pausing: %s (%s), %v", res.st.Phase, res.st.Reason, res.err)
+		case <-time.After(2 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("rollout did not pause for promotion")
+		}
+	}
+}
+
 func TestResumeWhilePaused(t *testing.T) {
 	h := newHarness(1)
 	ctx, cancel := context.WithCancel(t.Context())
 	r := h.rollout(with(fast, func(o *Options) { o.AutoPromote = false }))
-	done := make(chan RolloutState, 1)
-	go func() { st, _ := r.Start(ctx, 1, v2, h.blue); done <- st }()
-	for r.State().PausedAt.IsZero() {
-		time.Sleep(5 * time.Millisecond)
-	}
+	done := make(chan result, 1)
+	go func() { st, err := r.Start(ctx, 1, v2, h.blue); done <- result{st, err} }()
+	waitPaused(t, r, done)
 	cancel()
-	saved := <-done
+	saved := (<-done).st
 	if saved.PausedAt.IsZero() || saved.Phase != PhaseVerifying {
 		t.Fatalf("crashed state %s paused at %v", saved.Phase, saved.PausedAt)
 	}
 	r2 := h.rollout(Options{})
-	res := make(chan RolloutState, 1)
-	go func() { st, _ := r2.Resume(t.Context(), saved); res <- st }()
-	for {
-		if s := r2.State(); !s.PausedAt.IsZero() && r2.Promote() == nil {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
+	res := make(chan result, 1)
+	go func() { st, err := r2.Resume(t.Context(), saved); res <- result{st, err} }()
+	waitPaused(t, r2, res)
+	if err := r2.Promote(); err != nil {
+		t.Fatal(err)
 	}
-	if st := <-res; st.Phase != PhaseSucceeded {
-		t.Fatalf("resumed paused rollout ended %s (%s)", st.Phase, st.Reason)
+	if got := <-res; got.err != nil || got.st.Phase != PhaseSucceeded {
+		t.Fatalf("resumed paused rollout ended %s (%s), %v", got.st.Phase, got.st.Reason, got.err)
 	}
 }
 

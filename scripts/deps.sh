@@ -16,6 +16,7 @@ check grub-mkimage grub-common
 [ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || [ -e /usr/share/OVMF/OVMF_CODE.fd ] || need="$need ovmf"
 check ssh openssh-client
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need="$need ca-certificates"
+[ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || need="$need debian-archive-keyring"
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
 	echo "kiln needs Go 1.26 or newer (https://go.dev/dl); install it to /usr/local/go" >&2
 	exit 1
