@@ -13,7 +13,6 @@ import (
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/instance"
-	"github.com/kiln-dev/kiln/provision"
 	"github.com/kiln-dev/kiln/qemu"
 )
 
@@ -362,5 +361,3 @@ func followFile(ctx context.Context, path string, w *lineWriter) {
 	}
 	w.Flush()
 }
-
-var _ = provision.Script{}

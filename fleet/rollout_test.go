@@ -143,13 +143,13 @@ func rolloutCases() []rolloutCase {
 			traffic: idsOf("web-1"), stopped: idsOf("web-2"), reason: "baking: web-2 exited",
 		},
 		{
-			name: "deadline while starting green", blue: 2, opts: with(fast, func(o *Options) { o.ProgressDeadline = 50 * time.Millisecond }),
+			name: "deadline while starting green", blue: 2, opts: with(fast, func(o *Options) { o.ProgressDeadline = 50 * time.Millisecond; o.Bake = 0 }),
 			setup: func(h *harness) { h.world.launchBlock = true },
 			phase: PhaseAborted, phases: []Phase{PhaseStartingGreen, PhaseAborting, PhaseAborted},
 			reason: "progress deadline passed while starting 2 green",
 		},
 		{
-			name: "deadline while verifying", blue: 2, opts: with(fast, func(o *Options) { o.ProgressDeadline = 50 * time.Millisecond }),
+			name: "deadline while verifying", blue: 2, opts: with(fast, func(o *Options) { o.ProgressDeadline = 50 * time.Millisecond; o.Bake = 0 }),
 			setup: func(h *harness) { h.health.verifyBlock = true },
 			phase: PhaseAborted, phases: []Phase{PhaseStartingGreen, PhaseVerifying, PhaseAborting, PhaseAborted},
 			stopped: idsOf("web-3", "web-4"), reason: "progress deadline passed while verifying green",
