@@ -361,17 +361,18 @@ func TestWaitHealthy(t *testing.T) {
 	tests := []struct {
 		name  string
 		insts []Instance
+		limit time.Duration
 		want  string // "" = nil
 	}{
-		{"none", nil, ""},
-		{"all healthy", []Instance{healthy("web-3"), healthy("web-4")}, ""},
-		{"one unhealthy", []Instance{healthy("web-3"), broken("web-4")}, "web-4 is unhealthy: exec: exit status 1"},
-		{"one dead", []Instance{healthy("web-3"), dead("web-4")}, "web-4 is unhealthy: instance exited"},
-		{"deadline", []Instance{slow("web-3")}, "context deadline exceeded"},
+		{"none", nil, time.Second, ""},
+		{"all healthy", []Instance{healthy("web-3"), healthy("web-4")}, 10 * time.Second, ""},
+		{"one unhealthy", []Instance{healthy("web-3"), broken("web-4")}, 10 * time.Second, "web-4 is unhealthy: exec: exit status 1"},
+		{"one dead", []Instance{healthy("web-3"), dead("web-4")}, 10 * time.Second, "web-4 is unhealthy: instance exited"},
+		{"deadline", []Instance{slow("web-3")}, 50 * time.Millisecond, "context deadline exceeded"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+			ctx, cancel := context.WithTimeout(t.Context(), tc.limit)
 			defer cancel()
 			err := WaitHealthy(ctx, c.WithDefaults(), tc.insts)
 			if (err == nil) != (tc.want == "") || (err != nil && !strings.Contains(err.Error(), tc.want)) {
@@ -388,12 +389,13 @@ func TestWatchHealthy(t *testing.T) {
 		statuses []int
 		kill     bool
 		parent   time.Duration // parent ctx timeout
+		bake     time.Duration
 		want     string
 	}{
-		{"stays healthy", []int{0}, false, time.Second, ""},
-		{"turns unhealthy", []int{0, 0, 1}, false, time.Second, "web-3 is unhealthy: exec: exit status 1"},
-		{"dies", []int{0}, true, time.Second, "web-3 is unhealthy: instance exited"},
-		{"parent deadline first", []int{0}, false, 10 * time.Millisecond, "context deadline exceeded"},
+		{"stays healthy", []int{0}, false, 10 * time.Second, 50 * time.Millisecond, ""},
+		{"turns unhealthy", []int{0, 0, 1}, false, 10 * time.Second, 10 * time.Second, "web-3 is unhealthy: exec: exit status 1"},
+		{"dies", []int{0}, true, 10 * time.Second, 10 * time.Second, "web-3 is unhealthy: instance exited"},
+		{"parent deadline first", []int{0}, false, 10 * time.Millisecond, 10 * time.Second, "context deadline exceeded"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -403,7 +405,7 @@ func TestWatchHealthy(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(t.Context(), tc.parent)
 			defer cancel()
-			err := WatchHealthy(ctx, c, []Instance{in}, 60*time.Millisecond)
+			err := WatchHealthy(ctx, c, []Instance{in}, tc.bake)
 			if (err == nil) != (tc.want == "") || (err != nil && !strings.Contains(err.Error(), tc.want)) {
 				t.Errorf("WatchHealthy = %v, want %q", err, tc.want)
 			}

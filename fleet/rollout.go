@@ -209,6 +209,15 @@ var ErrNotPaused = errors.New("rollout is not waiting for promotion")
 
 // Rollout drives one blue/green rollout. Fill in the fields, then call
 // Start, or Resume after a restart. One Rollout runs one rollout.
+//
+// While it runs, the rollout owns the traffic set: it calls SetBackends at
+// the switch and on rollback, and Resume sets it first thing.
+//
+// With Surge < 100 each batch is launched, verified, switched, baked and
+// drained in turn. A failure in a later batch undoes that batch only: the
+// earlier batches' green were verified and baked and keep serving beside
+// the blue not yet replaced, so the fleet ends mixed (Serving says which);
+// a rollout back to PreviousStable undoes them.
 type Rollout struct {
 	Launcher Launcher
 	Traffic  Traffic
@@ -444,7 +453,9 @@ func failure(ctx context.Context, st *RolloutState, to Phase, doing string, err 
 	if ctx.Err() != nil {
 		return "", "", ctx.Err()
 	}
-	if errors.Is(err, context.DeadlineExceeded) || !time.Now().Before(st.Deadline) {
+	// Judge by the clock, not by err: a launcher's own boot timeout also
+	// wraps context.DeadlineExceeded.
+	if deadlinePassed(st) {
 		return fail(st, to, fmt.Sprintf("progress deadline passed while %s", doing))
 	}
 	return fail(st, to, fmt.Sprintf("%s: %v", doing, err))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -116,6 +117,14 @@ func rolloutCases() []rolloutCase {
 			reason: "starting 2 green of web:1.1.0: no space for overlay",
 		},
 		{
+			name: "launcher's own timeout is not the progress deadline", blue: 2, opts: fast,
+			setup: func(h *harness) {
+				h.world.launchErr = func(int) error { return fmt.Errorf("wait for SSH: %w", context.DeadlineExceeded) }
+			},
+			phase: PhaseAborted, phases: []Phase{PhaseStartingGreen, PhaseAborting, PhaseAborted},
+			reason: "starting 2 green of web:1.1.0: wait for SSH: context deadline exceeded",
+		},
+		{
 			name: "launcher starts too few", blue: 2, opts: fast,
 			setup: func(h *harness) { h.world.launchShort = true },
 			phase: PhaseAborted, phases: []Phase{PhaseStartingGreen, PhaseAborting, PhaseAborted},
@@ -155,7 +164,7 @@ func rolloutCases() []rolloutCase {
 			stopped: idsOf("web-3", "web-4"), reason: "progress deadline passed while verifying green",
 		},
 		{
-			name: "deadline while baking", blue: 2, opts: with(fast, func(o *Options) { o.ProgressDeadline = 80 * time.Millisecond; o.Bake = 40 * time.Millisecond }),
+			name: "deadline while baking", blue: 2, opts: with(fast, func(o *Options) { o.ProgressDeadline = 300 * time.Millisecond; o.Bake = 200 * time.Millisecond }),
 			setup: func(h *harness) { h.health.bakeBlock = true },
 			phase: PhaseRolledBack, phases: []Phase{PhaseStartingGreen, PhaseVerifying, PhaseSwitching, PhaseBaking, PhaseRollingBack, PhaseRolledBack},
 			traffic: idsOf("web-1", "web-2"), stopped: idsOf("web-3", "web-4"), reason: "progress deadline passed while baking",
@@ -163,9 +172,9 @@ func rolloutCases() []rolloutCase {
 		{
 			name: "deadline while draining is not a failure", blue: 2,
 			opts: with(fast, func(o *Options) {
-				o.ProgressDeadline = 30 * time.Millisecond
+				o.ProgressDeadline = 200 * time.Millisecond
 				o.Bake = 0
-				o.Drain = 100 * time.Millisecond
+				o.Drain = 400 * time.Millisecond
 			}),
 			setup: func(h *harness) { h.traffic.drainBlock = map[string]bool{h.world.addrOf("web-1"): true} },
 			phase: PhaseSucceeded, phases: successPhases,
@@ -496,7 +505,7 @@ func TestPersistFailureStopsAndResumes(t *testing.T) {
 
 func TestPromote(t *testing.T) {
 	h := newHarness(2)
-	r := h.rollout(with(fast, func(o *Options) { o.AutoPromote = false; o.Bake = 0; o.ProgressDeadline = 200 * time.Millisecond }))
+	r := h.rollout(with(fast, func(o *Options) { o.AutoPromote = false; o.Bake = 0; o.ProgressDeadline = 300 * time.Millisecond }))
 	if err := r.Promote(); !errors.Is(err, ErrNotPaused) {
 		t.Fatalf("Promote before the pause: %v", err)
 	}
@@ -510,7 +519,7 @@ func TestPromote(t *testing.T) {
 		t.Fatalf("paused in %s with traffic %v; want verifying, untouched", r.State().Phase, h.traffic.current())
 	}
 	// Waiting longer than the deadline must not fail the rollout.
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(400 * time.Millisecond)
 	if err := r.Promote(); err != nil {
 		t.Fatalf("Promote: %v", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/kiln-dev/kiln/fleet"
@@ -151,8 +152,7 @@ func (s *Supervisor) startRollout(req RolloutRequest) (int, error) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			s.state.Rollout = &st
-			s.saveLocked()
-			return nil
+			return s.saveLocked()
 		},
 		Options: opts,
 	}
@@ -176,6 +176,19 @@ func (s *Supervisor) startRollout(req RolloutRequest) (int, error) {
 		}
 		if st.Phase == fleet.PhaseSucceeded {
 			s.promoteLocked(target)
+		}
+		// Whatever the ending, exactly the instances the rollout left
+		// serving stay; anything else it launched or kept goes.
+		if st.Phase.Terminal() {
+			s.serving = st.Serving()
+			s.applyLocked()
+			for id, in := range s.insts {
+				if !slices.Contains(s.serving, id) {
+					s.log.Warn("stopping an instance the rollout left behind", "instance", id)
+					s.removeLocked(id)
+					go s.launch.Stop(context.Background(), in)
+				}
+			}
 		}
 		s.state.History = append(s.state.History, RolloutSummary{
 			ID: id, From: from, To: target, Result: result, Reason: st.Reason, Started: started, Ended: time.Now().UTC(),

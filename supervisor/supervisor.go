@@ -283,11 +283,13 @@ func (s *Supervisor) recordLocked() {
 
 func compareIDs(a, b string) int { return images.CompareVersions(a, b) }
 
-func (s *Supervisor) saveLocked() {
+func (s *Supervisor) saveLocked() error {
 	s.state.UpdatedAt = time.Now().UTC()
-	if err := writeJSON(s.dirs.State(), s.state); err != nil {
+	err := writeJSON(s.dirs.State(), s.state)
+	if err != nil && s.log != nil {
 		s.log.Error("save state", "err", err)
 	}
+	return err
 }
 
 // replaceDead notices instances that died and starts replacements of the

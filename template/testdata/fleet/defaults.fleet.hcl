@@ -1,0 +1,3 @@
+fleet "web" {
+  image = "hello"
+}

@@ -1,0 +1,3 @@
+fleet "web" {
+  image = "Hello:1.0.0"
+}

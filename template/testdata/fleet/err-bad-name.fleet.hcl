@@ -1,0 +1,3 @@
+fleet "Web_Servers" {
+  image = "hello:1.0.0"
+}

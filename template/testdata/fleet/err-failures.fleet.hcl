@@ -1,0 +1,8 @@
+fleet "web" {
+  image = "hello:1.0.0"
+  health "tcp" {
+    port      = 22
+    failures  = 0
+    successes = -1
+  }
+}

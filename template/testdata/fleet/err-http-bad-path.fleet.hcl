@@ -1,0 +1,7 @@
+fleet "web" {
+  image = "hello:1.0.0"
+  health "http" {
+    path = "healthz"
+    port = 8080
+  }
+}

@@ -1,0 +1,3 @@
+fleet "web" {
+  imgae = "hello:1.0.0"
+}

@@ -1,0 +1,6 @@
+fleet "web" {
+  image = "hello:1.0.0"
+  helth "http" {
+    path = "/"
+  }
+}

@@ -1,0 +1,3 @@
+flet "web" {
+  image = "hello:1.0.0"
+}

@@ -1,0 +1,7 @@
+fleet "web" {
+  image = "hello:1.0.0"
+  port {
+    host = 8080
+    gues = 80
+  }
+}

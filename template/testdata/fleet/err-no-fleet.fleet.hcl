@@ -1,0 +1,3 @@
+variable "version" {
+  default = "1.0.0"
+}

@@ -1,0 +1,7 @@
+variable "version" {
+  default = "1.0.0"
+}
+
+fleet "web" {
+  image = "hello:${var.versoin}"
+}

@@ -1,0 +1,14 @@
+fleet "web" {
+  image = "hello:1.0.0"
+  port {
+    host  = 8080
+    guest = 80
+  }
+  port {
+    host  = 9090
+    guest = 90
+  }
+  health "http" {
+    path = "/"
+  }
+}

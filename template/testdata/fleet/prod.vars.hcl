@@ -1,0 +1,2 @@
+version = "3.0.0"
+count   = 4

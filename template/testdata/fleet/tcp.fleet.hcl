@@ -1,0 +1,6 @@
+fleet "db" {
+  image = "postgres:16"
+  health "tcp" {
+    port = 5432
+  }
+}
