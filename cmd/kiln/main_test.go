@@ -4,6 +4,10 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/fleet"
+	"github.com/kiln-dev/kiln/supervisor"
 )
 
 func TestShellJoin(t *testing.T) {
@@ -46,5 +50,40 @@ func TestExitStatuses(t *testing.T) {
 	stderr.Reset()
 	if code := realMain(context.Background(), []string{"run", "x.qcow2", "--memory", "lots"}, &stderr); code != 2 || !strings.Contains(stderr.String(), "--memory") {
 		t.Errorf("bad memory: exit %d, %q", code, stderr.String())
+	}
+}
+
+func TestHealthFlags(t *testing.T) {
+	ports := []supervisor.Port{{Host: 8080, Guest: 80}}
+	c, err := (&healthFlags{http: "/healthz", failures: 2}).check(ports)
+	if err != nil || c.Kind != fleet.CheckHTTP || c.Port != 80 || c.FailureThreshold != 2 || c.Interval == 0 {
+		t.Errorf("http check = %+v, %v", c, err)
+	}
+	if c, err := (&healthFlags{}).check(ports); c != nil || err != nil {
+		t.Errorf("no flags must mean no check: %+v, %v", c, err)
+	}
+	bad := []healthFlags{
+		{http: "/a", tcp: 80},        // two kinds
+		{http: "/a"},                 // (with no ports, below)
+		{interval: time.Second},      // a setting without a check
+		{exec: "true", failures: -1}, // invalid threshold
+	}
+	for i, h := range bad {
+		p := ports
+		if i == 1 {
+			p = nil
+		}
+		if _, err := h.check(p); err == nil {
+			t.Errorf("%+v was accepted", h)
+		}
+	}
+}
+
+func TestParsePortsNeedsFixedFront(t *testing.T) {
+	if _, err := parsePorts([]string{"0:80"}); err == nil {
+		t.Error("a fleet front port of 0 was accepted")
+	}
+	if p, err := parsePorts([]string{"8080:80"}); err != nil || p[0].Host != 8080 || p[0].Guest != 80 {
+		t.Errorf("got %+v, %v", p, err)
 	}
 }
