@@ -130,6 +130,7 @@ func TestLoadFleetErrors(t *testing.T) {
 		{"err-syntax.fleet.hcl", []want{{"2:10", "Invalid expression"}}},
 		{"err-no-fleet.fleet.hcl", []want{{"1:1", `Missing fleet block: A fleet file must describe one fleet, in a block such as fleet "NAME"`}}},
 		{"err-two-fleets.fleet.hcl", []want{{"5:1", "Duplicate fleet block: A fleet file describes exactly one fleet; the first fleet block is at testdata/fleet/err-two-fleets.fleet.hcl:1:1."}}},
+		{"err-fleet-no-name.fleet.hcl", []want{{"1:7", "Missing name for fleet: All fleet blocks must have 1 labels (name)."}}}, // and not "Missing fleet block"
 		{"err-bad-name.fleet.hcl", []want{{"1:7", `Invalid fleet name: "Web_Servers" is not a valid fleet name: use 1 to 31 lower-case letters, digits and '-'`}}},
 		{"err-long-name.fleet.hcl", []want{{"1:7", `Invalid fleet name: "a-fleet-name-that-is-much-too-long"`}}},
 		{"err-missing-image.fleet.hcl", []want{{"1:1", `Missing image: The fleet needs the image its instances run: image = "NAME:VERSION"`}}},

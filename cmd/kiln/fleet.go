@@ -24,6 +24,7 @@ import (
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/instance"
 	"github.com/kiln-dev/kiln/supervisor"
+	"github.com/kiln-dev/kiln/template"
 )
 
 func cmdFleet(ctx context.Context, args []string) error {
@@ -125,45 +126,75 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	memory := fs.String("memory", "512M", "memory per instance")
 	var hf healthFlags
 	hf.add(fs)
+	file := fs.StringP("file", "f", "", "read the fleet from an HCL fleet file instead of these flags")
+	var vars, varFiles []string
+	fs.StringArrayVar(&vars, "var", nil, "set a fleet file variable: NAME=VALUE (repeatable)")
+	fs.StringArrayVar(&varFiles, "var-file", nil, "read fleet file variables from an HCL file (repeatable)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	if fs.NArg() > 1 {
+		return usageError{"give one fleet name"}
+	}
+	name := fs.Arg(0)
+	var spec supervisor.Spec
+	if *file != "" {
+		tf := templateFlags{vars: vars, varFiles: varFiles}
+		opts, err := tf.options()
+		if err != nil {
+			return err
+		}
+		ff, err := template.LoadFleet(*file, opts)
+		if err != nil {
+			return err
+		}
+		if name != "" && name != ff.Name {
+			return usageError{fmt.Sprintf("the fleet file describes fleet %q, not %q", ff.Name, name)}
+		}
+		name = ff.Name
+		spec = specFromFile(ff)
+	}
+	if name == "" {
 		return usageError{"give a fleet name and --image, e.g. kiln fleet up web --image hello:1.0.0 --count 2 --port 8080:8080"}
 	}
-	dirs := fleetDirs(fs.Arg(0))
+	dirs := fleetDirs(name)
 	if _, err := os.Stat(dirs.Spec()); err == nil {
 		if _, err := supervisor.NewClient(dirs).Status(); err == nil {
-			return fmt.Errorf("fleet %s is already up; `kiln fleet down %s` first, or roll it out to a new version", fs.Arg(0), fs.Arg(0))
+			return fmt.Errorf("fleet %s is already up; `kiln fleet down %s` first, or roll it out to a new version", name, name)
 		}
-		if *image != "" {
-			return fmt.Errorf("fleet %s exists but its supervisor is not running: `kiln fleet up %s` (without --image) restarts it, `kiln fleet down %s` removes it", fs.Arg(0), fs.Arg(0), fs.Arg(0))
+		if *image != "" || *file != "" {
+			return fmt.Errorf("fleet %s exists but its supervisor is not running: `kiln fleet up %s` (without --image or --file) restarts it, `kiln fleet down %s` removes it", name, name, name)
 		}
 		// The supervisor died (killed, machine rebooted): start it again on
 		// the saved spec and state; it settles any rollout it was running.
-		say("fleet %s: restarting its supervisor", fs.Arg(0))
-		pid, err := startSupervisor(dirs, fs.Arg(0))
+		say("fleet %s: restarting its supervisor", name)
+		pid, err := startSupervisor(dirs, name)
 		if err != nil {
 			return err
 		}
 		return waitReady(ctx, dirs, pid)
 	}
-	if *image == "" {
-		return usageError{"give --image, e.g. kiln fleet up web --image hello:1.0.0 --count 2 --port 8080:8080"}
+	if *file == "" {
+		if *image == "" {
+			return usageError{"give --image (or --file), e.g. kiln fleet up web --image hello:1.0.0 --count 2 --port 8080:8080"}
+		}
+		mem, err := disk.ParseSize(*memory)
+		if err != nil {
+			return usageError{"--memory: " + err.Error()}
+		}
+		ports, err := parsePorts(portSpecs)
+		if err != nil {
+			return usageError{err.Error()}
+		}
+		check, err := hf.check(ports)
+		if err != nil {
+			return err
+		}
+		spec = supervisor.Spec{Name: name, Image: *image, Count: *count, Ports: ports,
+			CPUs: *cpus, MemoryMiB: int(mem >> 20), Check: check}
 	}
-	mem, err := disk.ParseSize(*memory)
-	if err != nil {
-		return usageError{"--memory: " + err.Error()}
-	}
-	ports, err := parsePorts(portSpecs)
-	if err != nil {
-		return usageError{err.Error()}
-	}
-	check, err := hf.check(ports)
-	if err != nil {
-		return err
-	}
-	ref, err := images.ParseRef(*image)
+	spec.CreatedAt = time.Now().UTC()
+	ref, err := images.ParseRef(spec.Image)
 	if err != nil {
 		return err
 	}
@@ -175,11 +206,11 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	spec := supervisor.Spec{Name: fs.Arg(0), Image: m.Ref().String(), Count: *count, Ports: ports,
-		CPUs: *cpus, MemoryMiB: int(mem >> 20), Check: check, CreatedAt: time.Now().UTC()}
+	spec.Image = m.Ref().String()
 	if err := spec.Validate(); err != nil {
 		return usageError{err.Error()}
 	}
+	ports := spec.Ports
 	for _, p := range ports {
 		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p.Host))
 		if err != nil {
@@ -212,6 +243,21 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 		say("serving http://127.0.0.1:%d (guest port %d)", p.Host, p.Guest)
 	}
 	return nil
+}
+
+// specFromFile turns a fleet file into the supervisor's spec.
+func specFromFile(ff *template.FleetFile) supervisor.Spec {
+	spec := supervisor.Spec{Name: ff.Name, Image: ff.Image, Count: ff.Count, CPUs: ff.CPUs, MemoryMiB: ff.MemoryMiB}
+	for _, p := range ff.Ports {
+		spec.Ports = append(spec.Ports, supervisor.Port{Host: p.Host, Guest: p.Guest})
+	}
+	if h := ff.Health; h != nil {
+		c := fleet.Check{Kind: fleet.CheckKind(h.Kind), Path: h.Path, Port: h.Port, Command: h.Command,
+			Interval: h.Interval, Timeout: h.Timeout, InitialDelay: h.Delay,
+			FailureThreshold: h.Failures, SuccessThreshold: h.Successes}.WithDefaults()
+		spec.Check = &c
+	}
+	return spec
 }
 
 // startSupervisor runs `kiln fleet supervise NAME` in the background, in

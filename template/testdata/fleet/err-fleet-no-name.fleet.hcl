@@ -1,0 +1,3 @@
+fleet {
+  image = "hello:1.0.0"
+}
