@@ -34,6 +34,7 @@ type Options struct {
 	Accel       qemu.Accel
 	Out         io.Writer // progress and provisioner output
 	Debug       bool      // copy the serial console to Out
+	NoCache     bool      // build even when identical inputs were built before
 	KilnVersion string
 }
 
@@ -41,6 +42,7 @@ type Options struct {
 type Result struct {
 	Manifest images.Manifest
 	Phases   []Phase
+	Cached   bool // identical inputs had been built before; Manifest is that build's
 }
 
 // Phase is one step's name and duration, for the summary and benchmarks.
@@ -80,12 +82,13 @@ type builder struct {
 	log     *os.File
 	secrets []string
 
-	dir      string // run folder
-	source   sourceInfo
-	inst     *instance.Instance
-	output   string // compacted image in the store's tmp folder
-	manifest images.Manifest
-	start    time.Time
+	dir         string // run folder
+	source      sourceInfo
+	inst        *instance.Instance
+	output      string // compacted image in the store's tmp folder
+	manifest    images.Manifest
+	fingerprint string
+	start       time.Time
 }
 
 // Run bakes spec into a new image version in opts.Store. On failure or
@@ -96,11 +99,6 @@ func Run(ctx context.Context, spec Spec, opts Options) (Result, error) {
 		opts.Out = io.Discard
 	}
 	applyDefaults(&spec)
-	if !opts.Force {
-		if _, err := opts.Store.Get(images.Ref{Name: spec.Name, Version: spec.Version}); err == nil {
-			return Result{}, fmt.Errorf("image %s:%s already exists; bump the version or pass --force to replace it", spec.Name, spec.Version)
-		}
-	}
 	if err := os.MkdirAll(opts.RunDir, 0o700); err != nil {
 		return Result{}, err
 	}
@@ -122,15 +120,31 @@ func Run(ctx context.Context, spec Spec, opts Options) (Result, error) {
 	b.out = newLineWriter(io.MultiWriter(opts.Out, logFile), "", b.secrets, nil)
 
 	var phases []Phase
+	steps := b.steps()
+	offset := 0
 	report := func(i, n int, name string, d time.Duration, err error) {
 		phases = append(phases, Phase{name, d})
 		status := "done"
 		if err != nil {
 			status = "failed"
 		}
-		b.say("[%d/%d] %s %s in %s", i, n, name, status, durationString(d))
+		b.say("[%d/%d] %s %s in %s", i+offset, len(steps), name, status, durationString(d))
 	}
-	err = runSteps(ctx, b.steps(), report, opts.KeepOnError)
+	// The source comes first: its digest completes the build's fingerprint.
+	err = runSteps(ctx, steps[:1], report, opts.KeepOnError)
+	if err == nil {
+		var cached *images.Manifest
+		cached, err = b.checkCacheAndVersion()
+		if cached != nil {
+			logFile.Close()
+			os.RemoveAll(dir)
+			return Result{Manifest: *cached, Phases: phases, Cached: true}, nil
+		}
+	}
+	if err == nil {
+		offset = 1
+		err = runSteps(ctx, steps[1:], report, opts.KeepOnError)
+	}
 	logFile.Close()
 	if err != nil {
 		if opts.KeepOnError && b.inst != nil && b.inst.VM != nil {
@@ -147,6 +161,29 @@ func Run(ctx context.Context, spec Spec, opts Options) (Result, error) {
 	}
 	os.RemoveAll(dir)
 	return Result{Manifest: b.manifest, Phases: phases}, nil
+}
+
+// checkCacheAndVersion returns the stored image built from identical inputs,
+// if any (unless NoCache), and otherwise refuses to overwrite an existing
+// name:version without Force.
+func (b *builder) checkCacheAndVersion() (*images.Manifest, error) {
+	b.fingerprint = fingerprint(b.spec, b.source.base.Checksum)
+	if !b.opts.NoCache && b.fingerprint != "" {
+		m, ok, err := b.opts.Store.FindByFingerprint(b.fingerprint)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			b.say("identical inputs were built before as %s:%s (%s): reusing it; --no-cache rebuilds", m.Name, m.Version, m.BuildEnd.Local().Format(time.DateTime))
+			return &m, nil
+		}
+	}
+	if !b.opts.Force {
+		if _, err := b.opts.Store.Get(images.Ref{Name: b.spec.Name, Version: b.spec.Version}); err == nil {
+			return nil, fmt.Errorf("image %s:%s already exists; bump the version or pass --force to replace it", b.spec.Name, b.spec.Version)
+		}
+	}
+	return nil, nil
 }
 
 func applyDefaults(s *Spec) {
@@ -263,6 +300,7 @@ func (b *builder) store(ctx context.Context) error {
 		Base:           b.source.base,
 		Parent:         b.source.parent,
 		TemplateDigest: b.spec.TemplateDigest,
+		Fingerprint:    b.fingerprint,
 		Variables:      redactedVariables(b.spec.Variables),
 		Provisioners:   describeProvisioners(b.spec.Provisioners),
 		KilnVersion:    b.opts.KilnVersion,

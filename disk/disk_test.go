@@ -92,7 +92,7 @@ func TestParseInfo(t *testing.T) {
 		{"zstd.qcow2.json", Info{Filename: "z.qcow2", Format: "qcow2", VirtualSize: 64 * MiB, ActualSize: 200704, ClusterSize: 65536, Compression: "zstd"}},
 		{"dirty.qcow2.json", Info{Filename: "dirty.qcow2", Format: "qcow2", VirtualSize: 64 * MiB, ActualSize: 4460544, ClusterSize: 65536, Compression: "zlib", DirtyFlag: true}},
 		{"raw.json", Info{Filename: "r.img", Format: "raw", VirtualSize: 2 * MiB}},
-		{"vmdk.json", Info{Filename: "v.vmdk", Format: "vmdk", VirtualSize: 64 * MiB, ActualSize: 12288, ClusterSize: 65536}},
+		{"vmdk.json", Info{Filename: "v.vmdk", Format: "vmdk", VirtualSize: 64 * MiB, ActualSize: 12288, ClusterSize: 65536, CreateType: "monolithicSparse"}},
 	}
 	for _, c := range cases {
 		got, err := ParseInfo(readTestdata(t, c.file))

@@ -30,6 +30,9 @@ type Info struct {
 	Compression string
 	// Corrupt is qcow2's corrupt bit: qemu refuses to write such an image.
 	Corrupt bool
+	// CreateType is vmdk's subformat ("monolithicSparse", "streamOptimized",
+	// ...), empty for other formats.
+	CreateType string
 }
 
 type infoJSON struct {
@@ -47,6 +50,7 @@ type infoJSON struct {
 		Data struct {
 			CompressionType string `json:"compression-type"`
 			Corrupt         bool   `json:"corrupt"`
+			CreateType      string `json:"create-type"`
 		} `json:"data"`
 	} `json:"format-specific"`
 }
@@ -85,6 +89,7 @@ func ParseInfo(b []byte) (Info, error) {
 	if fs := j.FormatSpecific; fs != nil {
 		in.Compression = fs.Data.CompressionType
 		in.Corrupt = fs.Data.Corrupt
+		in.CreateType = fs.Data.CreateType
 	}
 	return in, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os/exec"
 	"strings"
 )
@@ -35,26 +36,34 @@ func (e *ExecError) Unwrap() error { return e.Err }
 // runQemuImg runs qemu-img under ctx and returns stdout. A cancelled context
 // is reported as the context's error, not as "signal: killed".
 func runQemuImg(ctx context.Context, args ...string) ([]byte, error) {
+	var stdout bytes.Buffer
+	err := runQemuImgTo(ctx, &stdout, args...)
+	return stdout.Bytes(), err
+}
+
+// runQemuImgTo is runQemuImg streaming stdout into w as qemu-img writes it
+// (e.g. convert -p progress). All writes to w are done when it returns.
+func runQemuImgTo(ctx context.Context, w io.Writer, args ...string) error {
 	cmd := exec.CommandContext(ctx, qemuImgBinary, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &stdout
+	var stderr bytes.Buffer
+	cmd.Stdout = w
 	cmd.Stderr = &stderr
 	err := cmd.Run()
 	if err == nil {
-		return stdout.Bytes(), nil
+		return nil
 	}
 	if ctx.Err() != nil {
-		return stdout.Bytes(), fmt.Errorf("qemu-img %s: %w", args[0], ctx.Err())
+		return fmt.Errorf("qemu-img %s: %w", args[0], ctx.Err())
 	}
 	if errors.Is(err, exec.ErrNotFound) {
-		return nil, fmt.Errorf("qemu-img not found in PATH (install qemu-utils on Debian/Ubuntu, qemu on macOS): %w", err)
+		return fmt.Errorf("qemu-img not found in PATH (install qemu-utils on Debian/Ubuntu, qemu on macOS): %w", err)
 	}
 	code := -1
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	}
-	return stdout.Bytes(), &ExecError{Args: args, ExitCode: code, Stderr: trimStderr(stderr.String()), Err: err}
+	return &ExecError{Args: args, ExitCode: code, Stderr: trimStderr(stderr.String()), Err: err}
 }
 
 // trimStderr keeps the useful head of qemu-img's stderr: check can print

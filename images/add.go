@@ -53,7 +53,10 @@ type AddOptions struct {
 // without a manifest, no manifest without its blob, no temp files; src is
 // left as it was too. The per-name lock is held only for the final renames,
 // not while hashing or copying; as locks are not reentrant, do not call Add
-// while holding Lock for the same name.
+// while holding Lock for the same name. While it commits, Add also holds the
+// GC lock shared, so a concurrent GC cannot remove a blob it is about to
+// reference (see GC); the blob it stages meanwhile lives in tmp/ under its
+// pid.
 func (s *Store) Add(ctx context.Context, m Manifest, src string, o AddOptions) (Manifest, error) {
 	r := m.Ref()
 	if err := r.validate(true); err != nil {
@@ -108,6 +111,14 @@ func (s *Store) Add(ctx context.Context, m Manifest, src string, o AddOptions) (
 		return Manifest{}, err
 	}
 	defer unlock()
+	// Keep garbage collection out from here until the manifest is written:
+	// in between, the blob (new, or already stored and about to be shared)
+	// and the backing blob are needed by a manifest GC cannot see yet.
+	unlockGC, err := s.lockGC(ctx, syscall.LOCK_SH)
+	if err != nil {
+		return Manifest{}, err
+	}
+	defer unlockGC()
 	if err := ctx.Err(); err != nil {
 		return Manifest{}, err
 	}
@@ -402,7 +413,7 @@ func (s *Store) stageLogs(names []string, logs map[string]string) (string, error
 	if len(names) == 0 {
 		return "", nil
 	}
-	dir, err := os.MkdirTemp(s.tmpDir(), "logs-*")
+	dir, err := os.MkdirTemp(s.tmpDir(), fmt.Sprintf("logs-%d-*", os.Getpid())) // the pid is for GC
 	if err != nil {
 		return "", err
 	}

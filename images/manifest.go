@@ -20,6 +20,9 @@ const SchemaVersion = 1
 // and a stray huge file should fail fast rather than eat memory.
 const maxManifestSize = 4 << 20
 
+// maxFingerprintLen bounds Manifest.Fingerprint, an opaque digest.
+const maxFingerprintLen = 512
+
 // Manifest describes one stored image version: the blob it points to and how
 // it was made, so an image can be inspected and rebuilt later.
 type Manifest struct {
@@ -35,6 +38,7 @@ type Manifest struct {
 	Parent         *Parent           `json:"parent,omitempty"`         // when built on a stored image
 	BackingDigest  string            `json:"backing_digest,omitempty"` // when the blob is a qcow2 overlay on another blob
 	TemplateDigest string            `json:"template_digest,omitempty"`
+	Fingerprint    string            `json:"fingerprint,omitempty"`  // build inputs' digest, for the build cache (FindByFingerprint)
 	Variables      map[string]string `json:"variables,omitempty"`    // sensitive values already redacted by the caller
 	Provisioners   []string          `json:"provisioners,omitempty"` // short descriptions
 	KilnVersion    string            `json:"kiln_version"`
@@ -79,6 +83,9 @@ func (m Manifest) Validate() error {
 	}
 	if m.Format == "" {
 		return errors.New("format is empty")
+	}
+	if len(m.Fingerprint) > maxFingerprintLen {
+		return fmt.Errorf("fingerprint is longer than %d characters", maxFingerprintLen)
 	}
 	if m.FileSize < 0 || m.VirtualSize < 0 {
 		return errors.New("sizes must not be negative")
@@ -177,7 +184,8 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 
 // writeFileAtomic stages in tmpDir, which must be on path's filesystem.
 func writeFileAtomic(tmpDir, path string, data []byte, perm os.FileMode) (err error) {
-	f, err := os.CreateTemp(tmpDir, "."+filepath.Base(path)+".tmp-*")
+	// The pid tells GC whose leftover a crashed write is (see tmpOwner).
+	f, err := os.CreateTemp(tmpDir, fmt.Sprintf(".%s.tmp-%d-*", filepath.Base(path), os.Getpid()))
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ func fullManifest() Manifest {
 		Parent:         &Parent{Ref: "debian:12", Digest: testDigest2},
 		BackingDigest:  testDigest2,
 		TemplateDigest: "sha256:feed",
+		Fingerprint:    "sha256:cafe",
 		Variables:      map[string]string{"user": "kiln", "password": "(sensitive)"},
 		Provisioners:   []string{"shell: apt-get install -y nginx", "file: upload site/ -> /var/www"},
 		KilnVersion:    "0.1.0",
@@ -74,14 +75,14 @@ func TestManifestJSONNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []string{"schema_version", "name", "version", "digest", "format", "virtual_size", "file_size",
-		"compression", "base", "parent", "backing_digest", "template_digest", "variables", "provisioners",
+		"compression", "base", "parent", "backing_digest", "template_digest", "fingerprint", "variables", "provisioners",
 		"kiln_version", "accelerator", "build_start", "build_end", "labels"} {
 		if _, ok := raw[k]; !ok {
 			t.Errorf("encoded manifest lacks %q", k)
 		}
 	}
 	data, _ = encodeManifest(Manifest{SchemaVersion: 1, Name: "a", Version: "1", Digest: testDigest, Format: "raw"})
-	for _, k := range []string{"parent", "backing_digest", "labels", "variables", "compression"} {
+	for _, k := range []string{"parent", "backing_digest", "labels", "variables", "compression", "fingerprint"} {
 		if strings.Contains(string(data), `"`+k+`"`) {
 			t.Errorf("minimal manifest has empty %q", k)
 		}
@@ -104,6 +105,7 @@ func TestReadManifestErrors(t *testing.T) {
 		{"no format", replace(`"format": "qcow2"`, `"format": ""`), "format is empty"},
 		{"bad backing", replace(`"backing_digest": "sha256:`, `"backing_digest": "sha256:x`), "backing_digest"},
 		{"too big", `{"labels":{"x":"` + strings.Repeat("a", maxManifestSize) + `"}}`, "larger than"},
+		{"huge fingerprint", replace(`"fingerprint": "sha256:cafe"`, `"fingerprint": "`+strings.Repeat("f", maxFingerprintLen+1)+`"`), "fingerprint is longer than"},
 	}
 	dir := t.TempDir()
 	for _, tt := range tests {
@@ -121,7 +123,13 @@ func TestReadManifestErrors(t *testing.T) {
 			}
 		})
 	}
-	// Unknown fields are fine: a newer kiln may add optional ones.
+	// Unknown fields are fine: a newer kiln may add optional ones. And a
+	// manifest from before fingerprints reads with an empty one.
+	old := replace(`"fingerprint": "sha256:cafe",`, ``)
+	os.WriteFile(filepath.Join(dir, "old.json"), []byte(old), 0o600)
+	if m, err := ReadManifest(filepath.Join(dir, "old.json")); err != nil || m.Fingerprint != "" {
+		t.Errorf("manifest without a fingerprint: %+v, %v", m.Fingerprint, err)
+	}
 	path := filepath.Join(dir, "extra.json")
 	os.WriteFile(path, []byte(replace(`"name"`, `"future_field": [1,2], "name"`)), 0o600)
 	if _, err := ReadManifest(path); err != nil {

@@ -8,6 +8,9 @@
 //	logs/<name>/<version>/<log>        build.log, serial.log
 //	tmp/                               staging (same filesystem, so renames are atomic)
 //	locks/<name>.lock                  per-name lock, holder's pid inside
+//	locks/.gc.lock                     store-wide lock: gc exclusive, Add's commit shared
+//	channels/<name>/<channel>.json     movable pointers (hello@stable) and their history
+//	revoked/<name>/<version>.json      why a version must not be used any more
 //
 // Everything is staged in tmp/ and renamed into place, and the manifest is
 // written last, so readers never see a manifest whose blob is missing and a
@@ -51,24 +54,47 @@ func exists(r Ref) error {
 const (
 	maxNameLen    = 128
 	maxVersionLen = 128
+	maxChannelLen = 128
 )
 
-// Ref names an image in the store. An empty Version means "the newest
-// version", resolved by Store.Resolve.
+// Latest is the built-in channel: name@latest always means the newest
+// version, exactly like a bare name. It is never stored and cannot be tagged.
+const Latest = "latest"
+
+// Ref names an image in the store: a version (name:version), a channel
+// (name@channel), or neither, which means "the newest version"; all three
+// are resolved by Store.Resolve. Version and Channel are never both set.
 type Ref struct {
 	Name    string
 	Version string
+	Channel string
 }
 
-// ParseRef parses "name:version" or "name". Names and versions become file
-// and folder names in the store, which is why they are restricted: a name is
-// [a-z0-9][a-z0-9._-]* and a version [A-Za-z0-9][A-Za-z0-9._+-]*, neither
+// ParseRef parses "name:version", "name@channel" or "name". Names, versions
+// and channels become file and folder names in the store, which is why they
+// are restricted: a name is [a-z0-9][a-z0-9._-]*, a version
+// [A-Za-z0-9][A-Za-z0-9._+-]* and a channel [A-Za-z][A-Za-z0-9._+-]*, none
 // longer than 128 characters. Errors match ErrInvalidRef.
 func ParseRef(s string) (Ref, error) {
-	name, version, hasColon := strings.Cut(s, ":")
 	fail := func(reason string) (Ref, error) {
 		return Ref{}, &kindError{fmt.Sprintf("invalid image ref %q: %s", s, reason), ErrInvalidRef}
 	}
+	if strings.Contains(s, ":") && strings.Contains(s, "@") {
+		return fail(`give either name:version or name@channel, not both`)
+	}
+	if name, channel, ok := strings.Cut(s, "@"); ok {
+		if reason := checkName(name); reason != "" {
+			return fail(reason)
+		}
+		if channel == "" {
+			return fail(`channel after "@" is empty`)
+		}
+		if reason := checkChannel(channel); reason != "" {
+			return fail(reason)
+		}
+		return Ref{Name: name, Channel: channel}, nil
+	}
+	name, version, hasColon := strings.Cut(s, ":")
 	if reason := checkName(name); reason != "" {
 		return fail(reason)
 	}
@@ -81,6 +107,28 @@ func ParseRef(s string) (Ref, error) {
 		}
 	}
 	return Ref{Name: name, Version: version}, nil
+}
+
+// checkChannel returns why c is not a valid channel name, or "". Channels
+// look like versions but start with a letter, so "hello@1.0" (a likely typo
+// for hello:1.0) is refused rather than read as a channel.
+func checkChannel(c string) string {
+	switch {
+	case c == "":
+		return "channel is empty"
+	case len(c) > maxChannelLen:
+		return fmt.Sprintf("channel is longer than %d characters", maxChannelLen)
+	}
+	for i := 0; i < len(c); i++ {
+		ch := c[i]
+		if !(isAlnum(ch) || ch >= 'A' && ch <= 'Z' || ch == '.' || ch == '_' || ch == '+' || ch == '-') {
+			return "channel must be letters, digits, ., _, + or -"
+		}
+	}
+	if !(c[0] >= 'a' && c[0] <= 'z' || c[0] >= 'A' && c[0] <= 'Z') {
+		return "channel must start with a letter (hello:1.0 names a version)"
+	}
+	return ""
 }
 
 // checkName returns why name is not a valid image name, or "".
@@ -126,13 +174,21 @@ func checkVersion(v string) string {
 func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
 
 // validate checks r for use as a store path. needVersion is false where an
-// empty version ("newest") is acceptable.
+// empty version ("newest", or a channel) is acceptable.
 func (r Ref) validate(needVersion bool) error {
 	fail := func(reason string) error {
 		return &kindError{fmt.Sprintf("invalid image ref %q: %s", r.String(), reason), ErrInvalidRef}
 	}
 	if reason := checkName(r.Name); reason != "" {
 		return fail(reason)
+	}
+	if r.Channel != "" {
+		if r.Version != "" {
+			return fail("give either a version or a channel, not both")
+		}
+		if reason := checkChannel(r.Channel); reason != "" {
+			return fail(reason)
+		}
 	}
 	if r.Version == "" && !needVersion {
 		return nil
@@ -143,10 +199,15 @@ func (r Ref) validate(needVersion bool) error {
 	return nil
 }
 
-// String returns "name:version", or "name" when the version is empty, so
-// that ParseRef(r.String()) == r.
+// String returns "name:version", "name@channel", or "name" when both are
+// empty, so that ParseRef(r.String()) == r.
 func (r Ref) String() string {
-	if r.Version == "" {
+	switch {
+	case r.Version != "" && r.Channel != "": // invalid; show both so errors say why
+		return r.Name + ":" + r.Version + "@" + r.Channel
+	case r.Channel != "":
+		return r.Name + "@" + r.Channel
+	case r.Version == "":
 		return r.Name
 	}
 	return r.Name + ":" + r.Version

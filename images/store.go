@@ -116,12 +116,17 @@ func (s *Store) Get(r Ref) (Manifest, error) {
 
 // Resolve returns the manifest of r, choosing the newest version when
 // r.Version is empty: highest by CompareVersions, then latest BuildEnd.
+// A channel ref (hello@stable) resolves to the version the channel points
+// at; hello@latest is the same as hello.
 func (s *Store) Resolve(r Ref) (Manifest, error) {
 	if r.Version != "" {
 		return s.Get(r)
 	}
 	if err := r.validate(false); err != nil {
 		return Manifest{}, err
+	}
+	if r.Channel != "" {
+		return s.resolveChannel(r)
 	}
 	ms, err := s.readName(r.Name)
 	if err != nil {
@@ -204,15 +209,14 @@ func compareManifests(a, b Manifest) int {
 	)
 }
 
-// Remove deletes r's manifest and logs. The blob stays until garbage
-// collection, since other versions (or overlays built on this one) may
-// share it. A version is required: removing "the newest" by accident is too
-// easy.
+// Remove deletes r's manifest and logs, unsets the channels pointing at it
+// (their history stays, so UndoTag still works) and drops its revocation.
+// The blob stays until garbage collection, since other versions (or
+// overlays built on this one) may share it. A version is required: removing
+// "the newest" by accident is too easy. RemoveChecked refuses while other
+// images are built on r or r is in use.
 func (s *Store) Remove(r Ref) error {
-	if r.Version == "" {
-		return fmt.Errorf("refusing to remove %s without a version; name one, e.g. %s:1.0.0", r.Name, r.Name)
-	}
-	if err := r.validate(true); err != nil {
+	if err := checkRemovable(r); err != nil {
 		return err
 	}
 	unlock, err := s.Lock(r.Name)
@@ -220,6 +224,18 @@ func (s *Store) Remove(r Ref) error {
 		return err
 	}
 	defer unlock()
+	return s.removeLocked(r)
+}
+
+func checkRemovable(r Ref) error {
+	if r.Version == "" {
+		return fmt.Errorf("refusing to remove %s without a version; name one, e.g. %s:1.0.0", r, r.Name)
+	}
+	return r.validate(true)
+}
+
+// removeLocked is Remove with the name lock held.
+func (s *Store) removeLocked(r Ref) error {
 	path := s.manifestPath(r)
 	if err := os.Remove(path); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -228,13 +244,23 @@ func (s *Store) Remove(r Ref) error {
 		return err
 	}
 	syncDir(filepath.Dir(path))
-	// The manifest is gone, so the image is; leftover logs are only clutter.
+	// The manifest is gone, so the image is; what follows only tidies up,
+	// and readers cope with leftovers (a channel pointing at a missing
+	// version resolves to a clear "not found").
+	var errs []error
 	if err := os.RemoveAll(s.logDir(r)); err != nil {
-		return fmt.Errorf("removed %s, but not its logs: %w", r, err)
+		errs = append(errs, fmt.Errorf("removed %s, but not its logs: %w", r, err))
 	}
-	os.Remove(filepath.Dir(path))        // only if empty
-	os.Remove(filepath.Dir(s.logDir(r))) // only if empty
-	return nil
+	if err := s.clearChannels(r); err != nil {
+		errs = append(errs, fmt.Errorf("removed %s, but not the channels pointing at it: %w", r, err))
+	}
+	if err := os.Remove(s.revokedPath(r)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("removed %s, but not its revocation: %w", r, err))
+	}
+	os.Remove(filepath.Dir(path))             // only if empty
+	os.Remove(filepath.Dir(s.logDir(r)))      // only if empty
+	os.Remove(filepath.Dir(s.revokedPath(r))) // only if empty
+	return errors.Join(errs...)
 }
 
 // FileDigest is the store's digest ("sha256:<hex>") of a file's content.

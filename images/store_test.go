@@ -216,15 +216,15 @@ func TestAddGetListResolve(t *testing.T) {
 		ref Ref
 		msg string
 	}{
-		{Ref{"hello", "9.9"}, `image hello:9.9 not found; see "kiln images ls"`},
-		{Ref{"nope", ""}, `image nope not found; see "kiln images ls"`},
+		{Ref{Name: "hello", Version: "9.9"}, `image hello:9.9 not found; see "kiln images ls"`},
+		{Ref{Name: "nope", Version: ""}, `image nope not found; see "kiln images ls"`},
 	} {
 		_, err := s.Resolve(tt.ref)
 		if !errors.Is(err, ErrNotFound) || err.Error() != tt.msg {
 			t.Errorf("Resolve(%s) error = %v, want %q matching ErrNotFound", tt.ref, err, tt.msg)
 		}
 	}
-	if _, err := s.Get(Ref{"../x", "1"}); !errors.Is(err, ErrInvalidRef) {
+	if _, err := s.Get(Ref{Name: "../x", Version: "1"}); !errors.Is(err, ErrInvalidRef) {
 		t.Errorf("Get of a path-like ref: %v", err)
 	}
 }
@@ -280,7 +280,7 @@ func TestAddExistingAndForce(t *testing.T) {
 	if err != nil {
 		t.Fatalf("forced Add: %v", err)
 	}
-	got, err := s.Get(Ref{"hello", "1.0.0"})
+	got, err := s.Get(Ref{Name: "hello", Version: "1.0.0"})
 	if err != nil || got.Digest != d2 || m.Digest != d2 || got.VirtualSize != 2<<30 {
 		t.Errorf("after Force: %+v, %v", got, err)
 	}
@@ -580,7 +580,7 @@ func TestAddConcurrent(t *testing.T) {
 	if winner < 0 {
 		t.Fatal("no Add won")
 	}
-	m, err := s.Get(Ref{"race", "1"})
+	m, err := s.Get(Ref{Name: "race", Version: "1"})
 	if err != nil || m.Digest != results[winner].Digest {
 		t.Errorf("stored %+v, %v; winner wrote %s", m, err, results[winner].Digest)
 	}
@@ -598,7 +598,7 @@ func TestRemove(t *testing.T) {
 	src := filepath.Join(dir, "x")
 	d := writeQcow2(t, src, 1, "x", "")
 	log := writeFile(t, filepath.Join(dir, "log"), "log")
-	r := Ref{"hello", "1"}
+	r := Ref{Name: "hello", Version: "1"}
 	if _, err := s.Add(context.Background(), manifestFor("hello:1"), src, AddOptions{Logs: map[string]string{"build.log": log}}); err != nil {
 		t.Fatal(err)
 	}
@@ -646,9 +646,9 @@ func TestListReportsDamage(t *testing.T) {
 		t.Errorf("List = %+v, want the good manifest", list)
 	}
 	// A manifest filed under the wrong name is damage, not a second image.
-	data, _ := os.ReadFile(s.manifestPath(Ref{"good", "1"}))
+	data, _ := os.ReadFile(s.manifestPath(Ref{Name: "good", Version: "1"}))
 	os.WriteFile(filepath.Join(bad, "1.json"), data, 0o600)
-	if _, err := s.Get(Ref{"bad", "1"}); err == nil || !strings.Contains(err.Error(), "damaged") {
+	if _, err := s.Get(Ref{Name: "bad", Version: "1"}); err == nil || !strings.Contains(err.Error(), "damaged") {
 		t.Errorf("Get of a misfiled manifest: %v", err)
 	}
 }
@@ -659,9 +659,9 @@ func TestPathsOfStore(t *testing.T) {
 		{s.BlobPath(testDigest), "/s/blobs/sha256/" + strings.TrimPrefix(testDigest, "sha256:")},
 		{s.BlobPath("sha256:../../etc/passwd"), ""},
 		{s.BlobPath(""), ""},
-		{s.LogPath(Ref{"a", "1"}, "build.log"), "/s/logs/a/1/build.log"},
-		{s.LogPath(Ref{"a", "1"}, "../x"), ""},
-		{s.LogPath(Ref{"a", ""}, "build.log"), ""},
+		{s.LogPath(Ref{Name: "a", Version: "1"}, "build.log"), "/s/logs/a/1/build.log"},
+		{s.LogPath(Ref{Name: "a", Version: "1"}, "../x"), ""},
+		{s.LogPath(Ref{Name: "a", Version: ""}, "build.log"), ""},
 	}
 	for i, tt := range tests {
 		if tt.got != tt.want {

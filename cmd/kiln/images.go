@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/term"
 
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
@@ -21,6 +24,8 @@ func cmdImages(ctx context.Context, args []string) error {
 		return cmdImagesList(args[1:])
 	case "show", "inspect":
 		return cmdImagesShow(args[1:])
+	case "export":
+		return cmdImagesExport(ctx, args[1:])
 	}
 	return usageError{fmt.Sprintf("unknown images command %q: use ls or show", args[0])}
 }
@@ -134,4 +139,65 @@ func printJSON(v any) error {
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+func cmdImagesExport(ctx context.Context, args []string) error {
+	fs := newFlags("images export", "images export REF --format qcow2|raw|vmdk|vhd|vhdx [--compress zlib|zstd|none] -o FILE")
+	format := fs.String("format", "qcow2", "qcow2, raw, vmdk (stream-optimised), vhd (fixed, whole MiB) or vhdx")
+	compress := fs.String("compress", "", "qcow2 only: zlib (default, what older importers read), zstd or none")
+	out := fs.StringP("output", "o", "", "file to write (a .sha256 goes beside it)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || *out == "" {
+		return usageError{"give an image ref and -o FILE, e.g. kiln images export hello:1.0.0 --format vmdk -o hello.vmdk"}
+	}
+	store, m, err := resolveStored(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	sum, err := disk.Export(ctx, store.BlobPath(m.Digest), *out, disk.ExportOptions{
+		Format: *format, Compression: *compress, Progress: progressBar("exporting " + m.Ref().String()),
+	})
+	fmt.Fprintln(os.Stderr)
+	if err != nil {
+		return err
+	}
+	info, _ := os.Stat(*out)
+	say("exported %s as %s in %s", m.Ref(), *format, time.Since(start).Round(time.Second))
+	fmt.Printf("%s\n%s\nsha256:%s\n", *out, disk.FormatSize(info.Size()), sum)
+	return nil
+}
+
+// resolveStored opens the store and finds a ref in it.
+func resolveStored(arg string) (*images.Store, images.Manifest, error) {
+	ref, err := images.ParseRef(arg)
+	if err != nil {
+		return nil, images.Manifest{}, err
+	}
+	store, err := openStore()
+	if err != nil {
+		return nil, images.Manifest{}, err
+	}
+	m, err := store.Resolve(ref)
+	return store, m, err
+}
+
+// progressBar draws a one-line bar on a terminal and quarter marks otherwise.
+func progressBar(label string) func(float64) {
+	tty := term.IsTerminal(int(os.Stderr.Fd()))
+	last := -1
+	return func(p float64) {
+		pct := int(p)
+		if tty {
+			n := pct / 4
+			fmt.Fprintf(os.Stderr, "\r%s [%s%s] %3d%%", label, strings.Repeat("=", n), strings.Repeat(" ", 25-n), pct)
+			return
+		}
+		if pct/25 > last {
+			last = pct / 25
+			fmt.Fprintf(os.Stderr, "%s %d%%\n", label, last*25)
+		}
+	}
 }
