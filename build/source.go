@@ -35,6 +35,9 @@ func (b *builder) resolveSource(ctx context.Context) error {
 			}
 			return err
 		}
+		if err := b.opts.Store.CheckUsable(m, b.opts.Force); err != nil {
+			return err
+		}
 		b.source = sourceInfo{
 			path: b.opts.Store.BlobPath(m.Digest), format: m.Format,
 			base:   images.BaseInfo{Source: "image:" + m.Ref().String(), Checksum: m.Digest},

@@ -21,6 +21,7 @@ type RolloutRequest struct {
 	AutoPromote      bool          `json:"auto_promote"`
 	Check            *fleet.Check  `json:"check,omitempty"` // overrides the fleet's check for this rollout
 	Rollback         bool          `json:"rollback"`
+	Force            bool          `json:"force"` // use a revoked image
 }
 
 // traffic lets a rollout move the load balancers: it names instances by
@@ -115,6 +116,9 @@ func (s *Supervisor) startRollout(req RolloutRequest) (int, error) {
 	}
 	m, err := s.store.Resolve(ref)
 	if err != nil {
+		return 0, err
+	}
+	if err := s.store.CheckUsable(m, req.Force); err != nil {
 		return 0, err
 	}
 	target := m.Ref().String()

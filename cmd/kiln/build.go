@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -54,6 +55,8 @@ func cmdBuild(ctx context.Context, args []string) error {
 	onError := fs.String("on-error", "cleanup", "on failure: cleanup (stop the VM, remove everything) or abort (keep the VM running to debug)")
 	accel := fs.String("accel", "", "accelerator: kvm, hvf or tcg (default: the best available)")
 	asJSON := fs.Bool("json", false, "print the manifest as JSON when done")
+	noCache := fs.Bool("no-cache", false, "build even if identical inputs were built before")
+	packerManifest := fs.String("manifest", "", "also write a Packer-compatible manifest (packer-manifest.json) to FILE")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -85,7 +88,7 @@ func cmdBuild(ctx context.Context, args []string) error {
 	start := time.Now()
 	res, err := build.Run(ctx, *spec, build.Options{
 		Store: store, RunDir: paths.Runtime, CacheDir: paths.Cache, Force: *force,
-		KeepOnError: *onError == "abort", Accel: ac, Out: os.Stderr, Debug: debug, KilnVersion: version,
+		KeepOnError: *onError == "abort", Accel: ac, Out: os.Stderr, Debug: debug, NoCache: *noCache, KilnVersion: version,
 	})
 	if err != nil {
 		var pe *build.ProvisionerError
@@ -96,12 +99,30 @@ func cmdBuild(ctx context.Context, args []string) error {
 		return err
 	}
 	m := res.Manifest
-	say("built %s:%s in %s", m.Name, m.Version, time.Since(start).Round(time.Second))
+	if res.Cached {
+		say("nothing to do: %s:%s was built from identical inputs", m.Name, m.Version)
+	} else {
+		say("built %s:%s in %s", m.Name, m.Version, time.Since(start).Round(time.Second))
+	}
+	if *packerManifest != "" {
+		if err := images.WritePackerManifest(*packerManifest, m, store.BlobPath(m.Digest), newRunUUID()); err != nil {
+			return err
+		}
+	}
 	if *asJSON {
 		return printJSON(m)
 	}
 	fmt.Printf("%s:%s\n%s\n%s\n", m.Name, m.Version, m.Digest, disk.FormatSize(m.FileSize))
 	return nil
+}
+
+// newRunUUID is a random UUID naming this run in the Packer manifest.
+func newRunUUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
 func cmdValidate(ctx context.Context, args []string) error {

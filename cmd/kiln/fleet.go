@@ -127,6 +127,7 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	var hf healthFlags
 	hf.add(fs)
 	file := fs.StringP("file", "f", "", "read the fleet from an HCL fleet file instead of these flags")
+	force := fs.Bool("force", false, "run a revoked image anyway")
 	var vars, varFiles []string
 	fs.StringArrayVar(&vars, "var", nil, "set a fleet file variable: NAME=VALUE (repeatable)")
 	fs.StringArrayVar(&varFiles, "var-file", nil, "read fleet file variables from an HCL file (repeatable)")
@@ -204,6 +205,9 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	}
 	m, err := store.Resolve(ref)
 	if err != nil {
+		return err
+	}
+	if err := store.CheckUsable(m, *force); err != nil {
 		return err
 	}
 	spec.Image = m.Ref().String()

@@ -17,7 +17,7 @@ import (
 
 func cmdImages(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usageError{"say what to do: kiln images ls | show REF"}
+		return usageError{"say what to do: kiln images ls | show | tag | tree | revoke | verify | rm | gc | export | import"}
 	}
 	switch args[0] {
 	case "ls", "list":
@@ -26,8 +26,24 @@ func cmdImages(ctx context.Context, args []string) error {
 		return cmdImagesShow(args[1:])
 	case "export":
 		return cmdImagesExport(ctx, args[1:])
+	case "tag":
+		return cmdImagesTag(args[1:])
+	case "tree":
+		return cmdImagesTree(args[1:])
+	case "revoke":
+		return cmdImagesRevoke(args[1:], true)
+	case "unrevoke":
+		return cmdImagesRevoke(args[1:], false)
+	case "verify":
+		return cmdImagesVerify(ctx, args[1:])
+	case "rm", "remove":
+		return cmdImagesRemove(ctx, args[1:])
+	case "gc":
+		return cmdImagesGC(ctx, args[1:])
+	case "import":
+		return cmdImagesImport(ctx, args[1:])
 	}
-	return usageError{fmt.Sprintf("unknown images command %q: use ls or show", args[0])}
+	return usageError{fmt.Sprintf("unknown images command %q: use ls, show, tag, tree, revoke, unrevoke, verify, rm, gc, export or import", args[0])}
 }
 
 func openStore() (*images.Store, error) {

@@ -18,6 +18,7 @@ type rolloutFlags struct {
 	surge                 string
 	bake, drain, deadline time.Duration
 	autoPromote, detach   bool
+	force                 bool
 	health                healthFlags
 }
 
@@ -32,6 +33,7 @@ func (r *rolloutFlags) add(fs interface {
 	fs.DurationVar(&r.deadline, "progress-deadline", 10*time.Minute, "the whole rollout must finish within this")
 	fs.BoolVar(&r.autoPromote, "auto-promote", true, "switch as soon as green is healthy (false: wait for `kiln rollout promote`)")
 	fs.BoolVar(&r.detach, "detach", false, "return at once instead of following the rollout")
+	fs.BoolVar(&r.force, "force", false, "roll out a revoked image anyway")
 }
 
 func (r *rolloutFlags) request(name, to string, rollback bool) (supervisor.RolloutRequest, error) {
@@ -48,7 +50,7 @@ func (r *rolloutFlags) request(name, to string, rollback bool) (supervisor.Rollo
 		return supervisor.RolloutRequest{}, err
 	}
 	return supervisor.RolloutRequest{To: to, Surge: surge, Bake: r.bake, Drain: r.drain,
-		ProgressDeadline: r.deadline, AutoPromote: r.autoPromote, Check: check, Rollback: rollback}, nil
+		ProgressDeadline: r.deadline, AutoPromote: r.autoPromote, Check: check, Rollback: rollback, Force: r.force}, nil
 }
 
 func cmdRollout(ctx context.Context, args []string) error {

@@ -27,6 +27,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	accel := fs.String("accel", "", "accelerator: kvm, hvf or tcg (default: the best available)")
 	bootTimeout := fs.Duration("boot-timeout", instance.DefaultBootTimeout, "how long to wait for SSH")
 	firmware := fs.String("firmware", "bios", "bios, or uefi (needs the ovmf package)")
+	force := fs.Bool("force", false, "boot a revoked image anyway")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -69,7 +70,7 @@ func cmdRun(ctx context.Context, args []string) error {
 		return usageError{err.Error()}
 	}
 	paths := images.DefaultPaths()
-	image, format, err := resolveImage(paths, pos[0])
+	image, format, err := resolveImage(paths, pos[0], *force)
 	if err != nil {
 		return err
 	}
@@ -142,7 +143,7 @@ func cmdRun(ctx context.Context, args []string) error {
 
 // resolveImage turns the IMAGE argument into a disk path: an existing file,
 // or a ref in the store.
-func resolveImage(paths images.Paths, arg string) (path, format string, err error) {
+func resolveImage(paths images.Paths, arg string, force bool) (path, format string, err error) {
 	if _, err := os.Stat(arg); err == nil {
 		return arg, "", nil
 	}
@@ -159,6 +160,9 @@ func resolveImage(paths images.Paths, arg string) (path, format string, err erro
 	}
 	m, err := store.Resolve(ref)
 	if err != nil {
+		return "", "", err
+	}
+	if err := store.CheckUsable(m, force); err != nil {
 		return "", "", err
 	}
 	return store.BlobPath(m.Digest), m.Format, nil
