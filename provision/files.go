@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
@@ -35,6 +36,7 @@ func stagingDir(prefix string) string {
 // into place: the login user is removed when the image is generalised, so
 // nothing may stay owned by it.
 func (c *Client) Upload(ctx context.Context, src, dest string) error {
+	slog.Debug("sftp upload", "addr", c.target.Addr, "src", src, "dest", dest)
 	info, err := os.Stat(src)
 	if err != nil {
 		return err

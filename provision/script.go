@@ -86,6 +86,11 @@ func (c *Client) RunScript(ctx context.Context, s Script, stdout, stderr io.Writ
 	if err != nil {
 		return -1, err
 	}
-	status, err := c.Run(ctx, cmd+"; st=$?; rm -rf "+quote(dir)+"; exit $st", nil, stdout, stderr)
-	return status, err
+	keys := make([]string, 0, len(s.Env))
+	for k := range s.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	logged := fmt.Sprintf("script %s (root %t, env %s)", file, s.AsRoot, strings.Join(keys, ","))
+	return c.run(ctx, cmd+"; st=$?; rm -rf "+quote(dir)+"; exit $st", logged, nil, stdout, stderr)
 }

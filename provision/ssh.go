@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -145,6 +146,7 @@ func WaitForSSH(ctx context.Context, t Target, timeout time.Duration, vmDone <-c
 			return nil, err
 		}
 		last = err
+		slog.Debug("ssh not ready", "addr", t.Addr, "err", err)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -177,6 +179,17 @@ func serialTail(path string) string {
 // its exit status. A non-nil error means the command could not be run or its
 // status is unknown (connection lost, ctx ended).
 func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	return c.run(ctx, cmd, cmd, stdin, stdout, stderr)
+}
+
+// run is Run with a separate text for the debug log, so commands that carry
+// secrets (script environments) are logged without them.
+func (c *Client) run(ctx context.Context, cmd, logged string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	slog.Debug("ssh exec", "addr", c.target.Addr, "cmd", logged)
+	start := time.Now()
+	defer func() {
+		slog.Debug("ssh exec done", "addr", c.target.Addr, "took", time.Since(start).Round(time.Millisecond))
+	}()
 	s, err := c.NewSession()
 	if err != nil {
 		return -1, fmt.Errorf("open SSH session: %w", err)
