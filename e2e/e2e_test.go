@@ -11,9 +11,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/supervisor"
 )
 
 var (
@@ -176,6 +177,4 @@ func TestSSHTimeoutNamesSerialLog(t *testing.T) {
 	assertNothingLeft(t)
 }
 
-func processAlive(pid int) bool {
-	return pid > 0 && syscall.Kill(pid, 0) == nil
-}
+func processAlive(pid int) bool { return supervisor.Running(pid) }

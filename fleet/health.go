@@ -25,8 +25,11 @@ const (
 // Default check settings, the same as Kubernetes' except a shorter interval:
 // local fleets are small and rollouts should not wait 10s per probe.
 const (
-	DefaultInterval         = 2 * time.Second
-	DefaultTimeout          = 1 * time.Second
+	DefaultInterval = 2 * time.Second
+	DefaultTimeout  = 1 * time.Second
+	// DefaultExecTimeout is longer: an exec check opens an SSH session and
+	// starts a shell in a guest that may still be busy booting under TCG.
+	DefaultExecTimeout      = 10 * time.Second
 	DefaultSuccessThreshold = 1
 	DefaultFailureThreshold = 3
 	DefaultStatusMin        = 200
@@ -67,6 +70,9 @@ func (c Check) WithDefaults() Check {
 	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
+		if c.Kind == CheckExec {
+			c.Timeout = DefaultExecTimeout
+		}
 	}
 	if c.SuccessThreshold == 0 {
 		c.SuccessThreshold = DefaultSuccessThreshold

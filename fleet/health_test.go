@@ -65,7 +65,7 @@ func TestCheckString(t *testing.T) {
 	}{
 		{Check{Kind: CheckHTTP, Port: 8080, Path: "/healthz"}, "http-get :8080/healthz [200-399] delay=0s timeout=1s period=2s #success=1 #failure=3"},
 		{Check{Kind: CheckTCP, Port: 22, InitialDelay: 10 * time.Second}, "tcp-socket :22 delay=10s timeout=1s period=2s #success=1 #failure=3"},
-		{Check{Kind: CheckExec, Command: "test -f /run/ready", SuccessThreshold: 2}, "exec [test -f /run/ready] delay=0s timeout=1s period=2s #success=2 #failure=3"},
+		{Check{Kind: CheckExec, Command: "test -f /run/ready", SuccessThreshold: 2}, "exec [test -f /run/ready] delay=0s timeout=10s period=2s #success=2 #failure=3"},
 	}
 	for _, tc := range tests {
 		if got := tc.c.String(); got != tc.want {

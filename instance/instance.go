@@ -182,11 +182,12 @@ func Connect(ctx context.Context, dir string, port int) (*provision.Client, erro
 }
 
 // Shutdown closes SSH and powers the guest off through ACPI, stopping it
-// hard if it has not gone within timeout.
+// hard if it has not gone within timeout. The SSH client stays set (closed):
+// health probes may still hold the instance, and a closed client fails
+// cleanly where a nil one would not.
 func (i *Instance) Shutdown(ctx context.Context, timeout time.Duration) error {
 	if i.SSH != nil {
 		i.SSH.Close()
-		i.SSH = nil
 	}
 	if i.VM == nil {
 		return nil

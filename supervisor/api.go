@@ -58,6 +58,9 @@ func (s *Supervisor) listenAPI() (io.Closer, error) {
 	})
 	mux.HandleFunc("POST /down", func(w http.ResponseWriter, r *http.Request) {
 		writeJSONResponse(w, http.StatusOK, map[string]bool{"ok": true})
+		// The answer must reach the CLI before stopping closes the socket,
+		// or the CLI takes the lost answer for a dead supervisor.
+		http.NewResponseController(w).Flush()
 		go s.stop()
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}

@@ -79,12 +79,17 @@ func Run(ctx context.Context, data string, name string, accel qemu.Accel, log *s
 		log:    func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) },
 		nextID: s.nextID}
 	err = s.serve(ctx)
-	s.shutdown()
-	if err != nil && !errors.Is(err, context.Canceled) {
+	failed := err != nil && !errors.Is(err, context.Canceled)
+	if failed {
+		// Recorded before the (slow) shutdown, so the waiting CLI can say why.
 		s.mu.Lock()
 		s.state.Error = err.Error()
 		s.saveLocked()
 		s.mu.Unlock()
+		s.log.Error("fleet failed", "err", err)
+	}
+	s.shutdown()
+	if failed {
 		return err
 	}
 	return nil

@@ -140,9 +140,11 @@ func (l *launcher) Stop(ctx context.Context, inst fleet.Instance) error {
 }
 
 // KillStale stops QEMU processes a previous supervisor left behind (it was
-// killed), by the pid files in their folders, and removes the folders.
+// killed), by the pid files in their folders, waits for them to exit and
+// removes the folders.
 func KillStale(d Dirs) {
 	entries, _ := os.ReadDir(d.Instances())
+	var killed []int
 	for _, e := range entries {
 		dir := d.Instance(e.Name())
 		if b, err := os.ReadFile(filepath.Join(dir, "qemu.pid")); err == nil {
@@ -150,8 +152,38 @@ func KillStale(d Dirs) {
 			// The pid must still be a QEMU of this folder, not a reused pid.
 			if cmdline, rerr := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && rerr == nil && strings.Contains(string(cmdline), dir) {
 				syscall.Kill(pid, syscall.SIGKILL)
+				killed = append(killed, pid)
 			}
 		}
-		os.RemoveAll(dir)
 	}
+	// SIGKILL is asynchronous: a large guest takes a moment to unmap, and
+	// its disk is not free until then.
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range killed {
+		for Running(pid) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for _, e := range entries {
+		os.RemoveAll(d.Instance(e.Name()))
+	}
+}
+
+// Running reports whether pid is a live process. A zombie (exited, not yet
+// reaped by its parent) counts as gone: it holds no resources but a pid.
+func Running(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses and may
+	// itself contain spaces or parentheses.
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2] != 'Z' && s[i+2] != 'X'
+	}
+	return true
 }

@@ -59,7 +59,7 @@ func (h *healthFlags) add(fs *pflag.FlagSet) {
 	fs.IntVar(&h.tcp, "health-tcp", 0, "TCP check: this guest port accepts connections")
 	fs.StringVar(&h.exec, "health-exec", "", "exec check: this command exits 0 in the guest (over SSH)")
 	fs.DurationVar(&h.interval, "health-interval", 0, "time between probes (default 2s)")
-	fs.DurationVar(&h.timeout, "health-timeout", 0, "time a probe may take (default 1s)")
+	fs.DurationVar(&h.timeout, "health-timeout", 0, "time a probe may take (default 1s, 10s for --health-exec)")
 	fs.IntVar(&h.failures, "health-failures", 0, "consecutive failures that make an instance unhealthy (default 3)")
 	fs.IntVar(&h.successes, "health-successes", 0, "consecutive successes that make an instance healthy (default 1)")
 	fs.DurationVar(&h.delay, "health-delay", 0, "wait this long after boot before the first probe")
@@ -173,7 +173,10 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		return waitReady(ctx, dirs, pid)
+		if err := waitReady(ctx, dirs, pid); err != nil {
+			return fmt.Errorf("%w; see %s", err, dirs.Log())
+		}
+		return nil
 	}
 	if *file == "" {
 		if *image == "" {
@@ -233,13 +236,18 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	say("fleet %s: starting %d × %s (supervisor log: %s)", spec.Name, spec.Count, spec.Image, dirs.Log())
 	start := time.Now()
 	if err := waitReady(ctx, dirs, pid); err != nil {
-		// A fleet that never came up leaves nothing behind.
+		// A fleet that never came up leaves nothing behind, so the end of
+		// its log goes into the message instead.
 		syscall.Kill(pid, syscall.SIGTERM)
 		for i := 0; i < 60 && processAlive(pid); i++ {
 			time.Sleep(500 * time.Millisecond)
 		}
 		supervisor.KillStale(dirs)
+		tail := logTail(dirs.Log(), 12)
 		os.RemoveAll(dirs.Root)
+		if tail != "" {
+			return fmt.Errorf("%w\nlast lines of the supervisor log:\n  %s", err, tail)
+		}
 		return err
 	}
 	say("fleet %s is up in %s", spec.Name, time.Since(start).Round(time.Second))
@@ -247,6 +255,20 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 		say("serving http://127.0.0.1:%d (guest port %d)", p.Host, p.Guest)
 	}
 	return nil
+}
+
+// logTail returns the last n lines of a log file, indented for an error
+// message, or "" when it cannot be read.
+func logTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n  ")
 }
 
 // specFromFile turns a fleet file into the supervisor's spec.
@@ -299,13 +321,13 @@ func waitReady(ctx context.Context, dirs supervisor.Dirs, pid int) error {
 			// Not answering: starting, or dead; the state file says which.
 			if !processAlive(pid) {
 				if saved, _ := supervisor.ReadState(dirs); saved.Error != "" && saved.Supervisor == pid {
-					return fmt.Errorf("fleet %s failed to start: %s (log: %s)", filepath.Base(dirs.Root), saved.Error, dirs.Log())
+					return fmt.Errorf("fleet %s failed to start: %s", filepath.Base(dirs.Root), saved.Error)
 				}
-				return fmt.Errorf("the fleet supervisor exited; see %s", dirs.Log())
+				return fmt.Errorf("the fleet supervisor of %s exited without saying why", filepath.Base(dirs.Root))
 			}
 		} else {
 			if st.Error != "" {
-				return fmt.Errorf("fleet %s failed to start: %s (log: %s)", filepath.Base(dirs.Root), st.Error, dirs.Log())
+				return fmt.Errorf("fleet %s failed to start: %s", filepath.Base(dirs.Root), st.Error)
 			}
 			for _, in := range st.Instances {
 				if seen[in.ID] != in.Health {
@@ -325,9 +347,7 @@ func waitReady(ctx context.Context, dirs supervisor.Dirs, pid int) error {
 	}
 }
 
-func processAlive(pid int) bool {
-	return pid > 0 && syscall.Kill(pid, 0) == nil
-}
+func processAlive(pid int) bool { return supervisor.Running(pid) }
 
 func cmdFleetSupervise(ctx context.Context, args []string) error {
 	if len(args) != 1 {
@@ -586,15 +606,21 @@ func cmdFleetDown(ctx context.Context, args []string) error {
 		return err
 	}
 	st, _ := supervisor.ReadState(dirs)
-	if err := supervisor.NewClient(dirs).Down(); err == nil {
+	if processAlive(st.Supervisor) {
 		say("fleet %s: stopping %d instances", fs.Arg(0), len(st.Instances))
+		// Ask over the socket; a supervisor that does not answer gets
+		// SIGTERM, which stops it the same graceful way.
+		if err := supervisor.NewClient(dirs).Down(); err != nil {
+			syscall.Kill(st.Supervisor, syscall.SIGTERM)
+		}
 		deadline := time.Now().Add(3 * time.Minute)
 		for processAlive(st.Supervisor) && time.Now().Before(deadline) {
-			time.Sleep(500 * time.Millisecond)
+			time.Sleep(200 * time.Millisecond)
 		}
-	}
-	if processAlive(st.Supervisor) {
-		syscall.Kill(st.Supervisor, syscall.SIGKILL)
+		if processAlive(st.Supervisor) {
+			say("fleet %s: the supervisor did not stop in 3m; killing it", fs.Arg(0))
+			syscall.Kill(st.Supervisor, syscall.SIGKILL)
+		}
 	}
 	supervisor.KillStale(dirs)
 	if err := os.RemoveAll(dirs.Root); err != nil {
