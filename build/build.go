@@ -36,6 +36,10 @@ type Options struct {
 	Debug       bool      // copy the serial console to Out
 	NoCache     bool      // build even when identical inputs were built before
 	KilnVersion string
+	// KeepWorkDisk, when set, receives the generalised working disk (a
+	// qcow2 overlay on the source) instead of it being deleted: for
+	// comparing compaction methods and for looking at what the image holds.
+	KeepWorkDisk string
 }
 
 // Result is a finished build.
@@ -89,6 +93,8 @@ type builder struct {
 	manifest    images.Manifest
 	fingerprint string
 	start       time.Time
+	phases      []Phase
+	guestUsed   int64 // bytes in use on the guest's root after generalising
 }
 
 // Run bakes spec into a new image version in opts.Store. On failure or
@@ -119,11 +125,10 @@ func Run(ctx context.Context, spec Spec, opts Options) (Result, error) {
 	}
 	b.out = newLineWriter(io.MultiWriter(opts.Out, logFile), "", b.secrets, nil)
 
-	var phases []Phase
 	steps := b.steps()
 	offset := 0
 	report := func(i, n int, name string, d time.Duration, err error) {
-		phases = append(phases, Phase{name, d})
+		b.phases = append(b.phases, Phase{name, d})
 		status := "done"
 		if err != nil {
 			status = "failed"
@@ -138,7 +143,7 @@ func Run(ctx context.Context, spec Spec, opts Options) (Result, error) {
 		if cached != nil {
 			logFile.Close()
 			os.RemoveAll(dir)
-			return Result{Manifest: *cached, Phases: phases, Cached: true}, nil
+			return Result{Manifest: *cached, Phases: b.phases, Cached: true}, nil
 		}
 	}
 	if err == nil {
@@ -155,12 +160,12 @@ func Run(ctx context.Context, spec Spec, opts Options) (Result, error) {
 		}
 		var pe *ProvisionerError
 		if errors.As(err, &pe) {
-			return Result{Phases: phases}, pe
+			return Result{Phases: b.phases}, pe
 		}
-		return Result{Phases: phases}, err
+		return Result{Phases: b.phases}, err
 	}
 	os.RemoveAll(dir)
-	return Result{Manifest: b.manifest, Phases: phases}, nil
+	return Result{Manifest: b.manifest, Phases: b.phases}, nil
 }
 
 // checkCacheAndVersion returns the stored image built from identical inputs,
@@ -272,6 +277,12 @@ func (b *builder) compact(ctx context.Context) error {
 	if err := disk.Convert(ctx, b.inst.Overlay, out, o); err != nil {
 		return err
 	}
+	if b.opts.KeepWorkDisk != "" {
+		if err := moveFile(b.inst.Overlay, b.opts.KeepWorkDisk); err != nil {
+			return fmt.Errorf("keep the working disk: %w", err)
+		}
+		b.say("working disk kept as %s", b.opts.KeepWorkDisk)
+	}
 	if o.BackingFile != "" {
 		// The store wants the backing file named by the blob's bare hex
 		// digest, relative to the blobs folder, so the store can move.
@@ -307,6 +318,10 @@ func (b *builder) store(ctx context.Context) error {
 		Accelerator:    string(b.inst.VM.Accel()),
 		BuildStart:     b.start.UTC(),
 		BuildEnd:       time.Now().UTC(),
+		GuestUsedBytes: b.guestUsed,
+	}
+	for _, p := range b.phases {
+		m.Phases = append(m.Phases, images.PhaseTime{Name: p.Name, Seconds: p.Duration.Seconds()})
 	}
 	if b.source.parent != nil && !b.spec.Flatten {
 		m.BackingDigest = b.source.parent.Digest
@@ -398,4 +413,26 @@ func followFile(ctx context.Context, path string, w *lineWriter) {
 		}
 	}
 	w.Flush()
+}
+
+// moveFile renames src to dst, copying across filesystems.
+func moveFile(src, dst string) error {
+	if err := os.Rename(src, dst); err == nil {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		os.Remove(dst)
+		return err
+	}
+	return out.Close()
 }

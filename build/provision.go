@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/provision"
 )
 
@@ -136,6 +138,7 @@ userdel --force --remove kiln 2>/dev/null || true
 rm -rf /home/kiln
 sync
 fstrim --all --verbose || true
+echo "kiln-guest-used: $(df -B1 --output=used / | tail -n 1)"
 `
 
 func (b *builder) generalize(ctx context.Context) error {
@@ -155,6 +158,12 @@ func (b *builder) generalize(ctx context.Context) error {
 		if strings.Contains(line, "trimmed") {
 			b.say("%s", strings.TrimSpace(line))
 		}
+		if v, ok := strings.CutPrefix(line, "kiln-guest-used: "); ok {
+			b.guestUsed, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	if b.guestUsed > 0 {
+		b.say("the guest's root holds %s", disk.FormatSize(b.guestUsed))
 	}
 	return nil
 }

@@ -45,7 +45,15 @@ type Manifest struct {
 	Accelerator    string            `json:"accelerator,omitempty"`
 	BuildStart     time.Time         `json:"build_start"`
 	BuildEnd       time.Time         `json:"build_end"`
+	Phases         []PhaseTime       `json:"phases,omitempty"`           // build steps before storing, in order
+	GuestUsedBytes int64             `json:"guest_used_bytes,omitempty"` // `df` of the guest's root after generalising
 	Labels         map[string]string `json:"labels,omitempty"`
+}
+
+// PhaseTime is how long one build step took.
+type PhaseTime struct {
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
 }
 
 // BaseInfo records where the build's first disk came from.

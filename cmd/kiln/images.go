@@ -127,6 +127,16 @@ func cmdImagesShow(args []string) error {
 	}
 	fmt.Printf("built:      %s – %s (%s, %s) by kiln %s\n", m.BuildStart.Local().Format(time.DateTime),
 		m.BuildEnd.Local().Format(time.TimeOnly), m.BuildEnd.Sub(m.BuildStart).Round(time.Second), orDash(m.Accelerator), m.KilnVersion)
+	if len(m.Phases) > 0 {
+		var parts []string
+		for _, p := range m.Phases {
+			parts = append(parts, fmt.Sprintf("%s %.1fs", p.Name, p.Seconds))
+		}
+		fmt.Printf("phases:     %s\n", strings.Join(parts, ", "))
+	}
+	if m.GuestUsedBytes > 0 {
+		fmt.Printf("guest used: %s on the root filesystem\n", disk.FormatSize(m.GuestUsedBytes))
+	}
 	for _, l := range []string{"build.log", "serial.log"} {
 		if p := store.LogPath(m.Ref(), l); p != "" {
 			if _, err := os.Stat(p); err == nil {
