@@ -14,6 +14,7 @@ import (
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/instance"
 	"github.com/kiln-dev/kiln/qemu"
+	"github.com/kiln-dev/kiln/workdir"
 )
 
 // Defaults for a Spec's zero values.
@@ -105,10 +106,18 @@ func Run(ctx context.Context, spec Spec, opts Options) (Result, error) {
 		opts.Out = io.Discard
 	}
 	applyDefaults(&spec)
-	if err := os.MkdirAll(opts.RunDir, 0o700); err != nil {
+	// One build per name:version at a time: the second would only find out
+	// at the end that its version exists, after minutes of work.
+	release, err := workdir.Claim(opts.RunDir, "build "+spec.Name+":"+spec.Version)
+	if err != nil {
+		var ce *workdir.ClaimedError
+		if errors.As(err, &ce) {
+			return Result{}, fmt.Errorf("%s:%s is already being built (kiln pid %d); wait for that build, or stop it, and try again", spec.Name, spec.Version, ce.Pid)
+		}
 		return Result{}, err
 	}
-	dir, err := os.MkdirTemp(opts.RunDir, "build-"+spec.Name+"-")
+	defer release()
+	dir, err := workdir.Create(opts.RunDir, "build-"+spec.Name)
 	if err != nil {
 		return Result{}, err
 	}
@@ -153,6 +162,7 @@ func Run(ctx context.Context, spec Spec, opts Options) (Result, error) {
 	logFile.Close()
 	if err != nil {
 		if opts.KeepOnError && b.inst != nil && b.inst.VM != nil {
+			workdir.Keep(dir)
 			b.say("the VM is still running for debugging (--on-error=abort):")
 			fmt.Fprintf(opts.Out, "    %s\n    remove it with: kill %d; rm -rf %s\n", b.inst.SSHCommand(), b.inst.VM.Pid(), dir)
 		} else {

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-dev/kiln/supervisor"
+	"github.com/kiln-dev/kiln/workdir"
 )
 
 var (
@@ -177,4 +177,4 @@ func TestSSHTimeoutNamesSerialLog(t *testing.T) {
 	assertNothingLeft(t)
 }
 
-func processAlive(pid int) bool { return supervisor.Running(pid) }
+func processAlive(pid int) bool { return workdir.Running(pid) }

@@ -1,11 +1,8 @@
 package supervisor
 
 import (
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kiln-dev/kiln/fleet"
 )
@@ -98,28 +95,5 @@ func TestInterruptedRolloutIsSettled(t *testing.T) {
 				t.Error("the settled state was not saved")
 			}
 		})
-	}
-}
-
-func TestRunningTreatsZombiesAsGone(t *testing.T) {
-	if !Running(os.Getpid()) {
-		t.Fatal("this process is not reported running")
-	}
-	cmd := exec.Command("true")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	// Unreaped, the child is a zombie once it exits.
-	deadline := time.Now().Add(5 * time.Second)
-	for Running(pid) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if Running(pid) {
-		t.Error("an exited, unreaped child is reported running")
-	}
-	cmd.Wait()
-	if Running(pid) || Running(0) || Running(-1) {
-		t.Error("a reaped or invalid pid is reported running")
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/instance"
 	"github.com/kiln-dev/kiln/qemu"
+	"github.com/kiln-dev/kiln/workdir"
 )
 
 // vm is a fleet instance backed by a QEMU guest.
@@ -160,30 +161,11 @@ func KillStale(d Dirs) {
 	// its disk is not free until then.
 	deadline := time.Now().Add(10 * time.Second)
 	for _, pid := range killed {
-		for Running(pid) && time.Now().Before(deadline) {
+		for workdir.Running(pid) && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
 	for _, e := range entries {
 		os.RemoveAll(d.Instance(e.Name()))
 	}
-}
-
-// Running reports whether pid is a live process. A zombie (exited, not yet
-// reaped by its parent) counts as gone: it holds no resources but a pid.
-func Running(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// The state follows the command name, which is in parentheses and may
-	// itself contain spaces or parentheses.
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
-		return s[i+2] != 'Z' && s[i+2] != 'X'
-	}
-	return true
 }

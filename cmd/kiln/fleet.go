@@ -25,6 +25,7 @@ import (
 	"github.com/kiln-dev/kiln/instance"
 	"github.com/kiln-dev/kiln/supervisor"
 	"github.com/kiln-dev/kiln/template"
+	"github.com/kiln-dev/kiln/workdir"
 )
 
 func cmdFleet(ctx context.Context, args []string) error {
@@ -347,7 +348,7 @@ func waitReady(ctx context.Context, dirs supervisor.Dirs, pid int) error {
 	}
 }
 
-func processAlive(pid int) bool { return supervisor.Running(pid) }
+func processAlive(pid int) bool { return workdir.Running(pid) }
 
 func cmdFleetSupervise(ctx context.Context, args []string) error {
 	if len(args) != 1 {

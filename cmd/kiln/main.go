@@ -14,6 +14,9 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
+
+	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/workdir"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -76,6 +79,9 @@ func realMain(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "kiln: unknown command %q; run `kiln help` for the list\n", args[0])
 		return 2
 	}
+	if args[0] != "version" {
+		reclaimStaleWork()
+	}
 	err := cmd.run(ctx, args[1:])
 	var ee exitError
 	var ue usageError
@@ -95,6 +101,19 @@ func realMain(ctx context.Context, args []string, stderr io.Writer) int {
 	default:
 		fmt.Fprintf(stderr, "kiln %s: %s\n", args[0], err)
 		return 1
+	}
+}
+
+// reclaimStaleWork removes what a kiln that was killed (kill -9, a crash,
+// a power cut) left in the runtime folder: its QEMU processes and its
+// build or run folder. Any command does it, so stale work never piles up.
+func reclaimStaleWork() {
+	stale, err := workdir.Reclaim(images.DefaultPaths().Runtime)
+	for _, s := range stale {
+		say("removed stale work of an interrupted kiln: %s", s)
+	}
+	if err != nil {
+		say("could not remove all stale work: %v", err)
 	}
 }
 

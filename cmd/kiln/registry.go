@@ -187,24 +187,35 @@ func cmdImagesVerify(ctx context.Context, args []string) error {
 	return nil
 }
 
-// fleetRoots finds the blobs running fleets' overlays are backed by, so rm
-// and gc never take an image from under a running instance.
-func fleetRoots(ctx context.Context, store *images.Store) map[string]string {
+// inUseRoots finds the blobs that running work is backed by: fleets'
+// instance overlays, and the working disks of builds and runs in progress.
+// rm and gc treat them as roots.
+func inUseRoots(ctx context.Context, store *images.Store) map[string]string {
 	roots := map[string]string{}
-	data := images.DefaultPaths().Data
-	fleets, _ := os.ReadDir(filepath.Join(data, "fleets"))
+	add := func(overlay, user string) {
+		info, err := disk.ReadInfo(ctx, overlay)
+		if err != nil {
+			return
+		}
+		if d, ok := store.BlobDigest(info.FullBackingFilename); ok {
+			roots[d] = user
+		}
+	}
+	paths := images.DefaultPaths()
+	fleets, _ := os.ReadDir(filepath.Join(paths.Data, "fleets"))
 	for _, f := range fleets {
-		dirs := supervisor.FleetDirs(data, f.Name())
+		dirs := supervisor.FleetDirs(paths.Data, f.Name())
 		insts, _ := os.ReadDir(dirs.Instances())
 		for _, in := range insts {
-			info, err := disk.ReadInfo(ctx, filepath.Join(dirs.Instance(in.Name()), "disk.qcow2"))
-			if err != nil {
-				continue
-			}
-			if d, ok := store.BlobDigest(info.FullBackingFilename); ok {
-				roots[d] = fmt.Sprintf("fleet %s (%s)", f.Name(), in.Name())
-			}
+			add(filepath.Join(dirs.Instance(in.Name()), "disk.qcow2"), fmt.Sprintf("fleet %s (%s)", f.Name(), in.Name()))
 		}
+	}
+	// A build's VM folder is build-*/vm; a run's is the run-* folder itself.
+	work, _ := filepath.Glob(filepath.Join(paths.Runtime, "*", "disk.qcow2"))
+	more, _ := filepath.Glob(filepath.Join(paths.Runtime, "*", "vm", "disk.qcow2"))
+	for _, overlay := range append(work, more...) {
+		rel, _ := filepath.Rel(paths.Runtime, overlay)
+		add(overlay, "kiln work in progress ("+strings.Split(rel, string(filepath.Separator))[0]+")")
 	}
 	return roots
 }
@@ -222,7 +233,7 @@ func cmdImagesRemove(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := store.RemoveChecked(m.Ref(), fleetRoots(ctx, store), *force); err != nil {
+	if err := store.RemoveChecked(m.Ref(), inUseRoots(ctx, store), *force); err != nil {
 		return err
 	}
 	say("removed %s; `kiln images gc` frees its blob when nothing else uses it", m.Ref())
@@ -239,7 +250,7 @@ func cmdImagesGC(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rep, err := store.GC(ctx, fleetRoots(ctx, store), *dry)
+	rep, err := store.GC(ctx, inUseRoots(ctx, store), *dry)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/instance"
 	"github.com/kiln-dev/kiln/qemu"
+	"github.com/kiln-dev/kiln/workdir"
 )
 
 func cmdRun(ctx context.Context, args []string) error {
@@ -75,10 +76,7 @@ func cmdRun(ctx context.Context, args []string) error {
 		return err
 	}
 
-	if err := os.MkdirAll(paths.Runtime, 0o700); err != nil {
-		return err
-	}
-	dir, err := os.MkdirTemp(paths.Runtime, "run-")
+	dir, err := workdir.Create(paths.Runtime, "run")
 	if err != nil {
 		return err
 	}
