@@ -186,7 +186,7 @@ func Export(ctx context.Context, src, dst string, o ExportOptions) (string, erro
 	args = append(args, fmtArgs...)
 	args = append(args, input, out)
 	if err := runQemuImgTo(ctx, stdout, args...); err != nil {
-		return fail(err)
+		return fail(asNoSpace(err, dir))
 	}
 
 	sum, err := hashAndSync(ctx, out)

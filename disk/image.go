@@ -198,7 +198,7 @@ func Convert(ctx context.Context, src, dst string, o ConvertOptions) error {
 	defer os.RemoveAll(cleanup) // nothing left to remove after a successful rename of a file
 	args = append(args, absSrc, partial)
 	if _, err := runQemuImg(ctx, args...); err != nil {
-		return fmt.Errorf("convert %s to %s: %w", src, dst, err)
+		return fmt.Errorf("convert %s to %s: %w", src, dst, asNoSpace(err, filepath.Dir(absDst)))
 	}
 	if err := os.Rename(partial, absDst); err != nil {
 		return fmt.Errorf("convert %s: %w", src, err)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os/exec"
 	"strings"
+	"syscall"
 )
 
 // qemuImgBinary is a variable so tests could point at a fake.
@@ -63,7 +64,13 @@ func runQemuImgTo(ctx context.Context, w io.Writer, args ...string) error {
 	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	}
-	return &ExecError{Args: args, ExitCode: code, Stderr: trimStderr(stderr.String()), Err: err}
+	e := &ExecError{Args: args, ExitCode: code, Stderr: trimStderr(stderr.String()), Err: err}
+	if strings.Contains(stderr.String(), "No space left on device") {
+		// Said plainly and made testable with errors.Is(err, syscall.ENOSPC).
+		e.Stderr = noSpaceMessage
+		e.Err = syscall.ENOSPC
+	}
+	return e
 }
 
 // trimStderr keeps the useful head of qemu-img's stderr: check can print
@@ -90,4 +97,24 @@ func trimStderr(s string) string {
 		out += fmt.Sprintf(" (and %d more lines)", extra)
 	}
 	return out
+}
+
+// noSpaceMessage is how a full output filesystem is reported.
+const noSpaceMessage = "no space left on device: the filesystem the output goes to is full; free space there or write elsewhere"
+
+// asNoSpace turns a failed write into ENOSPC when the filesystem holding
+// dir is (nearly) full: some qemu-img drivers (vmdk) report a full disk as
+// "Invalid argument". It must run before the partial output is removed,
+// which frees the space again.
+func asNoSpace(err error, dir string) error {
+	var e *ExecError
+	if err == nil || errors.Is(err, syscall.ENOSPC) || !errors.As(err, &e) {
+		return err
+	}
+	var st syscall.Statfs_t
+	if syscall.Statfs(dir, &st) != nil || int64(st.Bavail)*int64(st.Bsize) >= 1<<20 {
+		return err
+	}
+	e.Stderr, e.Err = noSpaceMessage, syscall.ENOSPC
+	return err
 }

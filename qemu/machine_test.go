@@ -143,6 +143,40 @@ func TestShutdownTimeoutKills(t *testing.T) {
 	}
 }
 
+func TestShutdownWithoutQMPKills(t *testing.T) {
+	needQEMU(t)
+	c := testConfig(t)
+	m := startTest(t, context.Background(), c)
+	// The QMP connection breaks and its socket vanishes (a cleaner removed
+	// the run folder's socket, or QEMU's monitor hung up).
+	m.monMu.Lock()
+	mon := m.mon
+	m.monMu.Unlock()
+	if mon != nil {
+		m.dropMonitor(mon)
+	}
+	if err := os.Remove(filepath.Join(c.Dir, qmpSocketName)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Status(context.Background()); err == nil {
+		t.Error("Status without a QMP socket succeeded")
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Shutdown(context.Background(), 10*time.Second) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Shutdown without QMP: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown without QMP still waiting after 5s")
+	}
+	if !m.Killed() {
+		t.Error("Killed = false: the VM should have been stopped hard")
+	}
+	assertGone(t, m.Pid())
+}
+
 func TestShutdownClean(t *testing.T) {
 	needQEMU(t)
 	m := startTest(t, context.Background(), testConfig(t))
