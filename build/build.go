@@ -63,6 +63,7 @@ type ProvisionerError struct {
 	Type   string // "shell" or "file"
 	Status int    // exit status, or -1 when the command did not finish
 	Tail   string // last lines of its output
+	Hint   string // what to change, when kiln can tell (a full disk)
 	Err    error
 }
 
@@ -75,6 +76,9 @@ func (e *ProvisionerError) Error() string {
 	}
 	if e.Tail != "" {
 		msg += "; last output:\n    " + strings.ReplaceAll(e.Tail, "\n", "\n    ")
+	}
+	if e.Hint != "" {
+		msg += "\n" + e.Hint
 	}
 	return msg
 }

@@ -27,7 +27,21 @@ func (b *builder) provision(ctx context.Context) error {
 
 func (b *builder) runProvisioner(ctx context.Context, n int, p Provisioner) error {
 	fail := func(status int, tail string, err error) error {
-		return &ProvisionerError{Index: n, Type: p.Type, Status: status, Tail: tail, Err: err}
+		pe := &ProvisionerError{Index: n, Type: p.Type, Status: status, Tail: tail, Err: err}
+		select {
+		case <-b.inst.VM.Done():
+			// The lost connection is a symptom; say what happened to the VM.
+			pe.Err = fmt.Errorf("the VM stopped (%v); its console is in %s", b.inst.VM.Err(), b.inst.VM.SerialLog())
+		default:
+		}
+		if strings.Contains(tail, "No space left on device") {
+			size := "the base image's size"
+			if b.spec.DiskSize > 0 {
+				size = disk.FormatSize(b.spec.DiskSize)
+			}
+			pe.Hint = fmt.Sprintf("the guest's disk is full: raise disk_size (now %s) or remove files in the provisioner", size)
+		}
+		return pe
 	}
 	if p.Timeout > 0 {
 		var cancel context.CancelFunc

@@ -6,7 +6,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,9 +42,30 @@ func listImages(t *testing.T) string {
 // TestBuildHello is the main job: bake hello 1.0.0 from the base, check it
 // from inside two boots, then layer 1.1.0 on it.
 func TestBuildHello(t *testing.T) {
-	r := kilnCmd(t, 20*time.Minute, "build", helloTemplate)
+	const token = "s3cr3t-e2e-7f3a91"
+	packer := filepath.Join(t.TempDir(), "packer-manifest.json")
+	r := kilnCmd(t, 20*time.Minute, "build", helloTemplate, "--var", "deploy_token="+token, "--manifest", packer)
 	if r.code != 0 {
 		t.Fatalf("kiln build: exit %d", r.code)
+	}
+	// The sensitive variable reached the guest (the script echoes it) but
+	// none of kiln's output, logs or manifests.
+	if !strings.Contains(r.stderr, "deploy token installed: ") {
+		t.Error("the setup script's token line is missing from the output")
+	}
+	secretIn := map[string]string{"stdout": r.stdout, "stderr": r.stderr}
+	for _, f := range []string{packer, filepath.Join(home, "data", "kiln", "images", "logs", "hello", "1.0.0", "build.log")} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Errorf("read %s: %v", f, err)
+		}
+		secretIn[f] = string(b)
+	}
+	secretIn["images show --json"] = kilnCmd(t, time.Minute, "images", "show", "hello:1.0.0", "--json").stdout
+	for where, text := range secretIn {
+		if strings.Contains(text, token) {
+			t.Errorf("the sensitive variable's value appears in %s", where)
+		}
 	}
 	if !strings.HasPrefix(r.stdout, "hello:1.0.0\nsha256:") {
 		t.Errorf("build output does not start with the ref and digest:\n%s", r.stdout)
@@ -84,12 +107,15 @@ func TestBuildHello(t *testing.T) {
 					"echo cloud-instances=$(sudo ls /var/lib/cloud/instances | tr '\\n' ' ')",
 					"echo kiln-users=$(grep -c '^kiln:' /etc/passwd)",
 					"echo build-key=$(sudo grep -rl 'kiln@hello-build' /home /root /etc 2>/dev/null | wc -l)",
+					// Accounts with a usable password (not locked, not empty).
+					"echo passwords=$(sudo awk -F: '$2 != \"\" && $2 !~ /^[!*]/' /etc/shadow | wc -l)",
+					"echo token=$(sudo cat /etc/hello/token) mode=$(stat -c %a /etc/hello/token)",
 				}, "; "))
 				if r.code != 0 {
 					t.Fatalf("exit %d", r.code)
 				}
 				out := r.stdout
-				for _, want := range []string{"hello from hello 1.0.0", "jq-1.6", "APP_VERSION=1.0.0", "kiln-users=1\n", "build-key=0\n"} {
+				for _, want := range []string{"hello from hello 1.0.0", "jq-1.6", "APP_VERSION=1.0.0", "kiln-users=1\n", "build-key=0\n", "passwords=0\n", "token=" + token + " mode=600\n"} {
 					if !strings.Contains(out, want) {
 						t.Errorf("guest output lacks %q:\n%s", want, out)
 					}
@@ -134,13 +160,19 @@ func field(out, name string) string {
 	return strings.TrimSpace(m[1])
 }
 
+// TestBuildFailingProvisioner fills the guest's disk in a provisioner with
+// --on-error=abort: kiln names the provisioner, shows its last lines, says
+// the disk is full, exits 3, stores nothing and keeps the VM reachable with
+// the command it prints; once that VM is stopped, the next kiln command
+// removes its folder.
 func TestBuildFailingProvisioner(t *testing.T) {
 	before := listImages(t)
-	r := kilnCmd(t, 15*time.Minute, "build", "testdata/fail/fail.kiln.hcl")
+	r := kilnCmd(t, 15*time.Minute, "build", "testdata/fail/fail.kiln.hcl", "--on-error=abort")
 	if r.code != 3 {
 		t.Errorf("kiln build exited %d, want 3 (a provisioner failed)", r.code)
 	}
-	for _, want := range []string{"provisioner 2 (shell) failed with exit status 3", "about to fail"} {
+	for _, want := range []string{"provisioner 2 (shell) failed with exit status 1", "about to fill the disk",
+		"No space left on device", "the guest's disk is full: raise disk_size", "still running for debugging"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("stderr lacks %q", want)
 		}
@@ -151,6 +183,39 @@ func TestBuildFailingProvisioner(t *testing.T) {
 	tmp, _ := os.ReadDir(filepath.Join(home, "data", "kiln", "images", "tmp"))
 	if len(tmp) != 0 {
 		t.Errorf("files left in the store's tmp folder: %v", tmp)
+	}
+
+	sshLine := regexp.MustCompile(`(?m)^\s+ssh (.+)$`).FindStringSubmatch(r.stderr)
+	removeLine := regexp.MustCompile(`remove it with: kill (\d+); rm -rf (\S+)`).FindStringSubmatch(r.stderr)
+	if sshLine == nil || removeLine == nil {
+		t.Fatalf("kiln did not say how to reach and remove the kept VM:\n%s", r.stderr)
+	}
+	pid, _ := strconv.Atoi(removeLine[1])
+	dir := removeLine[2]
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); os.RemoveAll(dir) })
+
+	// The kept VM answers on the printed command, with its host key verified.
+	args := append([]string{"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"}, strings.Fields(sshLine[1])...)
+	out, err := exec.Command("ssh", append(args, "df --output=avail -B1M / | tail -n 1")...).CombinedOutput()
+	if err != nil {
+		t.Errorf("the printed ssh command does not reach the kept VM: %v\n%s", err, out)
+	} else if avail, _ := strconv.Atoi(strings.TrimSpace(string(out))); avail > 1 {
+		t.Errorf("the kept VM's disk has %d MiB free; the provisioner should have filled it", avail)
+	}
+	assertPrivate(t, dir)
+	assertLoopbackOnly(t, pid)
+
+	// A kept VM is not stale work while it runs...
+	kilnCmd(t, time.Minute, "images", "ls")
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("the next command removed the kept VM's folder while it ran: %v", err)
+	}
+	// ...and is once it has been stopped as the message says.
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitGone(t, pid)
+	ls := kilnCmd(t, time.Minute, "images", "ls")
+	if !strings.Contains(ls.stderr, "removed stale work") {
+		t.Errorf("the next command did not report removing the stopped VM's folder:\n%s", ls.stderr)
 	}
 	assertNothingLeft(t)
 }

@@ -11,6 +11,12 @@ variable "greeting" {
   default = "hello"
 }
 
+variable "deploy_token" {
+  default     = ""
+  sensitive   = true
+  description = "a credential the app reads at run time; kiln masks it in output, logs and manifests"
+}
+
 variable "base" {
   default     = "debian:12"
   description = "the image to build on (made by `kiln base debian`), or an earlier hello"
@@ -49,8 +55,9 @@ image "hello" {
   provision "shell" {
     script = "setup.sh"
     env = {
-      APP_VERSION = var.version
-      GREETING    = var.greeting
+      APP_VERSION  = var.version
+      GREETING     = var.greeting
+      DEPLOY_TOKEN = var.deploy_token
     }
   }
 }

@@ -9,6 +9,12 @@ GREETING=${GREETING}
 PORT=8080
 ENV
 chmod 0644 /etc/hello/hello.env
+if [ -n "${DEPLOY_TOKEN}" ]; then
+  # Readable by root only; the build log shows the value masked.
+  install -m 0600 /dev/null /etc/hello/token
+  printf '%s\n' "${DEPLOY_TOKEN}" > /etc/hello/token
+  echo "deploy token installed: ${DEPLOY_TOKEN}"
+fi
 
 install -m 0644 /opt/hello/hello.service /etc/systemd/system/hello.service
 systemctl daemon-reload

@@ -1,4 +1,6 @@
-# A build whose second provisioner fails: kiln must name it, exit 3 and store nothing.
+# A build whose second provisioner fills the guest's disk and fails: kiln
+# must name it, show its last lines, say the disk is full, exit 3 and store
+# nothing (or keep the VM with --on-error=abort).
 image "broken" {
   version = "1.0.0"
   base {
@@ -9,6 +11,12 @@ image "broken" {
     inline = ["echo preparing"]
   }
   provision "shell" {
-    inline = ["echo about to fail", "exit 3"]
+    inline = [
+      "set -e",
+      "echo about to fill the disk",
+      # Take all but 64 KiB at once, then write until the disk refuses.
+      "fallocate -l $(( $(df --output=avail -B1 / | tail -n 1) - 65536 )) /var/tmp/fill",
+      "dd if=/dev/zero of=/var/tmp/fill2 bs=1M count=64",
+    ]
   }
 }
