@@ -104,3 +104,50 @@ func TestDescribeAndRedactedVariables(t *testing.T) {
 		t.Errorf("variables = %v", vars)
 	}
 }
+
+// An interruption during any step of the real pipeline undoes exactly the
+// steps that ran, newest first, and stops there.
+func TestInterruptAtEachStep(t *testing.T) {
+	b := &builder{}
+	names := []string{}
+	for _, s := range b.steps() {
+		names = append(names, s.name)
+	}
+	for k := range names {
+		t.Run(names[k], func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var got []string
+			var steps []step
+			for i, name := range names {
+				steps = append(steps, step{
+					name: name,
+					run: func(ctx context.Context) error {
+						got = append(got, "run "+name)
+						if i == k {
+							cancel() // Ctrl-C arrives while this step runs
+							<-ctx.Done()
+							return ctx.Err()
+						}
+						return nil
+					},
+					cleanup: func() { got = append(got, "undo "+name) },
+				})
+			}
+			err := runSteps(ctx, steps, func(int, int, string, time.Duration, error) {}, false)
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("err = %v, want context.Canceled", err)
+			}
+			var want []string
+			for i := 0; i <= k; i++ {
+				want = append(want, "run "+names[i])
+			}
+			for i := k; i >= 0; i-- {
+				want = append(want, "undo "+names[i])
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("got %v\nwant %v", got, want)
+			}
+		})
+	}
+}
