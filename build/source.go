@@ -79,5 +79,26 @@ func (b *builder) resolveSource(ctx context.Context) error {
 	default:
 		return fmt.Errorf("the template names no base: set one of file, url or image in the base block")
 	}
+	return b.checkDiskSize(ctx)
+}
+
+// checkDiskSize refuses a disk_size below the base's own size now, before
+// anything boots: a disk can only grow.
+func (b *builder) checkDiskSize(ctx context.Context) error {
+	if b.spec.DiskSize <= 0 {
+		return nil
+	}
+	info, err := disk.ReadInfo(ctx, b.source.path)
+	if err != nil {
+		return err
+	}
+	if b.spec.DiskSize < info.VirtualSize {
+		base := b.source.base.Source
+		if b.source.parent != nil {
+			base = b.source.parent.Ref
+		}
+		return fmt.Errorf("disk_size %s is smaller than the base image %s (%s); disks can only grow: raise disk_size or leave it out",
+			disk.FormatSize(b.spec.DiskSize), base, disk.FormatSize(info.VirtualSize))
+	}
 	return nil
 }

@@ -150,6 +150,9 @@ func checkRawDisk(path string) error {
 		}
 		return notDisk("not a regular file")
 	}
+	if st.Size() == 0 {
+		return notDisk("the file is empty")
+	}
 	if st.Size() < 512 || st.Size()%512 != 0 {
 		return notDisk(fmt.Sprintf("size %d is not a whole number of 512-byte sectors", st.Size()))
 	}

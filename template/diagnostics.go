@@ -1,7 +1,9 @@
 package template
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"sort"
 	"strings"
 
@@ -106,4 +108,15 @@ func diagAt(rng *hcl.Range, summary, format string, args ...any) *hcl.Diagnostic
 		Detail:   fmt.Sprintf(format, args...),
 		Subject:  rng,
 	}
+}
+
+// readProblem says why a file could not be read without repeating its
+// name, which the diagnostic already gives: "no such file or directory"
+// rather than "open FILE: no such file or directory".
+func readProblem(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
 }

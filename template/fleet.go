@@ -144,7 +144,7 @@ func LoadFleet(path string, opts Options) (*FleetFile, error) {
 func (l *loader) loadFleet() *FleetFile {
 	src, err := os.ReadFile(l.path)
 	if err != nil {
-		l.diags = append(l.diags, diagAt(&hcl.Range{Filename: l.path}, "Cannot read fleet file", "%v", err))
+		l.diags = append(l.diags, diagAt(&hcl.Range{Filename: l.path}, "Cannot read fleet file", "%s", readProblem(err)))
 		return nil
 	}
 	file, diags := l.parse(src, l.path)

@@ -146,7 +146,7 @@ var rootSchema = &hcl.BodySchema{
 func (l *loader) load() *build.Spec {
 	src, err := os.ReadFile(l.path)
 	if err != nil {
-		l.diags = append(l.diags, diagAt(&hcl.Range{Filename: l.path}, "Cannot read template", "%v", err))
+		l.diags = append(l.diags, diagAt(&hcl.Range{Filename: l.path}, "Cannot read template", "%s", readProblem(err)))
 		return nil
 	}
 	file, diags := l.parse(src, l.path)

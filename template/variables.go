@@ -140,7 +140,7 @@ func (l *loader) setRaw(v *variable, raw, source string) {
 func (l *loader) readVarFile(path string) {
 	src, err := os.ReadFile(path)
 	if err != nil {
-		l.diags = append(l.diags, diagAt(&hcl.Range{Filename: path}, "Cannot read var file", "%v", err))
+		l.diags = append(l.diags, diagAt(&hcl.Range{Filename: path}, "Cannot read var file", "%s", readProblem(err)))
 		return
 	}
 	file, diags := l.parse(src, path)

@@ -79,6 +79,12 @@ func cmdBuild(ctx context.Context, args []string) error {
 	if err != nil {
 		return usageError{err.Error()}
 	}
+	if err := needTools(qemuSystem, qemuImg); err != nil {
+		return err
+	}
+	if *accel == "" {
+		warnAccel(ac)
+	}
 	paths := images.DefaultPaths()
 	store, err := images.Open(paths.Images())
 	if err != nil {

@@ -19,7 +19,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/instance"
@@ -159,6 +158,9 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	if name == "" {
 		return usageError{"give a fleet name and --image, e.g. kiln fleet up web --image hello:1.0.0 --count 2 --port 8080:8080"}
 	}
+	if err := needTools(qemuSystem, qemuImg); err != nil {
+		return err
+	}
 	dirs := fleetDirs(name)
 	if _, err := os.Stat(dirs.Spec()); err == nil {
 		if _, err := supervisor.NewClient(dirs).Status(); err == nil {
@@ -183,9 +185,9 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 		if *image == "" {
 			return usageError{"give --image (or --file), e.g. kiln fleet up web --image hello:1.0.0 --count 2 --port 8080:8080"}
 		}
-		mem, err := disk.ParseSize(*memory)
+		mem, err := parseMemoryFlag(*memory)
 		if err != nil {
-			return usageError{"--memory: " + err.Error()}
+			return err
 		}
 		ports, err := parsePorts(portSpecs)
 		if err != nil {
@@ -196,7 +198,7 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 			return err
 		}
 		spec = supervisor.Spec{Name: name, Image: *image, Count: *count, Ports: ports,
-			CPUs: *cpus, MemoryMiB: int(mem >> 20), Check: check}
+			CPUs: *cpus, MemoryMiB: mem, Check: check}
 	}
 	spec.CreatedAt = time.Now().UTC()
 	ref, err := images.ParseRef(spec.Image)

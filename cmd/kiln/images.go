@@ -182,6 +182,9 @@ func cmdImagesExport(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := needTools(qemuImg); err != nil {
+		return err
+	}
 	start := time.Now()
 	sum, err := disk.Export(ctx, store.BlobPath(m.Digest), *out, disk.ExportOptions{
 		Format: *format, Compression: *compress, Progress: progressBar("exporting " + m.Ref().String()),

@@ -153,6 +153,9 @@ func cmdImagesVerify(ctx context.Context, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if err := needTools(qemuImg); err != nil {
+		return err
+	}
 	store, err := openStore()
 	if err != nil {
 		return err
@@ -233,6 +236,10 @@ func cmdImagesRemove(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Without qemu-img, overlays in use could not be traced to their blobs.
+	if err := needTools(qemuImg); err != nil {
+		return err
+	}
 	if err := store.RemoveChecked(m.Ref(), inUseRoots(ctx, store), *force); err != nil {
 		return err
 	}
@@ -244,6 +251,11 @@ func cmdImagesGC(ctx context.Context, args []string) error {
 	fs := newFlags("images gc", "images gc [--dry-run]")
 	dry := fs.Bool("dry-run", false, "say what would be freed, remove nothing")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	// Without qemu-img, overlays in use could not be traced to their
+	// blobs, and gc would free what fleets and builds still read.
+	if err := needTools(qemuImg); err != nil {
 		return err
 	}
 	store, err := openStore()
@@ -278,6 +290,9 @@ func cmdImagesImport(ctx context.Context, args []string) error {
 	}
 	if fs.NArg() != 1 || *name == "" || *ver == "" {
 		return usageError{"give a file, --name and --version, e.g. kiln images import disk.vmdk --name app --version 1.0"}
+	}
+	if err := needTools(qemuImg); err != nil {
+		return err
 	}
 	store, err := openStore()
 	if err != nil {

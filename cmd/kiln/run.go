@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -42,14 +43,14 @@ func cmdRun(ctx context.Context, args []string) error {
 	if len(pos) != 1 {
 		return usageError{"give one image: a file (e.g. base.qcow2) or a stored ref (e.g. hello:1.0.0)"}
 	}
-	mem, err := disk.ParseSize(*memory)
+	mem, err := parseMemoryFlag(*memory)
 	if err != nil {
-		return usageError{"--memory: " + err.Error()}
+		return err
 	}
 	var size int64
 	if *diskSize != "" {
-		if size, err = disk.ParseSize(*diskSize); err != nil {
-			return usageError{"--disk-size: " + err.Error()}
+		if size, err = parseSizeFlag("--disk-size", *diskSize, "8G"); err != nil {
+			return err
 		}
 	}
 	forwards, err := parseForwards(ports)
@@ -58,7 +59,9 @@ func cmdRun(ctx context.Context, args []string) error {
 	}
 	var extra []byte
 	if *userData != "" {
-		if extra, err = os.ReadFile(*userData); err != nil {
+		if extra, err = os.ReadFile(*userData); errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("--user-data %s: no such file", *userData)
+		} else if err != nil {
 			return fmt.Errorf("--user-data: %w", err)
 		}
 	}
@@ -70,10 +73,21 @@ func cmdRun(ctx context.Context, args []string) error {
 	if err != nil {
 		return usageError{err.Error()}
 	}
+	if err := needTools(qemuSystem, qemuImg); err != nil {
+		return err
+	}
+	// Everything that can be refused is refused before the work folder
+	// exists: a bad image leaves nothing behind.
 	paths := images.DefaultPaths()
-	image, format, err := resolveImage(paths, pos[0], *force)
+	image, format, virtual, err := resolveImage(ctx, paths, pos[0], *force)
 	if err != nil {
 		return err
+	}
+	if size > 0 && size < virtual {
+		return usageError{fmt.Sprintf("--disk-size %s is smaller than %s (%s); disks can only grow", *diskSize, pos[0], disk.FormatSize(virtual))}
+	}
+	if *accel == "" {
+		warnAccel(ac)
 	}
 
 	dir, err := workdir.Create(paths.Runtime, "run")
@@ -90,7 +104,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	serialLog := filepath.Join(logDir, name+".serial.log")
 	inst, err := instance.Launch(ctx, instance.Options{
 		Name: name, Image: image, ImageFormat: format, Dir: dir, DiskSize: size,
-		CPUs: *cpus, MemoryMiB: int(mem >> 20), Accel: ac, Forwards: forwards, UserData: extra,
+		CPUs: *cpus, MemoryMiB: mem, Accel: ac, Forwards: forwards, UserData: extra,
 		BootTimeout: *bootTimeout, Firmware: fw, SerialLog: serialLog,
 		Log: func(f string, a ...any) { say(f, a...) },
 	})
@@ -139,31 +153,38 @@ func cmdRun(ctx context.Context, args []string) error {
 	return nil
 }
 
-// resolveImage turns the IMAGE argument into a disk path: an existing file,
-// or a ref in the store.
-func resolveImage(paths images.Paths, arg string, force bool) (path, format string, err error) {
+// resolveImage turns the IMAGE argument into a disk path, its format and
+// virtual size: an existing file that is a disk image, or a ref in the store.
+func resolveImage(ctx context.Context, paths images.Paths, arg string, force bool) (path, format string, virtual int64, err error) {
 	if _, err := os.Stat(arg); err == nil {
-		return arg, "", nil
+		info, err := disk.ReadInfo(ctx, arg)
+		if err != nil {
+			return "", "", 0, err
+		}
+		if format, err = disk.DetectFormat(ctx, arg); err != nil {
+			return "", "", 0, err
+		}
+		return arg, format, info.VirtualSize, nil
 	}
 	if !images.LooksLikeRef(arg) {
-		return "", "", fmt.Errorf("image %s: no such file", arg)
+		return "", "", 0, fmt.Errorf("image %s: no such file", arg)
 	}
 	ref, err := images.ParseRef(arg)
 	if err != nil {
-		return "", "", err
+		return "", "", 0, err
 	}
 	store, err := images.Open(paths.Images())
 	if err != nil {
-		return "", "", err
+		return "", "", 0, err
 	}
 	m, err := store.Resolve(ref)
 	if err != nil {
-		return "", "", err
+		return "", "", 0, err
 	}
 	if err := store.CheckUsable(m, force); err != nil {
-		return "", "", err
+		return "", "", 0, err
 	}
-	return store.BlobPath(m.Digest), m.Format, nil
+	return store.BlobPath(m.Digest), m.Format, m.VirtualSize, nil
 }
 
 // parseForwards reads --port HOST:GUEST values (HOST may be 0 for "any").
@@ -179,18 +200,23 @@ func parseForwards(specs []string) ([]qemu.Forward, error) {
 	return out, nil
 }
 
+// chooseAccel checks an --accel value; "" picks the best available.
 func chooseAccel(name string) (qemu.Accel, error) {
 	switch name {
 	case "":
-		a := qemu.DetectAccel()
-		if w := qemu.AccelWarning(a); w != "" {
-			say("%s", w)
-		}
-		return a, nil
+		return qemu.DetectAccel(), nil
 	case "kvm", "hvf", "tcg":
 		return qemu.Accel(name), nil
 	}
 	return "", fmt.Errorf("--accel %q: use kvm, hvf or tcg", name)
+}
+
+// warnAccel says when VMs will be slow. Commands call it once their input
+// has been checked, so it never comes before an error about that input.
+func warnAccel(a qemu.Accel) {
+	if w := qemu.AccelWarning(a); w != "" {
+		say("%s", w)
+	}
 }
 
 // ovmfPaths are where Debian and Ubuntu install UEFI firmware for QEMU.
