@@ -148,6 +148,16 @@ func Run(ctx context.Context, spec Spec, opts Options) (Result, error) {
 		}
 		b.say("[%d/%d] %s %s in %s", i+offset, len(steps), name, status, durationString(d))
 	}
+	// Without the cache an existing version is refused before the source
+	// step, which may download gigabytes; with it, identical inputs must
+	// first be told apart from a clash, which needs the source's digest.
+	if !opts.Force && opts.NoCache {
+		if _, err := opts.Store.Get(images.Ref{Name: spec.Name, Version: spec.Version}); err == nil {
+			logFile.Close()
+			os.RemoveAll(dir)
+			return Result{}, fmt.Errorf("image %s:%s already exists; bump the version or pass --force to replace it", spec.Name, spec.Version)
+		}
+	}
 	// The source comes first: its digest completes the build's fingerprint.
 	err = runSteps(ctx, steps[:1], report, opts.KeepOnError)
 	if err == nil {

@@ -266,7 +266,7 @@ func TestBadInput(t *testing.T) {
 			{name: "import_without_qemu_img", args: []string{"images", "import", "tiny.qcow2", "--name", "t", "--version", "2"}, path: env.noQEMUImg, code: 1,
 				want: []string{"qemu-img is not installed", "sudo apt-get install qemu-utils"}},
 			{name: "gc_without_qemu_img", args: []string{"images", "gc"}, path: env.noQEMUImg, code: 1,
-				want: []string{"kiln images: qemu-img is not installed (not found in PATH): install it with `sudo apt-get install qemu-utils`"}},
+				want: []string{"kiln images gc: qemu-img is not installed (not found in PATH): install it with `sudo apt-get install qemu-utils`"}},
 			{name: "import_text_file", args: []string{"images", "import", "notadisk.txt", "--name", "t", "--version", "2"}, code: 1,
 				want: []string{"notadisk.txt is not a disk image"}},
 			{name: "import_existing_version", args: []string{"images", "import", "tiny.qcow2", "--name", "tiny", "--version", "1"}, code: 1,

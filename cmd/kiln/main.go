@@ -93,15 +93,24 @@ func realMain(ctx context.Context, args []string, stderr io.Writer) int {
 	case errors.Is(err, pflag.ErrHelp):
 		return 0
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "kiln %s: %s\n", args[0], ue.msg)
+		fmt.Fprintf(stderr, "kiln %s: %s\n", commandName(args), ue.msg)
 		return 2
 	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
 		fmt.Fprintln(stderr, "kiln: interrupted; cleaned up")
 		return 130
 	default:
-		fmt.Fprintf(stderr, "kiln %s: %s\n", args[0], err)
+		fmt.Fprintf(stderr, "kiln %s: %s\n", commandName(args), err)
 		return 1
 	}
+}
+
+// commandName names the command in error messages: "images show", not just
+// "images", for the commands that group subcommands.
+func commandName(args []string) string {
+	if (args[0] == "images" || args[0] == "fleet") && len(args) > 1 && !strings.HasPrefix(args[1], "-") {
+		return args[0] + " " + args[1]
+	}
+	return args[0]
 }
 
 // reclaimStaleWork removes what a kiln that was killed (kill -9, a crash,
