@@ -431,7 +431,14 @@ func (b *bencher) build(args ...string) (buildRun, error) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	started := false
+	// The probe stops when the boot step ends, answered or not, so it never
+	// competes with provisioning for sshd.
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
 	onLine := func(l Line) {
+		if st, ok := ParseStep(l.Text); ok && st.Name == "boot" {
+			stopProbe()
+		}
 		port, ok := SSHPort(l.Text)
 		if !ok {
 			return
@@ -444,7 +451,7 @@ func (b *bencher) build(args ...string) (buildRun, error) {
 		started = true
 		br.sshStart = l.At
 		wg.Go(func() {
-			banner, dialed, ok := probeSSH(ctx, fmt.Sprintf("127.0.0.1:%d", port))
+			banner, dialed, ok := probeSSH(probeCtx, fmt.Sprintf("127.0.0.1:%d", port))
 			if ok {
 				mu.Lock()
 				br.banner, br.dialed = banner, dialed
@@ -477,8 +484,9 @@ func (b *bencher) build(args ...string) (buildRun, error) {
 // and when that connection was made. Under QEMU's user networking the
 // host-side connect succeeds at once; a guest that does not listen yet
 // resets it (EOF), and a guest without network yet leaves it hanging, so
-// each attempt waits at most 1.5 s for the banner. Only one connection at
-// a time reaches sshd, so the probe never trips its MaxStartups limit.
+// each attempt waits at most 3 s for the banner (kiln's own handshake
+// timeout). Only one connection at a time reaches sshd, so the probe never
+// trips its MaxStartups limit.
 func probeSSH(ctx context.Context, addr string) (banner, dialed time.Time, ok bool) {
 	buf := make([]byte, 8)
 	for ctx.Err() == nil {
@@ -486,7 +494,7 @@ func probeSSH(ctx context.Context, addr string) (banner, dialed time.Time, ok bo
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err == nil {
 			at := time.Now()
-			c.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
+			c.SetReadDeadline(time.Now().Add(3 * time.Second))
 			n, _ := io.ReadFull(c, buf)
 			got := time.Now()
 			c.Close()
@@ -824,8 +832,11 @@ func (b *bencher) fleets() {
 		"read when the instance folder is complete, before QEMU runs; one sample per instance")
 	for _, n := range b.s.sizes {
 		st := stats[n]
-		b.add(fmt.Sprintf("N=%d: until all healthy", n), Duration, st.ready,
-			fmt.Sprintf("from `kiln fleet up`; the command returned after %s (median)", FormatSeconds(Median(st.up))))
+		note := "from the start of `kiln fleet up`"
+		if len(st.up) > 0 {
+			note += fmt.Sprintf("; the command returned after %s (median)", FormatSeconds(Median(st.up)))
+		}
+		b.add(fmt.Sprintf("N=%d: until all healthy", n), Duration, st.ready, note)
 	}
 	for _, n := range b.s.sizes {
 		b.add(fmt.Sprintf("N=%d: supervisor memory (VmRSS)", n), Bytes, stats[n].supRSS, "once all are healthy")

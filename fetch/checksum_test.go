@@ -1,6 +1,9 @@
 package fetch
 
 import (
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -121,6 +124,11 @@ func TestParseSumsList(t *testing.T) {
 	}
 }
 
+// FuzzParseSumsList checks that ParseSumsList only ever returns a
+// well-formed digest (a known algorithm, exactly its number of lower-case
+// hex digits) that is really in the list, that failures match ErrNoEntry,
+// that the first usable entry wins, and that an entry written the way
+// sha256sum (GNU) or BSD tools write it reads back.
 func FuzzParseSumsList(f *testing.F) {
 	f.Add([]byte(hex64+"  disk.qcow2\n"), "disk.qcow2")
 	f.Add([]byte(hex64+" *./disk.qcow2\r\n"), "disk.qcow2")
@@ -132,11 +140,62 @@ func FuzzParseSumsList(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, name string) {
 		c, err := ParseSumsList(data, name)
 		if err != nil {
+			if strings.TrimPrefix(name, "./") != "" && !errors.Is(err, ErrNoEntry) {
+				t.Fatalf("ParseSumsList(%q, %q): error %v does not match ErrNoEntry", data, name, err)
+			}
+		} else {
+			// Whatever it returns must be usable as a cache key...
+			if err := c.checkDigest(); err != nil {
+				t.Fatalf("ParseSumsList(%q, %q) = %+v, which is invalid: %v", data, name, c, err)
+			}
+			if c.ListURL != "" {
+				t.Fatalf("ParseSumsList(%q, %q) = %+v, with a list URL", data, name, c)
+			}
+			// ...and come from the list, not be made up.
+			if !strings.Contains(strings.ToLower(string(data)), c.Hex) {
+				t.Fatalf("ParseSumsList(%q, %q) = %+v, which is not in the list", data, name, c)
+			}
+			// The first usable entry wins: a later one changes nothing.
+			more := append(append([]byte(nil), data...), "\n"+strings.Repeat("0", 64)+"  "+name+"\n"...)
+			if again, err := ParseSumsList(more, name); err != nil || again != c {
+				t.Fatalf("ParseSumsList(%q, %q) = %+v, but with a later entry %+v, %v", data, name, c, again, err)
+			}
+		}
+
+		// An entry for name, as the tools write it, reads back. Names that
+		// end in blanks are out: lists are read with trailing blanks (and
+		// CRs) trimmed, as people edit them by hand.
+		want := strings.TrimPrefix(name, "./")
+		if want == "" || strings.TrimRight(name, " \t\r") != name {
 			return
 		}
-		// Whatever it returns must be usable as a cache key.
-		if err := c.checkDigest(); err != nil {
-			t.Fatalf("ParseSumsList(%q, %q) = %+v, which is invalid: %v", data, name, c, err)
+		sum256, sum512 := sha256.Sum256(data), sha512.Sum512(data)
+		h256, h512 := hex.EncodeToString(sum256[:]), hex.EncodeToString(sum512[:])
+		// gnu writes a line as sha256sum does, escaping names that need it;
+		// mode is ' ' for text and '*' for binary.
+		gnu := func(hex string, mode byte) string {
+			if strings.ContainsAny(name, "\\\n\r") {
+				return `\` + hex + " " + string(mode) + strings.NewReplacer(`\`, `\\`, "\n", `\n`, "\r", `\r`).Replace(name)
+			}
+			return hex + " " + string(mode) + name
+		}
+		type entry struct {
+			list string
+			want Checksum
+		}
+		entries := []entry{
+			{"# comment\n" + strings.Repeat("1", 64) + "  other-" + name + "\n" + gnu(h256, ' ') + "\n", Checksum{Algo: "sha256", Hex: h256}},
+			{gnu(strings.ToUpper(h512), '*') + "\r\n", Checksum{Algo: "sha512", Hex: h512}},
+		}
+		if !strings.ContainsAny(name, "\n\r") {
+			entries = append(entries,
+				entry{"SHA256 (" + name + ") = " + h256 + "\n", Checksum{Algo: "sha256", Hex: h256}},
+				entry{"SHA512 (./" + want + ") = " + h512, Checksum{Algo: "sha512", Hex: h512}})
+		}
+		for _, e := range entries {
+			if got, err := ParseSumsList([]byte(e.list), name); err != nil || got != e.want {
+				t.Fatalf("ParseSumsList(%q, %q) = %+v, %v; want %+v", e.list, name, got, err, e.want)
+			}
 		}
 	})
 }

@@ -89,8 +89,13 @@ func (m Manifest) Validate() error {
 	if err := checkDigest(m.Digest); err != nil {
 		return fmt.Errorf("digest: %w", err)
 	}
-	if m.Format == "" {
+	switch m.Format {
+	case "qcow2", "raw":
+	case "":
 		return errors.New("format is empty")
+	default:
+		// It is passed to qemu-img as the backing format of overlays.
+		return fmt.Errorf("format %q is not qcow2 or raw", m.Format)
 	}
 	if len(m.Fingerprint) > maxFingerprintLen {
 		return fmt.Errorf("fingerprint is longer than %d characters", maxFingerprintLen)

@@ -1,6 +1,7 @@
 package images
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -162,6 +163,10 @@ func TestWriteFileAtomic(t *testing.T) {
 	}
 }
 
+// FuzzReadManifest feeds arbitrary bytes to ReadManifest. Whatever it
+// accepts must pass Validate, give store paths inside the store, and
+// survive being written back: encoding it and reading that back gives an
+// equal manifest, and encoding is stable (encode∘read∘encode = encode).
 func FuzzReadManifest(f *testing.F) {
 	good, _ := encodeManifest(fullManifest())
 	f.Add(good)
@@ -183,6 +188,9 @@ func FuzzReadManifest(f *testing.F) {
 		tmp.Close()
 		m, err := ReadManifest(tmp.Name())
 		if err != nil {
+			if !strings.Contains(err.Error(), tmp.Name()) {
+				t.Fatalf("error %q does not name the file", err)
+			}
 			return
 		}
 		// Whatever is accepted must be safe to turn into store paths and
@@ -190,16 +198,55 @@ func FuzzReadManifest(f *testing.F) {
 		if err := m.Validate(); err != nil {
 			t.Fatalf("accepted an invalid manifest: %v", err)
 		}
+		if m.Format != "qcow2" && m.Format != "raw" {
+			t.Fatalf("accepted format %q", m.Format)
+		}
 		s := &Store{Root: "/store"}
 		if s.BlobPath(m.Digest) == "" || !strings.HasPrefix(s.manifestPath(m.Ref()), "/store/manifests/"+m.Name+"/") {
 			t.Fatalf("unsafe paths for %+v", m)
 		}
+		if filepath.Dir(s.manifestPath(m.Ref())) != filepath.Join("/store/manifests", m.Name) {
+			t.Fatalf("manifest path %s is not directly in its name's folder", s.manifestPath(m.Ref()))
+		}
 		again, err := encodeManifest(m)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("accepted manifest does not encode: %v\n%+v", err, m)
 		}
-		if _, err := decodeManifest(again); err != nil {
-			t.Fatalf("re-encoded manifest does not decode: %v", err)
+		back, err := decodeManifest(again)
+		if err != nil {
+			t.Fatalf("re-encoded manifest does not decode: %v\n%s", err, again)
+		}
+		if !sameManifest(m, back) {
+			t.Fatalf("round trip changed the manifest:\nread    %+v\nre-read %+v\nfrom\n%s", m, back, again)
+		}
+		if third, err := encodeManifest(back); err != nil || !bytes.Equal(third, again) {
+			t.Fatalf("encoding is not stable (%v):\n%s\nthen\n%s", err, again, third)
 		}
 	})
+}
+
+// sameManifest reports whether a and b say the same: times compare as
+// instants (JSON keeps the offset, not the *time.Location) and an empty
+// map or list is the same as none (omitempty drops both).
+func sameManifest(a, b Manifest) bool {
+	if !a.BuildStart.Equal(b.BuildStart) || !a.BuildEnd.Equal(b.BuildEnd) {
+		return false
+	}
+	norm := func(m Manifest) Manifest {
+		m.BuildStart, m.BuildEnd = time.Time{}, time.Time{}
+		if len(m.Variables) == 0 {
+			m.Variables = nil
+		}
+		if len(m.Labels) == 0 {
+			m.Labels = nil
+		}
+		if len(m.Provisioners) == 0 {
+			m.Provisioners = nil
+		}
+		if len(m.Phases) == 0 {
+			m.Phases = nil
+		}
+		return m
+	}
+	return reflect.DeepEqual(norm(a), norm(b))
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -115,6 +116,13 @@ func TestLooksLikeRef(t *testing.T) {
 	}
 }
 
+// refGrammar is ParseRef's documented grammar, written independently of
+// its code: FuzzParseRef checks that exactly these strings are accepted.
+var refGrammar = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,127}(:[A-Za-z0-9][A-Za-z0-9._+-]{0,127}|@[A-Za-z][A-Za-z0-9._+-]{0,127})?$`)
+
+// FuzzParseRef checks that ParseRef accepts exactly its documented grammar,
+// that what it accepts round-trips through String, and that the parts it
+// returns are safe to use as file names in the store.
 func FuzzParseRef(f *testing.F) {
 	for _, s := range []string{"hello:1.0.0", "hello", "Hello:1", "", ":", "a:b:c", "a:..", "x:1+2", "ü:1", "a\x00:1",
 		"hello@stable", "hello@latest", "hello@", "@x", "a@b@c", "a@..", "a@1", "a:1@b", "a@b:1", "a@B+1.x-y_z", "a@é"} {
@@ -122,18 +130,29 @@ func FuzzParseRef(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		r, err := ParseRef(s)
+		if want := refGrammar.MatchString(s); want != (err == nil) {
+			t.Fatalf("ParseRef(%q) = %+v, %v; the documented grammar says valid=%v", s, r, err, want)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrInvalidRef) {
 				t.Fatalf("error %v does not match ErrInvalidRef", err)
 			}
+			if r != (Ref{}) {
+				t.Fatalf("ParseRef(%q) failed but returned %+v", s, r)
+			}
 			return
 		}
+		// Round trip: String gives back the input, which parses to the
+		// same ref.
 		if r.String() != s {
 			t.Fatalf("ParseRef(%q).String() = %q", s, r.String())
 		}
+		if again, err := ParseRef(r.String()); err != nil || again != r {
+			t.Fatalf("ParseRef(%q) = %+v, but ParseRef(%q) = %+v, %v", s, r, r.String(), again, err)
+		}
 		// Valid refs become paths: they must never escape their folder.
 		for _, part := range []string{r.Name, r.Version, r.Channel} {
-			if strings.ContainsAny(part, "/\\:@\x00") || part == "." || part == ".." {
+			if strings.ContainsAny(part, "/\\:@\x00") || part == "." || part == ".." || len(part) > 128 {
 				t.Fatalf("ParseRef(%q) accepted unsafe part %q", s, part)
 			}
 		}

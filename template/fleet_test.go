@@ -1,7 +1,6 @@
 package template
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/images"
 )
 
 const fleetDir = "testdata/fleet"
@@ -255,8 +256,9 @@ func checkFleetDiags(t *testing.T, path string, err error, wants []want) {
 }
 
 // FuzzLoadFleet feeds arbitrary bytes to LoadFleet as a fleet file. It must
-// never panic, and must return either a FleetFile or a non-empty
-// Diagnostics rendered one problem per line, never both.
+// never panic, and must return either a FleetFile within every limit
+// LoadFleet documents or a non-empty Diagnostics with every problem at a
+// FILE:LINE:COL inside the file, rendered one per line; never both.
 func FuzzLoadFleet(f *testing.F) {
 	entries, err := os.ReadDir(fleetDir)
 	if err != nil {
@@ -270,27 +272,72 @@ func FuzzLoadFleet(f *testing.F) {
 	f.Add([]byte(""))
 	f.Add([]byte("fleet \"x\" {\n"))
 	f.Add([]byte(`fleet "x" { image = "a" health "tcp" { port = 1e999 } }`))
+	path := filepath.Join(f.TempDir(), "web.fleet.hcl")
 	f.Fuzz(func(t *testing.T, src []byte) {
-		dir := writeDir(t, map[string]string{"web.fleet.hcl": string(src)})
-		ff, err := LoadFleet(filepath.Join(dir, "web.fleet.hcl"), Options{Env: noEnv})
-		if err == nil {
-			if ff == nil {
-				t.Fatal("neither a FleetFile nor an error")
+		if err := os.WriteFile(path, src, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ff, err := LoadFleet(path, Options{Env: noEnv})
+		if err != nil {
+			if ff != nil {
+				t.Fatalf("both a FleetFile and an error")
 			}
-			if ff.Count < 1 || ff.Count > 16 || ff.CPUs < 1 || ff.MemoryMiB < 1 || !fleetNameRe.MatchString(ff.Name) {
-				t.Fatalf("invalid FleetFile accepted: %s", fleetString(ff))
-			}
+			checkDiagnostics(t, err, path, src)
 			return
 		}
-		var ds Diagnostics
-		if !errors.As(err, &ds) || len(ds) == 0 {
-			t.Fatalf("error %T %v is not a non-empty Diagnostics", err, err)
+		if ff == nil {
+			t.Fatal("neither a FleetFile nor an error")
 		}
-		if ff != nil {
-			t.Fatalf("both a FleetFile and an error")
-		}
-		if n := strings.Count(err.Error(), "\n"); n != len(ds)-1 {
-			t.Fatalf("%d diagnostics rendered on %d lines:\n%v", len(ds), n+1, err)
+		if problem := checkFleetFile(ff); problem != "" {
+			t.Fatalf("invalid FleetFile accepted (%s): %s", problem, fleetString(ff))
 		}
 	})
+}
+
+// checkFleetFile returns what in f breaks LoadFleet's documented limits,
+// or "".
+func checkFleetFile(f *FleetFile) string {
+	switch {
+	case !fleetNameRe.MatchString(f.Name):
+		return "name"
+	case f.Count < 1 || f.Count > fleetMaxCount || f.CPUs < 1 || f.MemoryMiB < 1:
+		return "count, cpus or memory"
+	}
+	if _, err := images.ParseRef(f.Image); err != nil {
+		return err.Error()
+	}
+	hosts := map[int]bool{}
+	for _, p := range f.Ports {
+		if p.Host < 1 || p.Host > 65535 || p.Guest < 1 || p.Guest > 65535 || hosts[p.Host] {
+			return fmt.Sprintf("port %+v", p)
+		}
+		hosts[p.Host] = true
+	}
+	h := f.Health
+	if h == nil {
+		return ""
+	}
+	switch h.Kind {
+	case "http":
+		if !strings.HasPrefix(h.Path, "/") || strings.ContainsFunc(h.Path, isSpaceOrControl) || h.Command != "" {
+			return "http check"
+		}
+	case "tcp":
+		if h.Path != "" || h.Command != "" {
+			return "tcp check"
+		}
+	case "exec":
+		if strings.TrimSpace(h.Command) == "" || h.Path != "" || h.Port != 0 {
+			return "exec check"
+		}
+	default:
+		return "health kind"
+	}
+	if h.Kind != "exec" && (h.Port < 1 || h.Port > 65535) {
+		return "health port"
+	}
+	if h.Interval < 0 || h.Timeout < 0 || h.Delay < 0 || h.Failures < 0 || h.Successes < 0 {
+		return "health timing or threshold"
+	}
+	return ""
 }

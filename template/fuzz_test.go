@@ -4,13 +4,32 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
+
+	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/images"
 )
 
+// fuzzFiles are the files next to the template in FuzzLoad, so that seeds
+// (examples/hello and testdata/full among them) can load successfully.
+var fuzzFiles = map[string]string{
+	"setup.sh":          "true\n",
+	"scripts/second.sh": "true\n",
+	"motd.tpl":          "v=${v}",
+	"cc.yaml":           "#cloud-config\n",
+	"cloud-config.yaml": "#cloud-config\npackages: [curl]\n",
+	"base.qcow2":        "not really a qcow2",
+	"app/a.txt":         "a",
+}
+
 // FuzzLoad feeds arbitrary bytes to Load as a template. Load must never
-// panic, and must return either a Spec or a non-empty Diagnostics whose
-// rendering is one problem per line.
+// panic, and must return either a Spec that keeps every promise of
+// build.Spec, with a digest that does not change from one load to the
+// next, or a non-empty Diagnostics with every problem at a FILE:LINE:COL
+// inside the template, rendered one per line; never both.
 func FuzzLoad(f *testing.F) {
 	for _, seed := range []string{
 		minimal,
@@ -33,31 +52,137 @@ func FuzzLoad(f *testing.F) {
 	if b, err := os.ReadFile("testdata/full/kiln.hcl"); err == nil {
 		f.Add(b)
 	}
+	// Load only reads, so the files are written once; each input replaces
+	// the template.
+	dir := writeDir(f, fuzzFiles)
+	path := filepath.Join(dir, "kiln.hcl")
 	f.Fuzz(func(t *testing.T, src []byte) {
-		// Files the seeds refer to; nothing outside the folder is named.
-		dir := writeDir(t, map[string]string{
-			"kiln.hcl":  string(src),
-			"setup.sh":  "true\n",
-			"motd.tpl":  "v=${v}",
-			"cc.yaml":   "#cloud-config\n",
-			"app/a.txt": "a",
-		})
-		spec, err := Load(filepath.Join(dir, "kiln.hcl"), Options{Env: noEnv, Vars: map[string]string{}})
-		if err == nil {
-			if spec == nil || !digestRe.MatchString(spec.TemplateDigest) {
-				t.Fatalf("no error, but spec %+v", spec)
+		if err := os.WriteFile(path, src, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		opts := Options{Env: noEnv, Vars: map[string]string{}}
+		spec, err := Load(path, opts)
+		if err != nil {
+			if spec != nil {
+				t.Fatalf("both a spec and an error")
 			}
+			checkDiagnostics(t, err, path, src)
 			return
 		}
-		var ds Diagnostics
-		if !errors.As(err, &ds) || len(ds) == 0 {
-			t.Fatalf("error %T %v is not a non-empty Diagnostics", err, err)
+		if spec == nil {
+			t.Fatal("neither a spec nor an error")
 		}
-		if spec != nil {
-			t.Fatalf("both a spec and an error")
-		}
-		if n := strings.Count(err.Error(), "\n"); n != len(ds)-1 {
-			t.Fatalf("%d diagnostics rendered on %d lines:\n%v", len(ds), n+1, err)
+		checkSpec(t, spec, path)
+		// The build cache keys on the digest: loading again gives the same.
+		again, err := Load(path, opts)
+		if err != nil || again.TemplateDigest != spec.TemplateDigest {
+			t.Fatalf("second load: %v, digest %s then %v", err, spec.TemplateDigest, again)
 		}
 	})
+}
+
+// checkDiagnostics checks that err is a non-empty Diagnostics, rendered one
+// per line, each at a position inside the file at path, whose content is
+// src: the template names no other file, --var and the environment are
+// empty, so every problem can be pointed at.
+func checkDiagnostics(t *testing.T, err error, path string, src []byte) {
+	t.Helper()
+	var ds Diagnostics
+	if !errors.As(err, &ds) || len(ds) == 0 {
+		t.Fatalf("error %T %v is not a non-empty Diagnostics", err, err)
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != len(ds) {
+		t.Fatalf("%d diagnostics rendered on %d lines:\n%v", len(ds), len(lines), err)
+	}
+	maxLine := strings.Count(string(src), "\n") + 1
+	for i, d := range ds {
+		if d.File != path || d.Line < 1 || d.Line > maxLine || d.Column < 1 || d.Summary == "" {
+			t.Fatalf("diagnostic %+v has no position in %s (%d lines):\n%v", d, path, maxLine, err)
+		}
+		if !strings.HasPrefix(lines[i], path+":") {
+			t.Fatalf("diagnostic %q does not start with %s:LINE:COL", lines[i], path)
+		}
+	}
+}
+
+// checkSpec checks the promises build.Spec makes, and those of the
+// template language, for a spec Load returned.
+func checkSpec(t *testing.T, s *build.Spec, path string) {
+	t.Helper()
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Fatalf("accepted an invalid spec: "+format+"\n%+v", append(args, *s)...)
+	}
+	if !digestRe.MatchString(s.TemplateDigest) {
+		fail("digest %q", s.TemplateDigest)
+	}
+	if s.TemplatePath != path {
+		fail("template path %q, want %q", s.TemplatePath, path)
+	}
+	if !nameRe.MatchString(s.Name) || !versionRe.MatchString(s.Version) {
+		fail("name %q, version %q", s.Name, s.Version)
+	}
+	if _, err := images.ParseRef(s.Name + ":" + s.Version); err != nil {
+		fail("%v", err)
+	}
+	b := s.Base
+	n := 0
+	for _, v := range []string{b.File, b.URL, b.Image} {
+		if v != "" {
+			n++
+		}
+	}
+	switch {
+	case n != 1:
+		fail("%d base sources", n)
+	case b.URL != "" && checkChecksum(b.Checksum) != nil:
+		fail("base url with checksum %q", b.Checksum)
+	case b.URL == "" && b.Checksum != "":
+		fail("checksum %q without a url", b.Checksum)
+	case b.File != "" && !filepath.IsAbs(b.File):
+		fail("relative base file %q", b.File)
+	}
+	if b.Image != "" {
+		if _, err := images.ParseRef(b.Image); err != nil {
+			fail("base image: %v", err)
+		}
+	}
+	if s.DiskSize < 0 || s.DiskSize%(1<<20) != 0 || s.CPUs < 0 || s.MemoryMiB < 0 ||
+		s.BootTimeout < 0 || s.ShutdownTimeout < 0 || !slices.Contains(compressions, s.Compression) {
+		fail("out-of-range setting")
+	}
+	for _, p := range s.Provisioners {
+		switch p.Type {
+		case "shell":
+			if (len(p.Inline) > 0) == (len(p.Scripts) > 0) || p.Timeout < 0 {
+				fail("shell provisioner %+v", p)
+			}
+			for _, sc := range p.Scripts {
+				if !filepath.IsAbs(sc) {
+					fail("relative script %q", sc)
+				}
+			}
+			for k := range p.Env {
+				if !envNameRe.MatchString(k) {
+					fail("environment variable %q", k)
+				}
+			}
+		case "file":
+			local := p.Source
+			if p.Direction == "download" {
+				local = p.Destination
+			} else if p.Direction != "upload" {
+				fail("direction %q", p.Direction)
+			}
+			if p.Source == "" || p.Destination == "" || !filepath.IsAbs(local) {
+				fail("file provisioner %+v", p)
+			}
+		default:
+			fail("provisioner type %q", p.Type)
+		}
+	}
+	if !sort.SliceIsSorted(s.Variables, func(i, j int) bool { return s.Variables[i].Name < s.Variables[j].Name }) {
+		fail("variables not sorted by name")
+	}
 }
