@@ -7,11 +7,15 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/fleet"
 )
 
 // hammer sends requests to the front port until stopped, counting failures.
@@ -89,8 +93,9 @@ func get(t *testing.T, url string) string {
 }
 
 type fleetState struct {
-	Stable    string `json:"stable"`
-	Running   bool   `json:"running"`
+	Stable    string              `json:"stable"`
+	Running   bool                `json:"running"`
+	Rollout   *fleet.RolloutState `json:"rollout"`
 	Instances []struct {
 		ID, Version, Health, Dir string
 		Pid                      int
@@ -138,9 +143,31 @@ func TestFleetRollout(t *testing.T) {
 	}
 
 	h := startHammer(front)
-	r = kilnCmd(t, 20*time.Minute, "rollout", "web", "--to", "hello:1.1.0", "--bake", "10s", "--drain", "5s")
-	if r.code != 0 {
-		t.Fatalf("rollout to 1.1.0: exit %d", r.code)
+	// Ctrl-C on the CLI stops following, not the rollout: the supervisor
+	// owns it and carries it through.
+	follow := startKiln(t, "rollout", "web", "--to", "hello:1.1.0", "--bake", "10s", "--drain", "5s")
+	follow.waitFor(t, `→ starting-green`, 2*time.Minute)
+	follow.cmd.Process.Signal(syscall.SIGINT)
+	if res := follow.wait(t, time.Minute); res.code != 130 || !strings.Contains(res.stderr, "the rollout goes on") {
+		t.Errorf("Ctrl-C on kiln rollout: exit %d, want 130 and word that the rollout goes on", res.code)
+	}
+	deadline := time.Now().Add(20 * time.Minute)
+	for {
+		var st fleetState
+		out, err := exec.Command(kiln, "fleet", "status", "web", "--json").Output()
+		if err != nil || json.Unmarshal(out, &st) != nil {
+			t.Fatalf("fleet status --json: %v\n%s", err, out)
+		}
+		if st.Rollout != nil && st.Rollout.Phase.Terminal() {
+			if st.Rollout.Phase != "succeeded" {
+				t.Fatalf("the rollout to 1.1.0 ended %s: %s", st.Rollout.Phase, st.Rollout.Reason)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the rollout to 1.1.0 did not end within 20m")
+		}
+		time.Sleep(2 * time.Second)
 	}
 	if got := get(t, front); !strings.Contains(got, "hello 1.1.0") {
 		t.Errorf("after the rollout the front answers %q, want hello 1.1.0", got)
