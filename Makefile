@@ -4,7 +4,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build deps test unit e2e demo bench fuzz vet clean
+.PHONY: build deps test unit e2e demo bench fuzz fuzz-short vet clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/kiln ./cmd/kiln
@@ -25,13 +25,19 @@ unit:
 e2e: build
 	KILN_E2E=1 $(GO) test -count=1 -v -timeout 40m ./e2e/
 
-test: deps vet build unit e2e
+test: deps vet build unit fuzz-short e2e
 
 demo: deps build
 	sh scripts/demo.sh
 
+# fuzz runs every fuzz target for FUZZTIME; make test runs them briefly
+# (their seeds in testdata/fuzz, then a few seconds of new inputs each).
+FUZZTIME ?= 10s
 fuzz:
-	sh scripts/fuzz.sh 10s
+	sh scripts/fuzz.sh $(FUZZTIME)
+
+fuzz-short:
+	sh scripts/fuzz.sh 3s
 
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./...
