@@ -14,9 +14,10 @@ image "broken" {
     inline = [
       "set -e",
       "echo about to fill the disk",
-      # Take all but 64 KiB at once, then write until the disk refuses.
+      # Take what df offers at once, then write on (root may also use the
+      # blocks ext4 reserves for it) until the disk refuses.
       "fallocate -l $(( $(df --output=avail -B1 / | tail -n 1) - 65536 )) /var/tmp/fill",
-      "dd if=/dev/zero of=/var/tmp/fill2 bs=1M count=64",
+      "dd if=/dev/zero of=/var/tmp/fill2 bs=1M status=none",
     ]
   }
 }
