@@ -23,7 +23,7 @@ unit:
 # e2e boots real VMs (TCG where there is no KVM); the base image is cached
 # in $$KILN_HOME or the XDG cache between runs.
 e2e: build
-	KILN_E2E=1 $(GO) test -count=1 -v -timeout 40m ./e2e/
+	KILN_E2E=1 $(GO) test -count=1 -v -timeout 60m ./e2e/
 
 test: deps vet build unit fuzz-short e2e
 
