@@ -34,7 +34,9 @@ func runSteps(ctx context.Context, steps []step, report func(i, n int, name stri
 		start := time.Now()
 		done = append(done, s)
 		err := s.run(ctx)
-		if err == nil && ctx.Err() != nil {
+		if ctx.Err() != nil {
+			// Interrupted: whatever the step saw (a closed connection, a
+			// killed subprocess) is a symptom of the interruption.
 			err = ctx.Err()
 		}
 		report(i+1, len(steps), s.name, time.Since(start), err)

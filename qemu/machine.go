@@ -210,6 +210,13 @@ func launch(ctx context.Context, c Config, bin string, hostPorts []int) (*Machin
 	argv := Argv(c, hostPorts)
 	_ = os.Remove(filepath.Join(c.Dir, qmpSocketName))
 	_ = os.Remove(filepath.Join(c.Dir, pidFileName))
+	// QEMU creates the console log with the umask's mode; the console can
+	// show what provisioning printed, so make it private first (QEMU keeps
+	// an existing file's mode when it truncates it).
+	if f, err := os.OpenFile(c.serialLog(), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600); err == nil {
+		f.Chmod(0o600)
+		f.Close()
+	}
 
 	m := &Machine{
 		cfg:    c,

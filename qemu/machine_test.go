@@ -81,8 +81,10 @@ func TestStartStatusKill(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(pidFile)) != strconv.Itoa(m.Pid()) {
 		t.Errorf("pidfile %q, %v; pid %d", pidFile, err, m.Pid())
 	}
-	if _, err := os.Stat(m.SerialLog()); err != nil {
+	if fi, err := os.Stat(m.SerialLog()); err != nil {
 		t.Errorf("serial log: %v", err)
+	} else if fi.Mode().Perm() != 0o600 {
+		t.Errorf("serial log mode %o, want 0600", fi.Mode().Perm())
 	}
 	if m.Accel() != TCG || m.Killed() || m.Err() != nil {
 		t.Errorf("Accel %q Killed %v Err %v", m.Accel(), m.Killed(), m.Err())
