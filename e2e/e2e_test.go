@@ -93,6 +93,16 @@ func kilnCmd(t *testing.T, timeout time.Duration, args ...string) result {
 	return r
 }
 
+// kilnOK runs kiln and fails the test unless it exits 0.
+func kilnOK(t *testing.T, args ...string) result {
+	t.Helper()
+	r := kilnCmd(t, 5*time.Minute, args...)
+	if r.code != 0 {
+		t.Fatalf("kiln %s: exit %d", strings.Join(args, " "), r.code)
+	}
+	return r
+}
+
 // assertNothingLeft checks no QEMU process and no run folder outlive kiln.
 func assertNothingLeft(t *testing.T) {
 	t.Helper()

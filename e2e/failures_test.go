@@ -245,14 +245,6 @@ func TestInterruptFleetUp(t *testing.T) {
 // is refused, gc leaves its base alone, one build is killed with -9 (the
 // next command removes its work) and one loses its QEMU.
 func TestBuildRacesAndInterruptions(t *testing.T) {
-	ok := func(args ...string) result {
-		t.Helper()
-		r := kilnCmd(t, 5*time.Minute, args...)
-		if r.code != 0 {
-			t.Fatalf("kiln %s: exit %d", strings.Join(args, " "), r.code)
-		}
-		return r
-	}
 	before := listImages(t)
 	// A base only this build uses (its own blob: the same disk with another
 	// cluster size), so gc has something to be wrong about.
@@ -260,7 +252,7 @@ func TestBuildRacesAndInterruptions(t *testing.T) {
 	if out, err := exec.Command("qemu-img", "convert", "-O", "qcow2", "-o", "cluster_size=128k", baseImg, scratch).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img convert: %v\n%s", err, out)
 	}
-	ok("images", "import", scratch, "--name", "scratch", "--version", "1")
+	kilnOK(t, "images", "import", scratch, "--name", "scratch", "--version", "1")
 	scratchBlob := filepath.Join(home, "data", "kiln", "images", "blobs", "sha256",
 		strings.TrimPrefix(showImage(t, "scratch:1").Digest, "sha256:"))
 
@@ -280,8 +272,8 @@ func TestBuildRacesAndInterruptions(t *testing.T) {
 		if r.code == 0 || !strings.Contains(r.stderr, "kiln work in progress") {
 			t.Errorf("rm of a base a build runs on: exit %d, want a refusal naming the build", r.code)
 		}
-		ok("images", "rm", "scratch:1", "--force")
-		ok("images", "gc")
+		kilnOK(t, "images", "rm", "scratch:1", "--force")
+		kilnOK(t, "images", "gc")
 		if _, err := os.Stat(scratchBlob); err != nil {
 			t.Errorf("gc removed the blob a running build uses: %v", err)
 		}
@@ -361,7 +353,7 @@ func TestBuildRacesAndInterruptions(t *testing.T) {
 		t.Errorf("the store changed:\nbefore %s\nafter %s", before, after)
 	}
 	// With the build gone, nothing holds the removed base any more.
-	ok("images", "gc")
+	kilnOK(t, "images", "gc")
 	if _, err := os.Stat(scratchBlob); err == nil {
 		t.Error("gc kept the removed base after the build that used it ended")
 	}

@@ -24,19 +24,11 @@ func TestRegistry(t *testing.T) {
 		}
 	}
 	tmp := t.TempDir()
-	ok := func(args ...string) result {
-		t.Helper()
-		r := kilnCmd(t, 5*time.Minute, args...)
-		if r.code != 0 {
-			t.Fatalf("kiln %s: exit %d", strings.Join(args, " "), r.code)
-		}
-		return r
-	}
 
 	// Identical inputs: the cache answers at once, and --manifest writes
 	// Packer's manifest.
 	pm := filepath.Join(tmp, "packer-manifest.json")
-	r := ok("build", helloTemplate, "--manifest", pm)
+	r := kilnOK(t, "build", helloTemplate, "--manifest", pm)
 	if !strings.Contains(r.stderr, "identical inputs") || strings.Contains(r.stderr, "[2/8] boot") {
 		t.Errorf("a rebuild of identical inputs was not answered from the cache:\n%s", r.stderr)
 	}
@@ -55,12 +47,12 @@ func TestRegistry(t *testing.T) {
 	}
 
 	// Channels.
-	ok("images", "tag", "hello:1.1.0", "stable")
-	ok("images", "tag", "hello:1.0.0", "stable")
+	kilnOK(t, "images", "tag", "hello:1.1.0", "stable")
+	kilnOK(t, "images", "tag", "hello:1.0.0", "stable")
 	if m := showImage(t, "hello@stable"); m.Version != "1.0.0" {
 		t.Errorf("hello@stable = %s, want 1.0.0", m.Version)
 	}
-	ok("images", "tag", "hello@stable", "--undo")
+	kilnOK(t, "images", "tag", "hello@stable", "--undo")
 	if m := showImage(t, "hello@stable"); m.Version != "1.1.0" {
 		t.Errorf("after --undo hello@stable = %s, want 1.1.0", m.Version)
 	}
@@ -69,21 +61,21 @@ func TestRegistry(t *testing.T) {
 	}
 
 	// Lineage.
-	tree := ok("images", "tree").stdout
+	tree := kilnOK(t, "images", "tree").stdout
 	if !strings.Contains(tree, "\n  hello:1.0.0") || !strings.Contains(tree, "\n    hello:1.1.0") {
 		t.Errorf("images tree does not nest hello:1.1.0 under hello:1.0.0 under debian:12:\n%s", tree)
 	}
 
 	// Revocation: refused without a VM being started, with the reason.
-	ok("images", "revoke", "hello:1.0.0", "--reason", "e2e says no")
+	kilnOK(t, "images", "revoke", "hello:1.0.0", "--reason", "e2e says no")
 	r = kilnCmd(t, time.Minute, "run", "hello:1.0.0", "--", "true")
 	if r.code == 0 || !strings.Contains(r.stderr, "e2e says no") {
 		t.Errorf("a revoked image was not refused with its reason: exit %d\n%s", r.code, r.stderr)
 	}
-	ok("images", "unrevoke", "hello:1.0.0")
+	kilnOK(t, "images", "unrevoke", "hello:1.0.0")
 
 	// Verify, and rm refusing to take a parent.
-	ok("images", "verify")
+	kilnOK(t, "images", "verify")
 	r = kilnCmd(t, time.Minute, "images", "rm", "hello:1.0.0")
 	if r.code == 0 || !strings.Contains(r.stderr, "hello:1.1.0") {
 		t.Errorf("rm of a parent was not refused naming its child: exit %d\n%s", r.code, r.stderr)
@@ -92,7 +84,7 @@ func TestRegistry(t *testing.T) {
 	// Export to every format; check each as the clouds would.
 	for _, f := range []string{"qcow2", "raw", "vmdk", "vhd", "vhdx"} {
 		out := filepath.Join(tmp, "hello."+f)
-		ok("images", "export", "hello:1.1.0", "--format", f, "-o", out)
+		kilnOK(t, "images", "export", "hello:1.1.0", "--format", f, "-o", out)
 		qf := map[string]string{"vhd": "vpc"}[f]
 		if qf == "" {
 			qf = f
@@ -127,7 +119,7 @@ func TestRegistry(t *testing.T) {
 
 	// Boot the raw and vmdk exports, and meanwhile run a fleet from an
 	// imported copy to see gc respect it and then free it.
-	ok("images", "import", filepath.Join(tmp, "hello.qcow2"), "--name", "gctest", "--version", "1")
+	kilnOK(t, "images", "import", filepath.Join(tmp, "hello.qcow2"), "--name", "gctest", "--version", "1")
 	gcBlob := func() string {
 		m := showImage(t, "gctest:1")
 		return filepath.Join(home, "data", "kiln", "images", "blobs", "sha256", strings.TrimPrefix(m.Digest, "sha256:"))
@@ -144,18 +136,18 @@ func TestRegistry(t *testing.T) {
 		}()
 	}
 	t.Cleanup(func() { kilnCmd(t, 5*time.Minute, "fleet", "down", "gcf") })
-	ok("fleet", "up", "gcf", "--image", "gctest:1", "--count", "1")
+	kilnOK(t, "fleet", "up", "gcf", "--image", "gctest:1", "--count", "1")
 	r = kilnCmd(t, time.Minute, "images", "rm", "gctest:1")
 	if r.code == 0 || !strings.Contains(r.stderr, "fleet gcf") {
 		t.Errorf("rm of an image a fleet runs was not refused naming the fleet: exit %d\n%s", r.code, r.stderr)
 	}
-	ok("images", "rm", "gctest:1", "--force")
-	ok("images", "gc")
+	kilnOK(t, "images", "rm", "gctest:1", "--force")
+	kilnOK(t, "images", "gc")
 	if _, err := os.Stat(gcBlob); err != nil {
 		t.Errorf("gc removed the blob a running fleet uses: %v", err)
 	}
-	ok("fleet", "down", "gcf")
-	gc := ok("images", "gc")
+	kilnOK(t, "fleet", "down", "gcf")
+	gc := kilnOK(t, "images", "gc")
 	if _, err := os.Stat(gcBlob); err == nil {
 		t.Errorf("gc after the fleet went down kept its blob:\n%s", gc.stderr)
 	}

@@ -9,19 +9,9 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
-)
 
-// smallFS mounts a tmpfs of the given size for the test, or skips when this
-// machine does not let the test mount (not root, no CAP_SYS_ADMIN).
-func smallFS(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a small filesystem to fill (needs root): %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", dir).Run() })
-	return dir
-}
+	"github.com/kiln-dev/kiln/internal/smallfs"
+)
 
 // randomQcow2 writes a qcow2 holding n bytes of incompressible data.
 func randomQcow2(t *testing.T, n int) string {
@@ -47,7 +37,7 @@ func randomQcow2(t *testing.T, n int) string {
 // had, intact, and keeps nothing of the failed one.
 func TestAddOnFullDisk(t *testing.T) {
 	ctx := context.Background()
-	root := smallFS(t, "12m")
+	root := smallfs.Mount(t, "12m")
 	s, err := Open(filepath.Join(root, "store"))
 	if err != nil {
 		t.Fatal(err)
