@@ -161,7 +161,9 @@ func (b *builder) generalize(ctx context.Context) error {
 		return nil
 	}
 	var out strings.Builder
-	status, err := b.inst.SSH.RunScript(ctx, provision.Script{Body: generalizeScript, AsRoot: true}, &out, &out)
+	// Fed on stdin rather than uploaded: a provisioner may have left the
+	// disk full, and generalising (which frees space) must still run.
+	status, err := b.inst.SSH.Run(ctx, "sudo -n bash -e -s", strings.NewReader(generalizeScript), &out, &out)
 	if err != nil {
 		return err
 	}
