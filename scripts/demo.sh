@@ -8,7 +8,7 @@ KILN=./bin/kiln
 $KILN doctor
 $KILN base debian
 if $KILN images show hello:1.0.0 >/dev/null 2>&1; then
-	echo "==> hello:1.0.0 is already in the store (kiln images rm is coming; use --force to rebuild)"
+	echo "==> hello:1.0.0 is already in the store (kiln images rm hello:1.0.0 to build it again)"
 else
 	$KILN build examples/hello/hello.kiln.hcl
 fi
