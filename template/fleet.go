@@ -1,7 +1,6 @@
 package template
 
 import (
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -142,40 +141,9 @@ func LoadFleet(path string, opts Options) (*FleetFile, error) {
 }
 
 func (l *loader) loadFleet() *FleetFile {
-	src, err := os.ReadFile(l.path)
-	if err != nil {
-		l.diags = append(l.diags, diagAt(&hcl.Range{Filename: l.path}, "Cannot read fleet file", "%s", readProblem(err)))
+	file, fleets := l.readBlocks("fleet file", fleetRootSchema, "fleet")
+	if file == nil {
 		return nil
-	}
-	file, diags := l.parse(src, l.path)
-	if !diags.HasErrors() {
-		diags = append(diags, checkLiterals(file.Body)...)
-	}
-	l.diags = append(l.diags, diags...)
-	if diags.HasErrors() {
-		return nil
-	}
-	content, diags := file.Body.Content(fleetRootSchema)
-	l.diags = append(l.diags, diags...)
-
-	var fleets []*hcl.Block
-	for _, b := range content.Blocks {
-		switch b.Type {
-		case "variable":
-			l.declare(b)
-		case "fleet":
-			fleets = append(fleets, b)
-		}
-	}
-	l.resolveVariables()
-
-	varObj := map[string]cty.Value{}
-	for name, v := range l.vars {
-		varObj[name] = v.value
-	}
-	l.ctx = &hcl.EvalContext{
-		Variables: map[string]cty.Value{"var": cty.ObjectVal(varObj)},
-		Functions: l.funcs,
 	}
 
 	if len(fleets) == 0 {

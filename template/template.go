@@ -143,11 +143,15 @@ var rootSchema = &hcl.BodySchema{
 	},
 }
 
-func (l *loader) load() *build.Spec {
+// readBlocks reads and parses the file, declares and resolves its
+// variables, sets up the evaluation context, and returns the file and its
+// top-level blocks of blockType. what names the file in diagnostics
+// ("template", "fleet file"). file is nil when nothing more can be checked.
+func (l *loader) readBlocks(what string, schema *hcl.BodySchema, blockType string) (*hcl.File, []*hcl.Block) {
 	src, err := os.ReadFile(l.path)
 	if err != nil {
-		l.diags = append(l.diags, diagAt(&hcl.Range{Filename: l.path}, "Cannot read template", "%s", readProblem(err)))
-		return nil
+		l.diags = append(l.diags, diagAt(&hcl.Range{Filename: l.path}, "Cannot read "+what, "%s", readProblem(err)))
+		return nil, nil
 	}
 	file, diags := l.parse(src, l.path)
 	if !diags.HasErrors() {
@@ -156,18 +160,18 @@ func (l *loader) load() *build.Spec {
 	l.diags = append(l.diags, diags...)
 	if diags.HasErrors() {
 		// The rest would mostly repeat the syntax errors in other words.
-		return nil
+		return nil, nil
 	}
-	content, diags := file.Body.Content(rootSchema)
+	content, diags := file.Body.Content(schema)
 	l.diags = append(l.diags, diags...)
 
-	var images []*hcl.Block
+	var blocks []*hcl.Block
 	for _, b := range content.Blocks {
 		switch b.Type {
 		case "variable":
 			l.declare(b)
-		case "image":
-			images = append(images, b)
+		case blockType:
+			blocks = append(blocks, b)
 		}
 	}
 	l.resolveVariables()
@@ -179,6 +183,14 @@ func (l *loader) load() *build.Spec {
 	l.ctx = &hcl.EvalContext{
 		Variables: map[string]cty.Value{"var": cty.ObjectVal(varObj)},
 		Functions: l.funcs,
+	}
+	return file, blocks
+}
+
+func (l *loader) load() *build.Spec {
+	file, images := l.readBlocks("template", rootSchema, "image")
+	if file == nil {
+		return nil
 	}
 
 	if len(images) == 0 && !hasBlock(file.Body, "image") {
@@ -200,7 +212,7 @@ func (l *loader) load() *build.Spec {
 	}
 	spec.TemplatePath = l.abs
 	spec.Variables = l.specVariables()
-	spec.TemplateDigest = l.digest(src, spec.Variables)
+	spec.TemplateDigest = l.digest(file.Bytes, spec.Variables)
 	return spec
 }
 
