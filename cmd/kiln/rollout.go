@@ -158,25 +158,32 @@ func finishedRollout(st supervisor.State, id int) *supervisor.RolloutSummary {
 	return nil
 }
 
-func cmdRolloutStatus(args []string) error {
-	fs := newFlags("rollout status", "rollout status NAME [--json]")
-	asJSON := fs.Bool("json", false, "print JSON")
+// readRolloutState is the shared start of `rollout status` and `rollout
+// history`: flags, the fleet's name and its state.
+func readRolloutState(cmd string, args []string) (name string, st supervisor.State, asJSON bool, err error) {
+	fs := newFlags("rollout "+cmd, "rollout "+cmd+" NAME [--json]")
+	j := fs.Bool("json", false, "print JSON")
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return "", st, false, err
 	}
 	if fs.NArg() != 1 {
-		return usageError{"give a fleet name"}
+		return "", st, false, usageError{"give a fleet name"}
 	}
-	st, _, err := fleetStatus(fs.Arg(0))
+	st, _, err = fleetStatus(fs.Arg(0))
+	return fs.Arg(0), st, *j, err
+}
+
+func cmdRolloutStatus(args []string) error {
+	name, st, asJSON, err := readRolloutState("status", args)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if asJSON {
 		return printJSON(st.Rollout)
 	}
 	r := st.Rollout
 	if r == nil {
-		fmt.Printf("fleet %s has had no rollout; it runs %s\n", fs.Arg(0), st.Stable)
+		fmt.Printf("fleet %s has had no rollout; it runs %s\n", name, st.Stable)
 		return nil
 	}
 	fmt.Printf("rollout %d: %s → %s, phase %s\n", r.ID, r.PreviousStable, r.Target, r.Phase)
@@ -191,19 +198,11 @@ func cmdRolloutStatus(args []string) error {
 }
 
 func cmdRolloutHistory(args []string) error {
-	fs := newFlags("rollout history", "rollout history NAME [--json]")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return usageError{"give a fleet name"}
-	}
-	st, _, err := fleetStatus(fs.Arg(0))
+	_, st, asJSON, err := readRolloutState("history", args)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if asJSON {
 		return printJSON(st.History)
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
