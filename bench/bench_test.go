@@ -123,6 +123,7 @@ func TestBench(t *testing.T) {
 	m.Settings = b.s.String()
 	t.Logf("machine: %+v", m)
 
+	stopWatch := b.watchOthers()
 	b.micro()
 	base := b.baseImage()
 	work := b.builds()
@@ -134,6 +135,8 @@ func TestBench(t *testing.T) {
 	b.fleets()
 
 	m.Duration = time.Since(started)
+	m.OtherVMs = stopWatch()
+	m.LoadAvgEnd = loadAvg()
 	var table bytes.Buffer
 	b.r.Table(&table)
 	fmt.Printf("\n%s\n", table.String())
@@ -333,12 +336,7 @@ func (b *bencher) machine() Machine {
 	if raw, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(raw))
 	}
-	if raw, err := os.ReadFile("/proc/loadavg"); err == nil {
-		f := strings.Fields(string(raw))
-		if len(f) >= 3 {
-			m.LoadAvg = strings.Join(f[:3], " ")
-		}
-	}
+	m.LoadAvg = loadAvg()
 	firstLine := func(name string, args ...string) string {
 		out, _ := exec.Command(name, args...).CombinedOutput()
 		line, _, _ := strings.Cut(string(out), "\n")
@@ -351,8 +349,53 @@ func (b *bencher) machine() Machine {
 	git := exec.Command("git", "describe", "--tags", "--always", "--dirty")
 	git.Dir = b.repo
 	desc, _ := git.Output()
-	m.Kiln = fmt.Sprintf("%s (bin/kiln says %q)", strings.TrimSpace(string(desc)), firstLine(b.kiln, "version"))
+	m.Kiln = fmt.Sprintf("%s (`kiln version`: %s)", strings.TrimSpace(string(desc)), firstLine(b.kiln, "version"))
 	return m
+}
+
+func loadAvg() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(raw))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// watchOthers counts, every 5 s, the QEMU processes that are not this
+// run's: other work on the machine skews every figure, so the document
+// says how much there was. The returned func stops it and describes it.
+func (b *bencher) watchOthers() func() string {
+	stop := make(chan struct{})
+	done := make(chan string, 1)
+	go func() {
+		samples, busy, most := 0, 0, 0
+		for {
+			n := len(qemuPids("")) - len(qemuPids(b.home))
+			samples++
+			if n > 0 {
+				busy++
+			}
+			most = max(most, n)
+			select {
+			case <-stop:
+				if busy == 0 {
+					done <- "none seen (QEMU processes sampled every 5 s)"
+				} else {
+					done <- fmt.Sprintf("up to %d other QEMU processes at once, in %d%% of samples taken every 5 s", most, 100*busy/samples)
+				}
+				return
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}()
+	return func() string {
+		close(stop)
+		return <-done
+	}
 }
 
 // ---- micro-benchmarks ----

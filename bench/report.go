@@ -209,6 +209,8 @@ type Machine struct {
 	Kiln        string
 	Go          string
 	LoadAvg     string // at the start, since other work on the machine skews the figures
+	LoadAvgEnd  string
+	OtherVMs    string // QEMU processes of others seen during the run
 	Duration    time.Duration
 	Settings    string // the run counts used
 }
@@ -233,6 +235,8 @@ func (r *Report) Document(w io.Writer, m Machine, method string) {
 		{"kiln", m.Kiln},
 		{"Go", m.Go},
 		{"load average at start", m.LoadAvg},
+		{"load average at the end", m.LoadAvgEnd},
+		{"other VMs during the run", m.OtherVMs},
 		{"runs", m.Settings},
 	}
 	for _, row := range rows {
