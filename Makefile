@@ -39,8 +39,10 @@ fuzz:
 fuzz-short:
 	sh scripts/fuzz.sh 3s
 
+# bench measures builds, readiness, sizes and fleets with real VMs and
+# writes docs/benchmarks.md (see bench/method.md; BENCH_* variables tune it).
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchtime 20x ./...
+	KILN_BENCH=1 $(GO) test -count=1 -v -timeout 90m -run '^TestBench$$' ./bench/
 
 clean:
 	rm -rf bin

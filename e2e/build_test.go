@@ -17,6 +17,9 @@ import (
 
 const helloTemplate = "../examples/hello/hello.kiln.hcl"
 
+// deployToken is the sensitive variable hello:1.0.0 is built with.
+const deployToken = "s3cr3t-e2e-7f3a91"
+
 func showImage(t *testing.T, ref string) images.Manifest {
 	t.Helper()
 	r := kilnCmd(t, time.Minute, "images", "show", ref, "--json")
@@ -42,7 +45,8 @@ func listImages(t *testing.T) string {
 // TestBuildHello is the main job: bake hello 1.0.0 from the base, check it
 // from inside two boots, then layer 1.1.0 on it.
 func TestBuildHello(t *testing.T) {
-	const token = "s3cr3t-e2e-7f3a91"
+	// token is also passed by TestRegistry, whose rebuild must hit the cache.
+	const token = deployToken
 	packer := filepath.Join(t.TempDir(), "packer-manifest.json")
 	r := kilnCmd(t, 20*time.Minute, "build", helloTemplate, "--var", "deploy_token="+token, "--manifest", packer)
 	if r.code != 0 {

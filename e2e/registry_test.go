@@ -28,7 +28,7 @@ func TestRegistry(t *testing.T) {
 	// Identical inputs: the cache answers at once, and --manifest writes
 	// Packer's manifest.
 	pm := filepath.Join(tmp, "packer-manifest.json")
-	r := kilnOK(t, "build", helloTemplate, "--manifest", pm)
+	r := kilnOK(t, "build", helloTemplate, "--var", "deploy_token="+deployToken, "--manifest", pm)
 	if !strings.Contains(r.stderr, "identical inputs") || strings.Contains(r.stderr, "[2/8] boot") {
 		t.Errorf("a rebuild of identical inputs was not answered from the cache:\n%s", r.stderr)
 	}
