@@ -388,6 +388,15 @@ func describeProvisioners(ps []Provisioner) []string {
 }
 
 // Describe is a one-line summary for manifests and progress lines.
+// RunAs is the guest account a shell provisioner runs as: root unless the
+// template names another.
+func (p Provisioner) RunAs() string {
+	if p.User == "" {
+		return "root"
+	}
+	return p.User
+}
+
 func (p Provisioner) Describe() string {
 	switch p.Type {
 	case "file":
@@ -396,14 +405,18 @@ func (p Provisioner) Describe() string {
 		}
 		return fmt.Sprintf("file: %s -> %s", filepath.Base(p.Source), p.Destination)
 	case "shell":
+		as := ""
+		if p.RunAs() != "root" {
+			as = " as " + p.User
+		}
 		if len(p.Inline) > 0 {
-			return fmt.Sprintf("shell: inline (%d commands)", len(p.Inline))
+			return fmt.Sprintf("shell: inline (%d commands)%s", len(p.Inline), as)
 		}
 		var names []string
 		for _, s := range p.Scripts {
 			names = append(names, filepath.Base(s))
 		}
-		return "shell: " + strings.Join(names, ", ")
+		return "shell: " + strings.Join(names, ", ") + as
 	}
 	return p.Type
 }

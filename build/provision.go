@@ -66,7 +66,7 @@ func (b *builder) runProvisioner(ctx context.Context, n int, p Provisioner) erro
 			prefix := fmt.Sprintf("    %d| ", n)
 			stdout := newLineWriter(b.out, prefix, b.secrets, tail)
 			stderr := newLineWriter(b.out, prefix, b.secrets, tail)
-			status, err := b.inst.SSH.RunScript(ctx, provision.Script{Body: body, Env: p.Env, AsRoot: true}, stdout, stderr)
+			status, err := b.inst.SSH.RunScript(ctx, provision.Script{Body: body, Env: p.Env, User: p.RunAs()}, stdout, stderr)
 			stdout.Flush()
 			stderr.Flush()
 			if p.ExpectReboot && (err != nil || status != 0) && ctx.Err() == nil {

@@ -53,6 +53,7 @@ type Provisioner struct {
 	Env          map[string]string // environment for the commands
 	ExpectReboot bool              // the commands reboot the guest; reconnect afterwards
 	Timeout      time.Duration     // 0 means no limit beyond the build's
+	User         string            // guest account the commands run as; "" means root
 
 	// file
 	Source      string // local path for uploads, guest path for downloads

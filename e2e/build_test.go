@@ -57,6 +57,10 @@ func TestBuildHello(t *testing.T) {
 	if !strings.Contains(r.stderr, "deploy token installed: ") {
 		t.Error("the setup script's token line is missing from the output")
 	}
+	// The last provisioner runs as nobody; the app answers with its version.
+	if !strings.Contains(r.stderr, "nobody sees: hello from hello 1.0.0") {
+		t.Error("the smoke test run as nobody is missing from the output")
+	}
 	secretIn := map[string]string{"stdout": r.stdout, "stderr": r.stderr}
 	for _, f := range []string{packer, filepath.Join(home, "data", "kiln", "images", "logs", "hello", "1.0.0", "build.log")} {
 		b, err := os.ReadFile(f)

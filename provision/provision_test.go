@@ -30,7 +30,9 @@ func TestScriptCommand(t *testing.T) {
 		want    string
 		wantErr bool
 	}{
-		{Script{Body: "echo hi", AsRoot: true, Env: map[string]string{"B": "it's", "A": "1"}}, `sudo -n env A='1' B='it'\''s' bash -e '/tmp/s'`, false},
+		{Script{Body: "echo hi", User: "root", Env: map[string]string{"B": "it's", "A": "1"}}, `sudo -n env A='1' B='it'\''s' bash -e '/tmp/s'`, false},
+		{Script{Body: "echo hi", User: "www-data"}, `sudo -n -H -u www-data env bash -e '/tmp/s'`, false},
+		{Script{Body: "x", User: "root; rm -rf /"}, "", true},
 		{Script{Body: "#!/usr/bin/python3\n"}, `env '/tmp/s'`, false},
 		{Script{Body: "x", Env: map[string]string{"BAD-NAME": "1"}}, "", true},
 	}

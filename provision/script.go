@@ -16,23 +16,42 @@ import (
 
 // Script is a shell script to run in the guest.
 type Script struct {
-	Body   string            // the script; run by bash with -e unless it has its own #! line
-	Env    map[string]string // exported to the script
-	AsRoot bool              // run through sudo (the default for provisioners)
+	Body string            // the script; run by bash with -e unless it has its own #! line
+	Env  map[string]string // exported to the script
+	// User the script runs as, through sudo: "root" for provisioners by
+	// default, or another guest account; "" runs it as the SSH user itself.
+	User string
 }
 
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+var (
+	envName  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	userName = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+)
+
+// ValidEnvName says whether name can be exported to a script.
+func ValidEnvName(name string) bool { return envName.MatchString(name) }
+
+// ValidUserName says whether name is an account a script can run as: the
+// portable Linux account names, which also keeps it safe on a command line.
+func ValidUserName(name string) bool { return userName.MatchString(name) }
 
 // Command is the guest command line that runs an uploaded script at file.
 func (s Script) Command(file string) (string, error) {
 	var b strings.Builder
-	if s.AsRoot {
+	switch {
+	case s.User == "":
+	case !ValidUserName(s.User):
+		return "", fmt.Errorf("user %q: use a Linux account name (lower-case letters, digits, _ and -)", s.User)
+	case s.User == "root":
 		b.WriteString("sudo -n ")
+	default:
+		// -H: the account's own HOME, as a login would give it.
+		b.WriteString("sudo -n -H -u " + s.User + " ")
 	}
 	b.WriteString("env")
 	keys := make([]string, 0, len(s.Env))
 	for k := range s.Env {
-		if !envName.MatchString(k) {
+		if !ValidEnvName(k) {
 			return "", fmt.Errorf("environment variable name %q: use letters, digits and _", k)
 		}
 		keys = append(keys, k)
@@ -91,6 +110,10 @@ func (c *Client) RunScript(ctx context.Context, s Script, stdout, stderr io.Writ
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	logged := fmt.Sprintf("script %s (root %t, env %s)", file, s.AsRoot, strings.Join(keys, ","))
+	user := s.User
+	if user == "" {
+		user = "the SSH user"
+	}
+	logged := fmt.Sprintf("script %s (as %s, env %s)", file, user, strings.Join(keys, ","))
 	return c.run(ctx, cmd+"; st=$?; rm -rf "+quote(dir)+"; exit $st", logged, nil, stdout, stderr)
 }

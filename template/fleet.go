@@ -274,7 +274,7 @@ func (l *loader) fleetPort(b *hcl.Block, hostAt map[int]hcl.Range) (FleetPort, b
 		if !l.isSet(attr) {
 			if !misspelt(b.Body, fleetPortSchema, name) {
 				l.diags = append(l.diags, diagAt(b.DefRange.Ptr(), "Missing "+name+" port",
-					"A port block needs host (the front port on 127.0.0.1) and guest (the port on each instance), e.g. port { host = 8080; guest = 80 }."))
+					"A port block needs host (the front port on 127.0.0.1) and guest (the port on each instance), e.g. host = 8080 and guest = 80 inside the port block."))
 			}
 			ok = false
 			continue

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kiln-dev/kiln/build"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/provision"
 )
 
 // fuzzFiles are the files next to the template in FuzzLoad, so that seeds
@@ -164,9 +165,12 @@ func checkSpec(t *testing.T, s *build.Spec, path string) {
 				}
 			}
 			for k := range p.Env {
-				if !envNameRe.MatchString(k) {
+				if !provision.ValidEnvName(k) {
 					fail("environment variable %q", k)
 				}
+			}
+			if p.User != "" && !provision.ValidUserName(p.User) {
+				fail("user %q", p.User)
 			}
 		case "file":
 			local := p.Source

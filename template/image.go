@@ -16,6 +16,7 @@ import (
 
 	"github.com/kiln-dev/kiln/build"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/provision"
 )
 
 var (
@@ -25,7 +26,6 @@ var (
 	versionRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]*$`)
 
 	checksumRe = regexp.MustCompile(`^(sha256:[0-9a-fA-F]{64}|sha512:[0-9a-fA-F]{128})$`)
-	envNameRe  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
 var imageSchema = &hcl.BodySchema{
@@ -68,6 +68,7 @@ var shellSchema = &hcl.BodySchema{
 		{Name: "env"},
 		{Name: "expect_reboot"},
 		{Name: "timeout"},
+		{Name: "user"},
 	},
 }
 
@@ -338,7 +339,7 @@ func (l *loader) shell(b *hcl.Block, p *build.Provisioner) {
 		if v, ok := l.value(attr, cty.Map(cty.String)); ok {
 			p.Env = map[string]string{}
 			for k, ev := range v.AsValueMap() {
-				if !envNameRe.MatchString(k) {
+				if !provision.ValidEnvName(k) {
 					l.diags = append(l.diags, diagAt(attr.Expr.Range().Ptr(), "Invalid environment variable name",
 						"%q cannot be an environment variable name: use letters, digits and _, not starting with a digit.", k))
 				}
@@ -350,6 +351,15 @@ func (l *loader) shell(b *hcl.Block, p *build.Provisioner) {
 		p.ExpectReboot = v.True()
 	}
 	p.Timeout = l.duration(attrs["timeout"])
+	if attr := attrs["user"]; attr != nil {
+		if v, ok := l.value(attr, cty.String); ok {
+			p.User = v.AsString()
+			if !provision.ValidUserName(p.User) {
+				l.diags = append(l.diags, diagAt(attr.Expr.Range().Ptr(), "Invalid user",
+					"%q is not a Linux account name: use lower-case letters, digits, _ and -, up to 32 characters, starting with a letter or _.", p.User))
+			}
+		}
+	}
 }
 
 func (l *loader) file(b *hcl.Block, p *build.Provisioner) {

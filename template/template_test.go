@@ -109,7 +109,7 @@ func TestLoadFull(t *testing.T) {
 				Timeout:      5 * time.Minute,
 			},
 			{Type: "shell", Scripts: []string{abs("setup.sh")}},
-			{Type: "shell", Scripts: []string{abs("setup.sh"), abs("scripts/second.sh")}},
+			{Type: "shell", Scripts: []string{abs("setup.sh"), abs("scripts/second.sh")}, User: "nobody"},
 			{Type: "file", Source: "/var/log/hello.log", Destination: abs("out/hello.log"), Direction: "download"},
 		},
 		Generalize:      false,

@@ -340,6 +340,11 @@ image "y" {
 			want: []want{{"5:11", `Invalid environment variable name: "A-B" cannot be an environment variable name`}},
 		},
 		{
+			name: "invalid user",
+			tmpl: strings.Replace(minimal, "base", "provision \"shell\" {\n    inline = [\"x\"]\n    user = \"Root user\"\n  }\n  base", 1),
+			want: []want{{"5:12", `Invalid user: "Root user" is not a Linux account name`}},
+		},
+		{
 			name: "duplicate cloud_init and missing user_data",
 			tmpl: strings.Replace(minimal, "base", "cloud_init {}\n  cloud_init { user_data = \"\" }\n  base", 1),
 			want: []want{

@@ -60,4 +60,11 @@ image "hello" {
       DEPLOY_TOKEN = var.deploy_token
     }
   }
+
+  # A smoke test from an unprivileged account, as the service's clients
+  # would reach it: provisioners run as root unless they name a user.
+  provision "shell" {
+    user   = "nobody"
+    inline = ["echo \"$(id -un) sees: $(curl -fsS http://127.0.0.1:8080/)\""]
+  }
 }

@@ -66,6 +66,7 @@ image "hello" {
 
   provision "shell" {
     scripts = ["setup.sh", "scripts/second.sh"]
+    user    = "nobody"
   }
 
   provision "file" {
