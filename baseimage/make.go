@@ -5,7 +5,6 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem"
 
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/internal/fileutil"
 )
 
 // Make builds the image, or reuses the cached one for the same inputs, and
@@ -192,28 +192,8 @@ func publish(src, dst, sum string) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
-	tmp := dst + ".partial"
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		os.Remove(tmp)
+	if err := fileutil.CopyAtomic(src, dst, 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", dst, err)
-	}
-	if err := out.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		os.Remove(tmp)
-		return err
 	}
 	line := fmt.Sprintf("%s  %s\n", sum, filepath.Base(dst))
 	return writeAtomic(dst+".sha256", []byte(line))

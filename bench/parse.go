@@ -127,17 +127,6 @@ func StepTimes(lines []Line) map[string]time.Time {
 	return out
 }
 
-// StepDurations maps each finished step to its printed duration.
-func StepDurations(lines []Line) map[string]time.Duration {
-	out := map[string]time.Duration{}
-	for _, l := range lines {
-		if s, ok := ParseStep(l.Text); ok && s.Done {
-			out[s.Name] = s.Took
-		}
-	}
-	return out
-}
-
 // GoBench is one result line of `go test -bench -benchmem`.
 type GoBench struct {
 	Name        string // without the -GOMAXPROCS suffix

@@ -13,6 +13,7 @@ import (
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/instance"
+	"github.com/kiln-dev/kiln/internal/fileutil"
 	"github.com/kiln-dev/kiln/qemu"
 	"github.com/kiln-dev/kiln/workdir"
 )
@@ -302,7 +303,7 @@ func (b *builder) compact(ctx context.Context) error {
 		return err
 	}
 	if b.opts.KeepWorkDisk != "" {
-		if err := moveFile(b.inst.Overlay, b.opts.KeepWorkDisk); err != nil {
+		if err := fileutil.Move(b.inst.Overlay, b.opts.KeepWorkDisk, 0o600); err != nil {
 			return fmt.Errorf("keep the working disk: %w", err)
 		}
 		b.say("working disk kept as %s", b.opts.KeepWorkDisk)
@@ -450,26 +451,4 @@ func followFile(ctx context.Context, path string, w *lineWriter) {
 		}
 	}
 	w.Flush()
-}
-
-// moveFile renames src to dst, copying across filesystems.
-func moveFile(src, dst string) error {
-	if err := os.Rename(src, dst); err == nil {
-		return nil
-	}
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		os.Remove(dst)
-		return err
-	}
-	return out.Close()
 }

@@ -2,34 +2,14 @@ package disk
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
 
 	"github.com/kiln-dev/kiln/internal/smallfs"
 )
-
-// randomImage writes a qcow2 holding n bytes of incompressible data.
-func randomImage(t *testing.T, n int) string {
-	t.Helper()
-	needQemuImg(t)
-	dir := t.TempDir()
-	raw := filepath.Join(dir, "data.raw")
-	b := make([]byte, n)
-	rand.Read(b)
-	if err := os.WriteFile(raw, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	img := filepath.Join(dir, "data.qcow2")
-	if out, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, img).CombinedOutput(); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
-	return img
-}
 
 func assertEmpty(t *testing.T, dir string) {
 	t.Helper()
@@ -40,7 +20,7 @@ func assertEmpty(t *testing.T, dir string) {
 }
 
 func TestConvertOnFullDisk(t *testing.T) {
-	src := randomImage(t, 16<<20)
+	src := smallfs.IncompressibleImage(t, 16<<20)
 	full := smallfs.Mount(t, "4m")
 	err := Convert(context.Background(), src, filepath.Join(full, "out.qcow2"), ConvertOptions{Format: "qcow2", Compression: "zstd"})
 	if !errors.Is(err, syscall.ENOSPC) {
@@ -51,7 +31,7 @@ func TestConvertOnFullDisk(t *testing.T) {
 }
 
 func TestExportOnFullDisk(t *testing.T) {
-	src := randomImage(t, 16<<20)
+	src := smallfs.IncompressibleImage(t, 16<<20)
 	for _, f := range []string{"raw", "qcow2", "vmdk", "vhd"} {
 		t.Run(f, func(t *testing.T) {
 			full := smallfs.Mount(t, "4m")

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/fileutil"
 )
 
 // AddOptions tunes Store.Add.
@@ -418,31 +420,11 @@ func (s *Store) stageLogs(names []string, logs map[string]string) (string, error
 		return "", err
 	}
 	for _, name := range names {
-		if err := copyFile(logs[name], filepath.Join(dir, name), 0o600); err != nil {
+		if err := fileutil.Copy(logs[name], filepath.Join(dir, name), 0o600); err != nil {
 			return dir, fmt.Errorf("copying log %s: %w", name, err)
 		}
 	}
 	return dir, nil
-}
-
-func copyFile(src, dst string, perm os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(out, in)
-	if err == nil {
-		err = out.Sync()
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // fillManifest completes m from the staged blob and checks that what the

@@ -2,36 +2,14 @@ package images
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
 
 	"github.com/kiln-dev/kiln/internal/smallfs"
 )
-
-// randomQcow2 writes a qcow2 holding n bytes of incompressible data.
-func randomQcow2(t *testing.T, n int) string {
-	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Skip("qemu-img not installed")
-	}
-	dir := t.TempDir()
-	raw := filepath.Join(dir, "data.raw")
-	b := make([]byte, n)
-	rand.Read(b)
-	if err := os.WriteFile(raw, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	img := filepath.Join(dir, "data.qcow2")
-	if out, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, img).CombinedOutput(); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
-	return img
-}
 
 // A store whose disk fills while an image is added keeps every version it
 // had, intact, and keeps nothing of the failed one.
@@ -42,10 +20,10 @@ func TestAddOnFullDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Import(ctx, randomQcow2(t, 2<<20), "app", "1", false); err != nil {
+	if _, err := s.Import(ctx, smallfs.IncompressibleImage(t, 2<<20), "app", "1", false); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.Import(ctx, randomQcow2(t, 16<<20), "app", "2", false)
+	_, err = s.Import(ctx, smallfs.IncompressibleImage(t, 16<<20), "app", "2", false)
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("import onto a full store: %v; want ENOSPC", err)
 	}

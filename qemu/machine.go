@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
+
+	"github.com/kiln-dev/kiln/internal/fileutil"
 )
 
 // ErrNotRunning is returned by QMP calls once the QEMU process has exited.
@@ -88,7 +89,7 @@ func Start(ctx context.Context, c Config) (*Machine, error) {
 		return nil, fmt.Errorf("start vm: a VM is already running in %s (its QMP socket answers)", c.Dir)
 	}
 	if vars, split := splitFirmware(c.Firmware); split {
-		if err := copyIfMissing(vars, filepath.Join(c.Dir, efiVarsName)); err != nil {
+		if err := fileutil.CopyIfMissing(vars, filepath.Join(c.Dir, efiVarsName), 0o600); err != nil {
 			return nil, fmt.Errorf("start vm: UEFI variables for %s: %w", c.Firmware, err)
 		}
 	}
@@ -550,25 +551,4 @@ func trimOutput(s string) string {
 		out = "..." + out[len(out)-1500:]
 	}
 	return out
-}
-
-func copyIfMissing(src, dst string) error {
-	if _, err := os.Stat(dst); err == nil {
-		return nil
-	}
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		os.Remove(dst)
-		return err
-	}
-	return out.Close()
 }

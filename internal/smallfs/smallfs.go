@@ -3,7 +3,10 @@
 package smallfs
 
 import (
+	"crypto/rand"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 )
 
@@ -18,4 +21,26 @@ func Mount(t testing.TB, size string) string {
 	}
 	t.Cleanup(func() { exec.Command("umount", dir).Run() })
 	return dir
+}
+
+// IncompressibleImage writes a qcow2 holding n bytes of random data, which
+// no compression shrinks, so a copy of it really needs n bytes. It skips
+// the test when qemu-img is not installed.
+func IncompressibleImage(t testing.TB, n int) string {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "data.raw")
+	b := make([]byte, n)
+	rand.Read(b)
+	if err := os.WriteFile(raw, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "data.qcow2")
+	if out, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, img).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	return img
 }
