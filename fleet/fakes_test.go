@@ -234,11 +234,14 @@ func (h *fakeHealth) watch(ctx context.Context, insts []Instance, d time.Duratio
 }
 
 // fakeStore is Persist. It can simulate a crash (cancel the run's ctx)
-// right after storing the crashAt-th state, or fail the failAt-th call.
+// right after storing the state of the crashAt-th transition, or after a
+// state crashIf picks (such as one saved inside a step), or fail the
+// failAt-th call.
 type fakeStore struct {
 	mu      sync.Mutex
 	states  []RolloutState
 	crashAt int
+	crashIf func(RolloutState) bool
 	cancel  context.CancelFunc
 	failAt  int
 	calls   int
@@ -254,7 +257,8 @@ func (s *fakeStore) persist(st RolloutState) error {
 		return errDiskFull
 	}
 	s.states = append(s.states, st.clone())
-	if len(s.states) == s.crashAt && s.cancel != nil {
+	crash := len(st.History) == s.crashAt || s.crashIf != nil && s.crashIf(st)
+	if crash && s.cancel != nil {
 		s.cancel()
 	}
 	return nil

@@ -17,7 +17,10 @@ type Phase string
 // Rollout phases. A rollout moves forward through starting-green,
 // verifying, switching, baking and draining (once per batch) to succeeded;
 // a failure before the switch goes through aborting to aborted, after it
-// through rolling-back to rolled-back.
+// through rolling-back to rolled-back. When a later batch fails, the
+// earlier batches already serve the target: restoring launches the
+// previous version in their place and restore-draining retires them, so
+// the fleet ends whole on the version it started from.
 const (
 	PhaseIdle          Phase = "idle"
 	PhaseStartingGreen Phase = "starting-green"
@@ -30,20 +33,25 @@ const (
 	PhaseRollingBack   Phase = "rolling-back"
 	PhaseAborted       Phase = "aborted"
 	PhaseRolledBack    Phase = "rolled-back"
+
+	PhaseRestoring       Phase = "restoring"
+	PhaseRestoreDraining Phase = "restore-draining"
 )
 
 // nextPhases lists the legal transitions. switching → rolling-back happens
 // when green vanished while the supervisor was down: the switch may already
 // have been applied, so only a rollback is safe.
 var nextPhases = map[Phase][]Phase{
-	PhaseIdle:          {PhaseStartingGreen},
-	PhaseStartingGreen: {PhaseVerifying, PhaseAborting},
-	PhaseVerifying:     {PhaseSwitching, PhaseAborting},
-	PhaseSwitching:     {PhaseBaking, PhaseRollingBack},
-	PhaseBaking:        {PhaseDraining, PhaseRollingBack},
-	PhaseDraining:      {PhaseStartingGreen, PhaseSucceeded},
-	PhaseAborting:      {PhaseAborted},
-	PhaseRollingBack:   {PhaseRolledBack},
+	PhaseIdle:            {PhaseStartingGreen},
+	PhaseStartingGreen:   {PhaseVerifying, PhaseAborting},
+	PhaseVerifying:       {PhaseSwitching, PhaseAborting},
+	PhaseSwitching:       {PhaseBaking, PhaseRollingBack},
+	PhaseBaking:          {PhaseDraining, PhaseRollingBack},
+	PhaseDraining:        {PhaseStartingGreen, PhaseSucceeded},
+	PhaseAborting:        {PhaseAborted, PhaseRestoring},
+	PhaseRollingBack:     {PhaseRolledBack, PhaseRestoring},
+	PhaseRestoring:       {PhaseRestoreDraining, PhaseRolledBack},
+	PhaseRestoreDraining: {PhaseRolledBack},
 }
 
 // Terminal reports whether a rollout in phase p is over.
@@ -86,6 +94,13 @@ type RolloutState struct {
 	Batch  int    `json:"batch"`            // current batch when Surge < 100, from 0
 	Reason string `json:"reason,omitempty"` // why it aborted or rolled back
 
+	// Restore holds the previous version's instances launched in place of
+	// the earlier batches' green after a later batch failed; Restored
+	// says traffic moved to them.
+	Restore         []string  `json:"restore,omitempty"`
+	Restored        bool      `json:"restored,omitempty"`
+	RestoreDeadline time.Time `json:"restore_deadline,omitzero"`
+
 	StartedAt time.Time    `json:"started_at"`
 	UpdatedAt time.Time    `json:"updated_at"`
 	Deadline  time.Time    `json:"deadline"`            // progress deadline for the whole rollout
@@ -97,6 +112,7 @@ type RolloutState struct {
 func (s RolloutState) clone() RolloutState {
 	s.Blue = slices.Clone(s.Blue)
 	s.Green = slices.Clone(s.Green)
+	s.Restore = slices.Clone(s.Restore)
 	s.History = slices.Clone(s.History)
 	return s
 }
@@ -112,6 +128,10 @@ func (s RolloutState) batches() int {
 	k := s.batchSize()
 	return (len(s.Blue) + k - 1) / k
 }
+
+// InLastBatch says whether the current batch is the rollout's last: with
+// Surge 100, always.
+func (s RolloutState) InLastBatch() bool { return s.Batch+1 >= s.batches() }
 
 // batchRange is the current batch's slice of Blue (to retire) and of Green
 // (to launch).
@@ -139,14 +159,31 @@ func (s RolloutState) after() []string {
 	return slices.Concat(s.Green[:min(hi, len(s.Green))], s.Blue[hi:])
 }
 
+// earlier is the green of the batches before the current one: what a
+// restore replaces.
+func (s RolloutState) earlier() []string {
+	lo, _ := s.batchRange()
+	return s.Green[:min(lo, len(s.Green))]
+}
+
+// restored is the serving set once a restore has switched: the previous
+// version everywhere.
+func (s RolloutState) restored() []string {
+	lo, _ := s.batchRange()
+	return slices.Concat(s.Restore, s.Blue[lo:])
+}
+
 // Serving lists the ids that take traffic in this state. Before a batch's
 // switch, and after an abort or rollback, that is the set before the
-// batch; from the switch on it includes the batch's green. With Surge 100
-// that is exactly blue or exactly green.
+// batch; from the switch on it includes the batch's green; once a restore
+// switched, the restored set. With Surge 100 that is exactly blue or
+// exactly green.
 func (s RolloutState) Serving() []string {
-	switch s.Phase {
-	case PhaseSwitching, PhaseBaking, PhaseDraining, PhaseSucceeded:
+	switch {
+	case s.Phase == PhaseSwitching, s.Phase == PhaseBaking, s.Phase == PhaseDraining, s.Phase == PhaseSucceeded:
 		return s.after()
+	case s.Phase == PhaseRestoreDraining, s.Phase == PhaseRolledBack && s.Restored:
+		return s.restored()
 	}
 	return s.before()
 }
@@ -214,10 +251,12 @@ var ErrNotPaused = errors.New("rollout is not waiting for promotion")
 // the switch and on rollback, and Resume sets it first thing.
 //
 // With Surge < 100 each batch is launched, verified, switched, baked and
-// drained in turn. A failure in a later batch undoes that batch only: the
-// earlier batches' green were verified and baked and keep serving beside
-// the blue not yet replaced, so the fleet ends mixed (Serving says which);
-// a rollout back to PreviousStable undoes them.
+// drained in turn. A failure in a later batch undoes that batch, then
+// restores the earlier ones: the previous version is launched in place of
+// their green, verified, switched to, and the green drained and stopped,
+// so the fleet ends on PreviousStable everywhere, as a cloud's rolling
+// update with rollback does. Only when the restore itself fails does the
+// fleet end mixed (Serving says which, the reason says why).
 type Rollout struct {
 	Launcher Launcher
 	Traffic  Traffic
@@ -338,8 +377,12 @@ func (r *Rollout) Start(ctx context.Context, id int, target string, blue []Insta
 //	baking           green          re-checks green with the health gate, then bakes until
 //	                                BakeUntil; a green that is gone or unhealthy rolls back
 //	draining         green          drains and stops the batch's blue again (Stop is idempotent)
-//	aborting         blue           stops the batch's green, then aborted
+//	aborting         blue           stops the batch's green, then aborted (or restoring)
 //	rolling-back     blue           re-applies blue, drains and stops green, then rolled-back
+//	                                (or restoring)
+//	restoring        blue           reuses the recorded restore instances if all are alive (else
+//	                                stops them and launches anew), verifies them, switches
+//	restore-draining restored       drains and stops the earlier batches' green again
 //	terminal         Serving()      nothing more
 //
 // With Surge < 100, "blue" means the set before the current batch (earlier
@@ -362,7 +405,7 @@ func (r *Rollout) Resume(ctx context.Context, st RolloutState) (RolloutState, er
 	}
 	st = st.clone()
 	r.insts = map[string]Instance{}
-	for _, id := range slices.Concat(st.Blue, st.Green) {
+	for _, id := range slices.Concat(st.Blue, st.Green, st.Restore) {
 		if in, ok := r.Lookup(id); ok {
 			r.insts[id] = in
 		}
@@ -436,6 +479,10 @@ func (r *Rollout) step(ctx context.Context, st *RolloutState, resumed bool) (Pha
 		return r.abort(ctx, st)
 	case PhaseRollingBack:
 		return r.rollBack(ctx, st)
+	case PhaseRestoring:
+		return r.restore(ctx, st)
+	case PhaseRestoreDraining:
+		return r.drainEarlier(ctx, st)
 	}
 	return "", "", fmt.Errorf("rollout %d: nothing to do in phase %q", st.ID, st.Phase)
 }
@@ -603,19 +650,15 @@ func (r *Rollout) bake(ctx context.Context, st *RolloutState, resumed bool) (Pha
 func (r *Rollout) drainBlue(ctx context.Context, st *RolloutState) (Phase, string, error) {
 	lo, hi := st.batchRange()
 	blue, _ := r.resolve(st.Blue[lo:hi]) // a blue that is gone needs no draining
-	problems := r.drain(ctx, st.Drain, blue)
-	if ctx.Err() != nil {
-		return "", "", ctx.Err()
-	}
-	problems = append(problems, r.stop(ctx, blue)...)
-	if ctx.Err() != nil {
-		return "", "", ctx.Err()
+	problems, err := r.retire(ctx, st.Drain, blue)
+	if err != nil {
+		return "", "", err
 	}
 	note := "stopped blue " + strings.Join(st.Blue[lo:hi], ", ")
 	if len(problems) > 0 {
 		note += "; " + strings.Join(problems, "; ")
 	}
-	if st.Batch+1 < st.batches() {
+	if !st.InLastBatch() {
 		st.Batch++
 		return PhaseStartingGreen, note, nil
 	}
@@ -632,7 +675,19 @@ func (r *Rollout) abort(ctx context.Context, st *RolloutState) (Phase, string, e
 	if len(problems) > 0 {
 		note += "; " + strings.Join(problems, "; ")
 	}
-	return PhaseAborted, note, nil
+	return thenRestore(st, PhaseAborted), note, nil
+}
+
+// thenRestore is where an abort or rollback goes next: restoring when
+// earlier batches already moved to the target, else done.
+func thenRestore(st *RolloutState, done Phase) Phase {
+	if len(st.earlier()) == 0 {
+		return done
+	}
+	// The restore gets a progress window of its own, as long as the
+	// rollout's: it is the way back, and the rollout's may have run out.
+	st.RestoreDeadline = time.Now().Add(st.Deadline.Sub(st.StartedAt))
+	return PhaseRestoring
 }
 
 func (r *Rollout) rollBack(ctx context.Context, st *RolloutState) (Phase, string, error) {
@@ -640,13 +695,9 @@ func (r *Rollout) rollBack(ctx context.Context, st *RolloutState) (Phase, string
 	addrs := r.addrsOf(set)
 	r.Traffic.SetBackends(addrs)
 	green, _ := r.resolve(st.batchGreen())
-	problems := r.drain(ctx, st.Drain, green)
-	if ctx.Err() != nil {
-		return "", "", ctx.Err()
-	}
-	problems = append(problems, r.stop(ctx, green)...)
-	if ctx.Err() != nil {
-		return "", "", ctx.Err()
+	problems, err := r.retire(ctx, st.Drain, green)
+	if err != nil {
+		return "", "", err
 	}
 	note := "traffic → " + strings.Join(set, ", ") + "; stopped green " + strings.Join(st.batchGreen(), ", ")
 	if len(addrs) == 0 {
@@ -655,7 +706,105 @@ func (r *Rollout) rollBack(ctx context.Context, st *RolloutState) (Phase, string
 	if len(problems) > 0 {
 		note += "; " + strings.Join(problems, "; ")
 	}
+	return thenRestore(st, PhaseRolledBack), note, nil
+}
+
+// restore launches the previous version in place of the earlier batches'
+// green and verifies it, then moves traffic to it. A restore that cannot
+// finish leaves traffic where it was: the fleet ends mixed, and says so.
+func (r *Rollout) restore(ctx context.Context, st *RolloutState) (Phase, string, error) {
+	earlier := st.earlier()
+	n := len(earlier)
+	dctx, cancel := context.WithDeadline(ctx, st.RestoreDeadline)
+	defer cancel()
+	giveUp := func(doing string, err error) (Phase, string, error) {
+		if ctx.Err() != nil {
+			return "", "", ctx.Err()
+		}
+		launched, _ := r.resolve(st.Restore)
+		problems := r.stop(ctx, launched)
+		if ctx.Err() != nil {
+			return "", "", ctx.Err()
+		}
+		why := fmt.Sprintf("%s: %v", doing, err)
+		if dctx.Err() != nil {
+			why = "its progress deadline passed while " + doing
+		}
+		st.Reason += fmt.Sprintf("; could not restore %s in place of %s (%s), so they keep serving %s",
+			st.PreviousStable, strings.Join(earlier, ", "), why, st.Target)
+		note := "restore failed: " + why
+		if len(problems) > 0 {
+			note += "; " + strings.Join(problems, "; ")
+		}
+		return PhaseRolledBack, note, nil
+	}
+
+	restore, gone := r.resolve(st.Restore)
+	if gone != "" || len(restore) != n {
+		// A restore interrupted before it recorded everything: start over.
+		r.stop(ctx, restore)
+		if ctx.Err() != nil {
+			return "", "", ctx.Err()
+		}
+		st.Restore = nil
+		launched, err := r.Launcher.Launch(dctx, st.PreviousStable, n)
+		for _, in := range launched {
+			r.insts[in.ID()] = in
+		}
+		st.Restore = ids(launched)
+		if err == nil && len(launched) != n {
+			err = fmt.Errorf("launcher started %d instances, want %d", len(launched), n)
+		}
+		if err != nil {
+			return giveUp(fmt.Sprintf("starting %d of %s", n, st.PreviousStable), err)
+		}
+		// Record them before the wait, so a restart finds and reuses them.
+		if err := r.save(st); err != nil {
+			return "", "", err
+		}
+		restore = launched
+	}
+	for _, in := range restore {
+		if in.Addr(r.Port) == "" {
+			return giveUp("checking the restored instances", fmt.Errorf("%s does not forward guest port %d", in.ID(), r.Port))
+		}
+	}
+	if err := r.Verify(dctx, restore); err != nil || dctx.Err() != nil {
+		if err == nil {
+			err = dctx.Err()
+		}
+		return giveUp("verifying "+strings.Join(st.Restore, ", "), err)
+	}
+	st.Restored = true
+	set := st.restored()
+	r.Traffic.SetBackends(r.addrsOf(set))
+	return PhaseRestoreDraining, fmt.Sprintf("%s healthy again on %s; traffic → %s", st.PreviousStable, strings.Join(st.Restore, ", "), strings.Join(set, ", ")), nil
+}
+
+// drainEarlier retires the earlier batches' green once the restore took
+// their traffic.
+func (r *Rollout) drainEarlier(ctx context.Context, st *RolloutState) (Phase, string, error) {
+	earlier, _ := r.resolve(st.earlier())
+	problems, err := r.retire(ctx, st.Drain, earlier)
+	if err != nil {
+		return "", "", err
+	}
+	note := "stopped " + strings.Join(st.earlier(), ", ") + "; the fleet runs " + st.PreviousStable + " everywhere"
+	if len(problems) > 0 {
+		note += "; " + strings.Join(problems, "; ")
+	}
 	return PhaseRolledBack, note, nil
+}
+
+// retire drains the instances (for at most d), then stops them. Problems
+// are reported, not fatal; the error is ctx's when it ended meanwhile.
+func (r *Rollout) retire(ctx context.Context, d time.Duration, insts []Instance) ([]string, error) {
+	problems := r.drain(ctx, d, insts)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	problems = append(problems, r.stop(ctx, insts)...)
+	return problems, ctx.Err()
 }
 
 // drain waits, in parallel and for at most d in all, until the instances

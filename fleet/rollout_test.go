@@ -84,6 +84,7 @@ var (
 		Drain: time.Second, ProgressDeadline: 10 * time.Second, AutoPromote: true}
 	idsOf          = func(s ...string) []string { return s }
 	twoBatchPhases = slices.Concat(batchPhases, successPhases)
+	restorePhases  = []Phase{PhaseRestoring, PhaseRestoreDraining, PhaseRolledBack}
 )
 
 func with(o Options, f func(*Options)) Options { f(&o); return o }
@@ -100,6 +101,7 @@ type rolloutCase struct {
 	stopped []string
 	reason  string // substring of Reason
 	note    string // substring of the last transition's note
+	mixed   bool   // a failed restore leaves both versions serving
 }
 
 func rolloutCases() []rolloutCase {
@@ -205,19 +207,46 @@ func rolloutCases() []rolloutCase {
 		{
 			name: "surge 50 verify fails in second batch", blue: 4, opts: with(fast, func(o *Options) { o.Surge = 50 }),
 			setup:  func(h *harness) { h.health.verifyFail = map[string]bool{"web-7": true} },
-			phase:  PhaseAborted,
-			phases: slices.Concat(batchPhases, []Phase{PhaseStartingGreen, PhaseVerifying, PhaseAborting, PhaseAborted}),
-			// the first batch stays: it was verified and baked
-			traffic: idsOf("web-3", "web-4", "web-5", "web-6"), stopped: idsOf("web-1", "web-2", "web-7", "web-8"),
-			reason: "web-7 is unhealthy",
+			phase:  PhaseRolledBack,
+			phases: slices.Concat(batchPhases, []Phase{PhaseStartingGreen, PhaseVerifying, PhaseAborting}, restorePhases),
+			// the first batch's green is replaced by the previous version again
+			traffic: idsOf("web-3", "web-4", "web-9", "web-10"), stopped: idsOf("web-1", "web-2", "web-5", "web-6", "web-7", "web-8"),
+			reason: "web-7 is unhealthy", note: "stopped web-5, web-6; the fleet runs web:1.0.0 everywhere",
 		},
 		{
 			name: "surge 50 bake fails in second batch", blue: 4, opts: with(fast, func(o *Options) { o.Surge = 50 }),
 			setup:   func(h *harness) { h.health.bakeFail = map[string]bool{"web-8": true} },
 			phase:   PhaseRolledBack,
-			phases:  slices.Concat(batchPhases, []Phase{PhaseStartingGreen, PhaseVerifying, PhaseSwitching, PhaseBaking, PhaseRollingBack, PhaseRolledBack}),
-			traffic: idsOf("web-3", "web-4", "web-5", "web-6"), stopped: idsOf("web-1", "web-2", "web-7", "web-8"),
+			phases:  slices.Concat(batchPhases, []Phase{PhaseStartingGreen, PhaseVerifying, PhaseSwitching, PhaseBaking, PhaseRollingBack}, restorePhases),
+			traffic: idsOf("web-3", "web-4", "web-9", "web-10"), stopped: idsOf("web-1", "web-2", "web-5", "web-6", "web-7", "web-8"),
 			reason: "web-8 is unhealthy",
+		},
+		{
+			name: "surge 50 restore cannot launch", blue: 4, opts: with(fast, func(o *Options) { o.Surge = 50 }),
+			setup: func(h *harness) {
+				h.health.verifyFail = map[string]bool{"web-7": true}
+				h.world.launchErr = func(call int) error {
+					if call == 3 {
+						return errors.New("no space for overlay")
+					}
+					return nil
+				}
+			},
+			phase:  PhaseRolledBack,
+			phases: slices.Concat(batchPhases, []Phase{PhaseStartingGreen, PhaseVerifying, PhaseAborting, PhaseRestoring, PhaseRolledBack}),
+			// the first batch keeps serving the target: nothing else can
+			traffic: idsOf("web-3", "web-4", "web-5", "web-6"), stopped: idsOf("web-1", "web-2", "web-7", "web-8"),
+			reason: "could not restore web:1.0.0 in place of web-5, web-6 (starting 2 of web:1.0.0: no space for overlay), so they keep serving web:1.1.0",
+			mixed:  true,
+		},
+		{
+			name: "surge 50 restore fails its checks", blue: 4, opts: with(fast, func(o *Options) { o.Surge = 50 }),
+			setup:   func(h *harness) { h.health.verifyFail = map[string]bool{"web-7": true, "web-10": true} },
+			phase:   PhaseRolledBack,
+			phases:  slices.Concat(batchPhases, []Phase{PhaseStartingGreen, PhaseVerifying, PhaseAborting, PhaseRestoring, PhaseRolledBack}),
+			traffic: idsOf("web-3", "web-4", "web-5", "web-6"), stopped: idsOf("web-1", "web-2", "web-7", "web-8", "web-9", "web-10"),
+			reason: "could not restore web:1.0.0 in place of web-5, web-6 (verifying web-9, web-10: web-10 is unhealthy",
+			mixed:  true,
 		},
 		{
 			name: "surge 33 of 3 is one at a time", blue: 3, opts: with(fast, func(o *Options) { o.Surge = 33 }),
@@ -278,6 +307,18 @@ func checkOutcome(t *testing.T, h *harness, st RolloutState, tc rolloutCase) {
 	if tc.note != "" && !strings.Contains(st.History[len(st.History)-1].Note, tc.note) {
 		t.Errorf("last note %q, want it to contain %q", st.History[len(st.History)-1].Note, tc.note)
 	}
+	// Whatever failed, the fleet serves the version it started from,
+	// unless the restore itself could not be done.
+	if st.Phase == PhaseAborted || st.Phase == PhaseRolledBack {
+		var versions []string
+		for _, id := range st.Serving() {
+			versions = append(versions, id+"="+h.world.vms[id].Version())
+		}
+		mixed := slices.ContainsFunc(versions, func(v string) bool { return !strings.HasSuffix(v, "="+v1) })
+		if mixed != tc.mixed {
+			t.Errorf("serving %v: mixed = %t, want %t", versions, mixed, tc.mixed)
+		}
+	}
 	if st.Target != v2 || st.PreviousStable != v1 || st.ID != 7 {
 		t.Errorf("state names %d %s→%s, want 7 %s→%s", st.ID, st.PreviousStable, st.Target, v1, v2)
 	}
@@ -289,7 +330,8 @@ func checkOutcome(t *testing.T, h *harness, st RolloutState, tc rolloutCase) {
 func TestResumeAfterCrash(t *testing.T) {
 	for _, tc := range rolloutCases() {
 		switch tc.name {
-		case "success", "verify fails", "bake fails", "surge 50 in two batches", "surge 50 bake fails in second batch", "launch fails":
+		case "success", "verify fails", "bake fails", "surge 50 in two batches", "surge 50 bake fails in second batch",
+			"surge 50 verify fails in second batch", "surge 50 restore fails its checks", "launch fails":
 		default:
 			continue
 		}
@@ -461,6 +503,71 @@ func TestResumeMidAction(t *testing.T) {
 			}
 			if got := h.world.stoppedIDs(); !slices.Equal(got, tc.stopped) {
 				t.Errorf("stopped %v, want %v", got, tc.stopped)
+			}
+		})
+	}
+}
+
+// TestResumeMidRestore crashes after the restore recorded its instances
+// and before it verified them: the resumed rollout reuses them when they
+// are alive and launches anew when one is gone.
+func TestResumeMidRestore(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		whileDown func(h *harness)
+		launched  []string // every instance launched, rollout and restore
+		stopped   []string
+		traffic   []string
+	}{
+		{
+			name:     "restore instances alive",
+			launched: idsOf("web-10", "web-5", "web-6", "web-7", "web-8", "web-9"),
+			stopped:  idsOf("web-1", "web-2", "web-5", "web-6", "web-7", "web-8"),
+			traffic:  idsOf("web-10", "web-3", "web-4", "web-9"),
+		},
+		{
+			name:      "a restore instance gone",
+			whileDown: func(h *harness) { h.world.Stop(context.Background(), h.world.vms["web-9"]) },
+			launched:  idsOf("web-10", "web-11", "web-12", "web-5", "web-6", "web-7", "web-8", "web-9"),
+			stopped:   idsOf("web-1", "web-10", "web-2", "web-5", "web-6", "web-7", "web-8", "web-9"),
+			traffic:   idsOf("web-11", "web-12", "web-3", "web-4"),
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(4)
+			h.health.verifyFail = map[string]bool{"web-7": true}
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			h.store.cancel = cancel
+			h.store.crashIf = func(st RolloutState) bool { return st.Phase == PhaseRestoring && len(st.Restore) > 0 }
+			saved, err := h.rollout(with(fast, func(o *Options) { o.Surge = 50 })).Start(ctx, 7, v2, h.blue)
+			if err == nil || saved.Phase != PhaseRestoring || !slices.Equal(saved.Restore, idsOf("web-9", "web-10")) {
+				t.Fatalf("crashed Start: %s with restore %v, %v; want restoring with web-9, web-10 and an error", saved.Phase, saved.Restore, err)
+			}
+			h.store.crashIf = nil
+			if tc.whileDown != nil {
+				tc.whileDown(h)
+			}
+			h.traffic = &fakeTraffic{}
+			st, err := h.rollout(Options{}).Resume(t.Context(), jsonRoundTrip(t, saved))
+			if err != nil {
+				t.Fatalf("Resume: %v", err)
+			}
+			checkPersisted(t, h.store)
+			if st.Phase != PhaseRolledBack || !st.Restored {
+				t.Fatalf("phase %s, restored %t (%s); want rolled-back and restored", st.Phase, st.Restored, st.Reason)
+			}
+			if first, want := h.traffic.sets[0], h.addrs("web-3", "web-4", "web-5", "web-6"); !slices.Equal(first, want) {
+				t.Errorf("Resume first set traffic to %v, want the set before the batch %v", first, want)
+			}
+			if got := slices.Sorted(slices.Values(h.world.launched)); !slices.Equal(got, tc.launched) {
+				t.Errorf("launched %v, want %v", got, tc.launched)
+			}
+			if got := h.world.stoppedIDs(); !slices.Equal(got, tc.stopped) {
+				t.Errorf("stopped %v, want %v", got, tc.stopped)
+			}
+			if got, want := h.traffic.current(), h.addrs(tc.traffic...); !slices.Equal(got, want) {
+				t.Errorf("final traffic %v, want %v", got, want)
 			}
 		})
 	}
@@ -647,7 +754,8 @@ func TestResumeRejects(t *testing.T) {
 
 func TestTransitions(t *testing.T) {
 	all := []Phase{PhaseIdle, PhaseStartingGreen, PhaseVerifying, PhaseSwitching, PhaseBaking, PhaseDraining,
-		PhaseSucceeded, PhaseAborting, PhaseRollingBack, PhaseAborted, PhaseRolledBack}
+		PhaseSucceeded, PhaseAborting, PhaseRollingBack, PhaseAborted, PhaseRolledBack,
+		PhaseRestoring, PhaseRestoreDraining}
 	legal := map[[2]Phase]bool{
 		{PhaseIdle, PhaseStartingGreen}:      true,
 		{PhaseStartingGreen, PhaseVerifying}: true,
@@ -662,6 +770,12 @@ func TestTransitions(t *testing.T) {
 		{PhaseDraining, PhaseSucceeded}:      true,
 		{PhaseAborting, PhaseAborted}:        true,
 		{PhaseRollingBack, PhaseRolledBack}:  true,
+		// a later batch failed: the earlier batches go back too
+		{PhaseAborting, PhaseRestoring}:         true,
+		{PhaseRollingBack, PhaseRestoring}:      true,
+		{PhaseRestoring, PhaseRestoreDraining}:  true,
+		{PhaseRestoring, PhaseRolledBack}:       true,
+		{PhaseRestoreDraining, PhaseRolledBack}: true,
 	}
 	for _, from := range all {
 		if !from.known() {
@@ -718,25 +832,31 @@ func TestBatches(t *testing.T) {
 func TestServing(t *testing.T) {
 	blue := []string{"b1", "b2", "b3", "b4"}
 	tests := []struct {
-		phase Phase
-		batch int
-		green []string
-		want  []string
+		phase    Phase
+		batch    int
+		green    []string
+		want     []string
+		restore  []string
+		restored bool
 	}{
-		{PhaseStartingGreen, 0, nil, blue},
-		{PhaseVerifying, 0, []string{"g1", "g2"}, blue},
-		{PhaseAborted, 0, []string{"g1", "g2"}, blue},
-		{PhaseSwitching, 0, []string{"g1", "g2"}, []string{"g1", "g2", "b3", "b4"}},
-		{PhaseBaking, 0, []string{"g1", "g2"}, []string{"g1", "g2", "b3", "b4"}},
-		{PhaseRollingBack, 0, []string{"g1", "g2"}, blue},
-		{PhaseStartingGreen, 1, []string{"g1", "g2"}, []string{"g1", "g2", "b3", "b4"}},
-		{PhaseVerifying, 1, []string{"g1", "g2", "g3", "g4"}, []string{"g1", "g2", "b3", "b4"}},
-		{PhaseDraining, 1, []string{"g1", "g2", "g3", "g4"}, []string{"g1", "g2", "g3", "g4"}},
-		{PhaseSucceeded, 1, []string{"g1", "g2", "g3", "g4"}, []string{"g1", "g2", "g3", "g4"}},
-		{PhaseRolledBack, 1, []string{"g1", "g2", "g3", "g4"}, []string{"g1", "g2", "b3", "b4"}},
+		{PhaseStartingGreen, 0, nil, blue, nil, false},
+		{PhaseVerifying, 0, []string{"g1", "g2"}, blue, nil, false},
+		{PhaseAborted, 0, []string{"g1", "g2"}, blue, nil, false},
+		{PhaseSwitching, 0, []string{"g1", "g2"}, []string{"g1", "g2", "b3", "b4"}, nil, false},
+		{PhaseBaking, 0, []string{"g1", "g2"}, []string{"g1", "g2", "b3", "b4"}, nil, false},
+		{PhaseRollingBack, 0, []string{"g1", "g2"}, blue, nil, false},
+		{PhaseStartingGreen, 1, []string{"g1", "g2"}, []string{"g1", "g2", "b3", "b4"}, nil, false},
+		{PhaseVerifying, 1, []string{"g1", "g2", "g3", "g4"}, []string{"g1", "g2", "b3", "b4"}, nil, false},
+		{PhaseDraining, 1, []string{"g1", "g2", "g3", "g4"}, []string{"g1", "g2", "g3", "g4"}, nil, false},
+		{PhaseSucceeded, 1, []string{"g1", "g2", "g3", "g4"}, []string{"g1", "g2", "g3", "g4"}, nil, false},
+		{PhaseRolledBack, 1, []string{"g1", "g2", "g3", "g4"}, []string{"g1", "g2", "b3", "b4"}, nil, false},
+		{PhaseRestoring, 1, []string{"g1", "g2"}, []string{"g1", "g2", "b3", "b4"}, []string{"r1", "r2"}, false},
+		{PhaseRestoreDraining, 1, []string{"g1", "g2"}, []string{"r1", "r2", "b3", "b4"}, []string{"r1", "r2"}, true},
+		{PhaseRolledBack, 1, []string{"g1", "g2"}, []string{"r1", "r2", "b3", "b4"}, []string{"r1", "r2"}, true},
+		{PhaseRolledBack, 1, []string{"g1", "g2"}, []string{"g1", "g2", "b3", "b4"}, []string{"r1", "r2"}, false},
 	}
 	for _, tc := range tests {
-		st := RolloutState{Phase: tc.phase, Blue: blue, Green: tc.green, Surge: 50, Batch: tc.batch}
+		st := RolloutState{Phase: tc.phase, Blue: blue, Green: tc.green, Surge: 50, Batch: tc.batch, Restore: tc.restore, Restored: tc.restored}
 		if got := st.Serving(); !slices.Equal(got, tc.want) {
 			t.Errorf("%s batch %d: Serving() = %v, want %v", tc.phase, tc.batch, got, tc.want)
 		}

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"fmt"
 	"os"
 	"testing"
 
@@ -13,24 +14,33 @@ import (
 func TestFinishInterruptedRollout(t *testing.T) {
 	cases := []struct {
 		phase      fleet.Phase
+		batch      int // of two
 		wantResult fleet.Phase
 		wantStable string
 	}{
-		{fleet.PhaseStartingGreen, fleet.PhaseAborted, "hello:1.0.0"},
-		{fleet.PhaseVerifying, fleet.PhaseAborted, "hello:1.0.0"},
-		{fleet.PhaseAborting, fleet.PhaseAborted, "hello:1.0.0"},
-		{fleet.PhaseSwitching, fleet.PhaseRolledBack, "hello:1.0.0"},
-		{fleet.PhaseBaking, fleet.PhaseRolledBack, "hello:1.0.0"},
-		{fleet.PhaseRollingBack, fleet.PhaseRolledBack, "hello:1.0.0"},
-		{fleet.PhaseDraining, fleet.PhaseSucceeded, "hello:1.1.0"},
+		{fleet.PhaseStartingGreen, 0, fleet.PhaseAborted, "hello:1.0.0"},
+		{fleet.PhaseVerifying, 0, fleet.PhaseAborted, "hello:1.0.0"},
+		{fleet.PhaseAborting, 0, fleet.PhaseAborted, "hello:1.0.0"},
+		{fleet.PhaseSwitching, 0, fleet.PhaseRolledBack, "hello:1.0.0"},
+		{fleet.PhaseBaking, 0, fleet.PhaseRolledBack, "hello:1.0.0"},
+		{fleet.PhaseRollingBack, 0, fleet.PhaseRolledBack, "hello:1.0.0"},
+		{fleet.PhaseDraining, 1, fleet.PhaseSucceeded, "hello:1.1.0"},
+		// a later batch: the earlier one had moved traffic
+		{fleet.PhaseVerifying, 1, fleet.PhaseRolledBack, "hello:1.0.0"},
+		{fleet.PhaseAborting, 1, fleet.PhaseRolledBack, "hello:1.0.0"},
+		{fleet.PhaseRestoring, 1, fleet.PhaseRolledBack, "hello:1.0.0"},
+		{fleet.PhaseRestoreDraining, 1, fleet.PhaseRolledBack, "hello:1.0.0"},
+		// draining the first of two batches is not the end of the rollout
+		{fleet.PhaseDraining, 0, fleet.PhaseRolledBack, "hello:1.0.0"},
 	}
 	for _, c := range cases {
-		t.Run(string(c.phase), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s in batch %d", c.phase, c.batch+1), func(t *testing.T) {
 			dirs := FleetDirs(t.TempDir(), "web")
 			if err := os.MkdirAll(dirs.Root, 0o700); err != nil {
 				t.Fatal(err)
 			}
-			r := &fleet.RolloutState{ID: 3, Target: "hello:1.1.0", PreviousStable: "hello:1.0.0", Phase: c.phase}
+			r := &fleet.RolloutState{ID: 3, Target: "hello:1.1.0", PreviousStable: "hello:1.0.0", Phase: c.phase,
+				Batch: c.batch, Blue: []string{"web-1", "web-2"}, Surge: 50}
 			s := &Supervisor{dirs: dirs, state: State{Stable: "hello:1.0.0", Rollout: r}}
 			s.finishInterruptedLocked(r)
 			if r.Phase != c.wantResult || s.state.Stable != c.wantStable {

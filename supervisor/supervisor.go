@@ -182,14 +182,16 @@ func (s *Supervisor) serve(ctx context.Context) error {
 // what happened and the fleet comes back on its stable version.
 func (s *Supervisor) finishInterruptedLocked(r *fleet.RolloutState) {
 	var result string
-	switch r.Phase {
-	case fleet.PhaseDraining:
+	switch {
+	case r.Phase == fleet.PhaseDraining && r.InLastBatch():
 		// Green had passed its bake: the rollout had in effect succeeded.
 		result = string(fleet.PhaseSucceeded)
 		s.promoteLocked(r.Target)
-	case fleet.PhaseStartingGreen, fleet.PhaseVerifying, fleet.PhaseAborting:
+	case r.Batch == 0 && (r.Phase == fleet.PhaseStartingGreen || r.Phase == fleet.PhaseVerifying || r.Phase == fleet.PhaseAborting):
 		result = string(fleet.PhaseAborted) // traffic had not moved
 	default:
+		// Traffic had moved, at least in an earlier batch; the fleet comes
+		// back on its stable version everywhere.
 		result = string(fleet.PhaseRolledBack)
 	}
 	r.Reason = "the supervisor stopped during " + string(r.Phase) + "; settled on restart"

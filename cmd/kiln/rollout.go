@@ -191,6 +191,9 @@ func cmdRolloutStatus(args []string) error {
 		fmt.Printf("reason: %s\n", r.Reason)
 	}
 	fmt.Printf("blue: %s\ngreen: %s\n", strings.Join(r.Blue, " "), strings.Join(r.Green, " "))
+	if len(r.Restore) > 0 {
+		fmt.Printf("restore: %s\n", strings.Join(r.Restore, " "))
+	}
 	for _, t := range r.History {
 		fmt.Printf("  %s  %s → %s %s\n", t.At.Local().Format(time.TimeOnly), t.From, t.To, t.Note)
 	}
