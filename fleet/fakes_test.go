@@ -54,6 +54,7 @@ type fakeWorld struct {
 	afterLaunch func()               // runs before Launch returns
 	stopErr     map[string]error
 	afterStop   func(id string)
+	beforeStop  func(addr string) // sees each Stop first; the harness checks traffic with it
 }
 
 func newFakeWorld(nBlue int, version string) (*fakeWorld, []Instance) {
@@ -106,6 +107,9 @@ func (w *fakeWorld) Launch(ctx context.Context, version string, n int) ([]Instan
 
 func (w *fakeWorld) Stop(ctx context.Context, inst Instance) error {
 	id := inst.ID()
+	if w.beforeStop != nil {
+		w.beforeStop(w.addrOf(id))
+	}
 	w.mu.Lock()
 	if err := w.stopErr[id]; err != nil {
 		w.mu.Unlock()
@@ -122,6 +126,29 @@ func (w *fakeWorld) Stop(ctx context.Context, inst Instance) error {
 		w.afterStop(id)
 	}
 	return nil
+}
+
+// vanish makes a VM disappear behind the rollout's back, as one that
+// died while the supervisor was down.
+func (w *fakeWorld) vanish(id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if vm, ok := w.vms[id]; ok {
+		delete(w.vms, id)
+		w.stopped = append(w.stopped, id)
+		vm.kill()
+	}
+}
+
+func (w *fakeWorld) alive(addr string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id := range w.vms {
+		if w.addrOf(id) == addr {
+			return true
+		}
+	}
+	return false
 }
 
 // Lookup finds a VM that is still there, as a restarted supervisor would
@@ -154,18 +181,34 @@ func (w *fakeWorld) stoppedIDs() []string {
 	return slices.Sorted(slices.Values(w.stopped))
 }
 
-// fakeTraffic records what a rollout does to the balancer.
+// fakeTraffic records what a rollout does to the balancer, and every
+// breach of the rules that keep requests from failing: traffic only to
+// live instances, no instance stopped while it takes traffic, and none
+// that took traffic stopped before it was drained.
 type fakeTraffic struct {
 	mu         sync.Mutex
 	sets       [][]string
 	drained    []string
 	drainBlock map[string]bool // Drain of these addresses waits for ctx
 	afterSet   func()
+	alive      func(addr string) bool // nil: not checked
+	served     map[string]bool
+	breaches   []string
 }
 
 func (t *fakeTraffic) SetBackends(addrs []string) {
 	t.mu.Lock()
-	t.sets = append(t.sets, slices.Sorted(slices.Values(addrs)))
+	set := slices.Sorted(slices.Values(addrs))
+	t.sets = append(t.sets, set)
+	if t.served == nil {
+		t.served = map[string]bool{}
+	}
+	for _, a := range set {
+		t.served[a] = true
+		if t.alive != nil && !t.alive(a) {
+			t.breaches = append(t.breaches, fmt.Sprintf("traffic set %v includes stopped %s", set, a))
+		}
+	}
 	t.mu.Unlock()
 	if t.afterSet != nil {
 		t.afterSet()
@@ -184,6 +227,19 @@ func (t *fakeTraffic) Drain(ctx context.Context, addr string) error {
 	return nil
 }
 
+// stopping records a breach when addr is stopped while serving, or
+// undrained after it served.
+func (t *fakeTraffic) stopping(addr string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n := len(t.sets); n > 0 && slices.Contains(t.sets[n-1], addr) {
+		t.breaches = append(t.breaches, fmt.Sprintf("%s stopped while in the traffic set %v", addr, t.sets[n-1]))
+	}
+	if t.served[addr] && !slices.Contains(t.drained, addr) {
+		t.breaches = append(t.breaches, fmt.Sprintf("%s stopped without a drain after it took traffic", addr))
+	}
+}
+
 // current is the backend set last applied; nil when none was.
 func (t *fakeTraffic) current() []string {
 	t.mu.Lock()
@@ -200,6 +256,7 @@ type fakeHealth struct {
 	verifyFail  map[string]bool // ids that fail the gate
 	bakeFail    map[string]bool // ids that fail the bake
 	verifyBlock bool            // the gate waits for ctx
+	verifyHang  map[string]bool // the gate waits for ctx when checking these ids
 	bakeBlock   bool            // the bake watcher waits for ctx
 	verifyCalls int
 }
@@ -208,7 +265,11 @@ func (h *fakeHealth) verify(ctx context.Context, insts []Instance) error {
 	h.mu.Lock()
 	h.verifyCalls++
 	h.mu.Unlock()
-	if h.verifyBlock {
+	hang := h.verifyBlock
+	for _, in := range insts {
+		hang = hang || h.verifyHang[in.ID()]
+	}
+	if hang {
 		<-ctx.Done()
 		return ctx.Err()
 	}

@@ -90,6 +90,9 @@ type RolloutState struct {
 	Bake        time.Duration `json:"bake"`
 	Drain       time.Duration `json:"drain"`
 	AutoPromote bool          `json:"auto_promote"`
+	// ProgressDeadline is the window Deadline was set from; Deadline moves
+	// on while waiting for promotion, the window does not.
+	ProgressDeadline time.Duration `json:"progress_deadline"`
 
 	Batch  int    `json:"batch"`            // current batch when Surge < 100, from 0
 	Reason string `json:"reason,omitempty"` // why it aborted or rolled back
@@ -265,6 +268,10 @@ type Rollout struct {
 	// Verify blocks until every given instance is healthy, or returns an
 	// error when one is unhealthy or ctx ends. WaitHealthy fits.
 	Verify func(ctx context.Context, green []Instance) error
+	// VerifyRestore checks the previous version's instances a restore
+	// launched; nil uses Verify. A rollout's own checks may be written for
+	// the new version, so the supervisor passes the fleet's checks here.
+	VerifyRestore func(ctx context.Context, insts []Instance) error
 	// Watch returns nil after d if the instances stayed healthy, an error
 	// as soon as one is not. WatchHealthy fits. Nil only watches for
 	// instances dying.
@@ -344,19 +351,20 @@ func (r *Rollout) Start(ctx context.Context, id int, target string, blue []Insta
 	}
 	now := time.Now()
 	st := RolloutState{
-		ID:             id,
-		Target:         target,
-		PreviousStable: commonVersion(blue),
-		Phase:          PhaseIdle,
-		Blue:           ids(blue),
-		Green:          []string{},
-		Surge:          o.Surge,
-		Bake:           o.Bake,
-		Drain:          o.Drain,
-		AutoPromote:    o.AutoPromote,
-		StartedAt:      now,
-		UpdatedAt:      now,
-		Deadline:       now.Add(o.ProgressDeadline),
+		ID:               id,
+		Target:           target,
+		PreviousStable:   commonVersion(blue),
+		Phase:            PhaseIdle,
+		Blue:             ids(blue),
+		Green:            []string{},
+		Surge:            o.Surge,
+		Bake:             o.Bake,
+		Drain:            o.Drain,
+		AutoPromote:      o.AutoPromote,
+		ProgressDeadline: o.ProgressDeadline,
+		StartedAt:        now,
+		UpdatedAt:        now,
+		Deadline:         now.Add(o.ProgressDeadline),
 	}
 	return r.run(ctx, st, false)
 }
@@ -686,7 +694,11 @@ func thenRestore(st *RolloutState, done Phase) Phase {
 	}
 	// The restore gets a progress window of its own, as long as the
 	// rollout's: it is the way back, and the rollout's may have run out.
-	st.RestoreDeadline = time.Now().Add(st.Deadline.Sub(st.StartedAt))
+	window := st.ProgressDeadline
+	if window <= 0 { // a state saved before the window was recorded
+		window = DefaultProgressDeadline
+	}
+	st.RestoreDeadline = time.Now().Add(window)
 	return PhaseRestoring
 }
 
@@ -717,32 +729,36 @@ func (r *Rollout) restore(ctx context.Context, st *RolloutState) (Phase, string,
 	n := len(earlier)
 	dctx, cancel := context.WithDeadline(ctx, st.RestoreDeadline)
 	defer cancel()
+	var problems []string
+	withProblems := func(note string) string {
+		if len(problems) > 0 {
+			note += "; " + strings.Join(problems, "; ")
+		}
+		return note
+	}
 	giveUp := func(doing string, err error) (Phase, string, error) {
 		if ctx.Err() != nil {
 			return "", "", ctx.Err()
 		}
+		// Judge the cause now: stopping VMs below takes time of its own.
+		why := fmt.Sprintf("%s: %v", doing, err)
+		if !time.Now().Before(st.RestoreDeadline) {
+			why = "its progress deadline passed while " + doing
+		}
 		launched, _ := r.resolve(st.Restore)
-		problems := r.stop(ctx, launched)
+		problems = append(problems, r.stop(ctx, launched)...)
 		if ctx.Err() != nil {
 			return "", "", ctx.Err()
 		}
-		why := fmt.Sprintf("%s: %v", doing, err)
-		if dctx.Err() != nil {
-			why = "its progress deadline passed while " + doing
-		}
 		st.Reason += fmt.Sprintf("; could not restore %s in place of %s (%s), so they keep serving %s",
 			st.PreviousStable, strings.Join(earlier, ", "), why, st.Target)
-		note := "restore failed: " + why
-		if len(problems) > 0 {
-			note += "; " + strings.Join(problems, "; ")
-		}
-		return PhaseRolledBack, note, nil
+		return PhaseRolledBack, withProblems("restore failed: " + why), nil
 	}
 
 	restore, gone := r.resolve(st.Restore)
 	if gone != "" || len(restore) != n {
 		// A restore interrupted before it recorded everything: start over.
-		r.stop(ctx, restore)
+		problems = append(problems, r.stop(ctx, restore)...)
 		if ctx.Err() != nil {
 			return "", "", ctx.Err()
 		}
@@ -769,7 +785,11 @@ func (r *Rollout) restore(ctx context.Context, st *RolloutState) (Phase, string,
 			return giveUp("checking the restored instances", fmt.Errorf("%s does not forward guest port %d", in.ID(), r.Port))
 		}
 	}
-	if err := r.Verify(dctx, restore); err != nil || dctx.Err() != nil {
+	verify := r.VerifyRestore
+	if verify == nil {
+		verify = r.Verify
+	}
+	if err := verify(dctx, restore); err != nil || dctx.Err() != nil {
 		if err == nil {
 			err = dctx.Err()
 		}
@@ -778,20 +798,39 @@ func (r *Rollout) restore(ctx context.Context, st *RolloutState) (Phase, string,
 	st.Restored = true
 	set := st.restored()
 	r.Traffic.SetBackends(r.addrsOf(set))
-	return PhaseRestoreDraining, fmt.Sprintf("%s healthy again on %s; traffic → %s", st.PreviousStable, strings.Join(st.Restore, ", "), strings.Join(set, ", ")), nil
+	return PhaseRestoreDraining, withProblems(fmt.Sprintf("%s healthy again on %s; traffic → %s",
+		st.PreviousStable, strings.Join(st.Restore, ", "), strings.Join(set, ", "))), nil
 }
 
 // drainEarlier retires the earlier batches' green once the restore took
-// their traffic.
+// their traffic. Should a restore instance have vanished meanwhile (seen
+// after a restart), the earlier green go back to serving instead.
 func (r *Rollout) drainEarlier(ctx context.Context, st *RolloutState) (Phase, string, error) {
-	earlier, _ := r.resolve(st.earlier())
+	earlier, earlierGone := r.resolve(st.earlier())
+	restore, restoreGone := r.resolve(st.Restore)
+	if restoreGone != "" && earlierGone == "" {
+		st.Restored = false
+		set := st.before()
+		r.Traffic.SetBackends(r.addrsOf(set))
+		problems, err := r.retire(ctx, st.Drain, restore)
+		if err != nil {
+			return "", "", err
+		}
+		st.Reason += fmt.Sprintf("; restored instance %s vanished, so %s keep serving %s",
+			restoreGone, strings.Join(st.earlier(), ", "), st.Target)
+		note := "traffic → " + strings.Join(set, ", ")
+		if len(problems) > 0 {
+			note += "; " + strings.Join(problems, "; ")
+		}
+		return PhaseRolledBack, note, nil
+	}
 	problems, err := r.retire(ctx, st.Drain, earlier)
 	if err != nil {
 		return "", "", err
 	}
 	note := "stopped " + strings.Join(st.earlier(), ", ") + "; the fleet runs " + st.PreviousStable + " everywhere"
 	if len(problems) > 0 {
-		note += "; " + strings.Join(problems, "; ")
+		note = "stopped " + strings.Join(st.earlier(), ", ") + "; " + strings.Join(problems, "; ")
 	}
 	return PhaseRolledBack, note, nil
 }

@@ -49,11 +49,30 @@ type harness struct {
 
 func newHarness(nBlue int) *harness {
 	w, blue := newFakeWorld(nBlue, v1)
-	h := &harness{world: w, blue: blue, traffic: &fakeTraffic{}, health: &fakeHealth{}, store: &fakeStore{}}
+	h := &harness{world: w, blue: blue, health: &fakeHealth{}, store: &fakeStore{}}
+	h.resetTraffic()
 	// Start with traffic on blue, as the supervisor leaves it.
 	h.traffic.SetBackends(addrs(blue, testPort))
 	h.traffic.sets = nil
+	w.beforeStop = func(addr string) { h.traffic.stopping(addr) }
 	return h
+}
+
+// resetTraffic gives the harness a fresh balancer, as a restarted
+// supervisor has.
+func (h *harness) resetTraffic() {
+	h.traffic = &fakeTraffic{alive: h.world.alive}
+}
+
+// checkBreaches fails the test for every moment a client could have seen
+// a failed request.
+func checkBreaches(t *testing.T, h *harness) {
+	t.Helper()
+	h.traffic.mu.Lock()
+	defer h.traffic.mu.Unlock()
+	for _, b := range h.traffic.breaches {
+		t.Error(b)
+	}
 }
 
 func (h *harness) rollout(o Options) *Rollout {
@@ -222,6 +241,31 @@ func rolloutCases() []rolloutCase {
 			reason: "web-8 is unhealthy",
 		},
 		{
+			name: "surge 50 deadline in second batch, then the restore", blue: 4,
+			opts: with(fast, func(o *Options) {
+				o.Surge = 50
+				o.Bake = 0
+				o.ProgressDeadline = 300 * time.Millisecond
+			}),
+			// The restore has a window of its own: the rollout's ran out.
+			setup:   func(h *harness) { h.health.verifyHang = map[string]bool{"web-7": true} },
+			phase:   PhaseRolledBack,
+			phases:  slices.Concat(batchPhases, []Phase{PhaseStartingGreen, PhaseVerifying, PhaseAborting}, restorePhases),
+			traffic: idsOf("web-3", "web-4", "web-9", "web-10"), stopped: idsOf("web-1", "web-2", "web-5", "web-6", "web-7", "web-8"),
+			reason: "progress deadline passed while verifying green",
+		},
+		{
+			name: "surge 50 restore judged by the fleet's own checks", blue: 4, opts: with(fast, func(o *Options) { o.Surge = 50 }),
+			// The rollout's checks fail web-9 (as checks written for the new
+			// version would); the fleet's checks, used for the restore, pass.
+			setup:   func(h *harness) { h.health.verifyFail = map[string]bool{"web-7": true, "web-9": true} },
+			edit:    func(r *Rollout) { r.VerifyRestore = func(context.Context, []Instance) error { return nil } },
+			phase:   PhaseRolledBack,
+			phases:  slices.Concat(batchPhases, []Phase{PhaseStartingGreen, PhaseVerifying, PhaseAborting}, restorePhases),
+			traffic: idsOf("web-3", "web-4", "web-9", "web-10"), stopped: idsOf("web-1", "web-2", "web-5", "web-6", "web-7", "web-8"),
+			reason: "web-7 is unhealthy",
+		},
+		{
 			name: "surge 50 restore cannot launch", blue: 4, opts: with(fast, func(o *Options) { o.Surge = 50 }),
 			setup: func(h *harness) {
 				h.health.verifyFail = map[string]bool{"web-7": true}
@@ -282,6 +326,7 @@ func TestRollout(t *testing.T) {
 func checkOutcome(t *testing.T, h *harness, st RolloutState, tc rolloutCase) {
 	t.Helper()
 	checkPersisted(t, h.store)
+	checkBreaches(t, h)
 	if st.Phase != tc.phase {
 		t.Fatalf("phase %s (reason %q), want %s", st.Phase, st.Reason, tc.phase)
 	}
@@ -354,7 +399,7 @@ func TestResumeAfterCrash(t *testing.T) {
 				// Round-trip through JSON, as the state file does.
 				saved = jsonRoundTrip(t, saved)
 
-				h.traffic = &fakeTraffic{} // the balancer died with the supervisor
+				h.resetTraffic() // the balancer died with the supervisor
 				st, err := h.rollout(Options{}).Resume(t.Context(), saved)
 				if err != nil {
 					t.Fatalf("Resume: %v", err)
@@ -437,7 +482,7 @@ func TestResumeMidAction(t *testing.T) {
 			arm:     func(h *harness, cancel context.CancelFunc) { h.store.crashAt, h.store.cancel = 2, cancel },
 			crashed: PhaseVerifying,
 			whileDown: func(h *harness) {
-				h.world.Stop(context.Background(), h.world.vms["web-3"])
+				h.world.vanish("web-3")
 			},
 			phase: PhaseAborted, stopped: idsOf("web-3", "web-4"),
 		},
@@ -446,7 +491,7 @@ func TestResumeMidAction(t *testing.T) {
 			arm:     func(h *harness, cancel context.CancelFunc) { h.store.crashAt, h.store.cancel = 4, cancel },
 			crashed: PhaseBaking,
 			whileDown: func(h *harness) {
-				h.world.Stop(context.Background(), h.world.vms["web-4"])
+				h.world.vanish("web-4")
 			},
 			phase: PhaseRolledBack, traffic: idsOf("web-1", "web-2"), stopped: idsOf("web-3", "web-4"),
 		},
@@ -464,7 +509,7 @@ func TestResumeMidAction(t *testing.T) {
 			arm:     func(h *harness, cancel context.CancelFunc) { h.store.crashAt, h.store.cancel = 3, cancel },
 			crashed: PhaseSwitching,
 			whileDown: func(h *harness) {
-				h.world.Stop(context.Background(), h.world.vms["web-3"])
+				h.world.vanish("web-3")
 			},
 			phase: PhaseRolledBack, traffic: idsOf("web-1", "web-2"), stopped: idsOf("web-3", "web-4"),
 		},
@@ -483,7 +528,7 @@ func TestResumeMidAction(t *testing.T) {
 			if tc.whileDown != nil {
 				tc.whileDown(h)
 			}
-			h.traffic = &fakeTraffic{}
+			h.resetTraffic()
 			st, err := h.rollout(Options{}).Resume(t.Context(), jsonRoundTrip(t, saved))
 			if err != nil {
 				t.Fatalf("Resume: %v", err)
@@ -514,23 +559,53 @@ func TestResumeMidAction(t *testing.T) {
 func TestResumeMidRestore(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
+		crashIn   Phase // restoring: after the restore instances were recorded
 		whileDown func(h *harness)
+		first     []string // the traffic Resume sets first
+		restored  bool
 		launched  []string // every instance launched, rollout and restore
 		stopped   []string
 		traffic   []string
+		reason    string
 	}{
 		{
 			name:     "restore instances alive",
+			crashIn:  PhaseRestoring,
+			first:    idsOf("web-3", "web-4", "web-5", "web-6"),
+			restored: true,
 			launched: idsOf("web-10", "web-5", "web-6", "web-7", "web-8", "web-9"),
 			stopped:  idsOf("web-1", "web-2", "web-5", "web-6", "web-7", "web-8"),
 			traffic:  idsOf("web-10", "web-3", "web-4", "web-9"),
 		},
 		{
 			name:      "a restore instance gone",
-			whileDown: func(h *harness) { h.world.Stop(context.Background(), h.world.vms["web-9"]) },
+			crashIn:   PhaseRestoring,
+			whileDown: func(h *harness) { h.world.vanish("web-9") },
+			first:     idsOf("web-3", "web-4", "web-5", "web-6"),
+			restored:  true,
 			launched:  idsOf("web-10", "web-11", "web-12", "web-5", "web-6", "web-7", "web-8", "web-9"),
 			stopped:   idsOf("web-1", "web-10", "web-2", "web-5", "web-6", "web-7", "web-8", "web-9"),
 			traffic:   idsOf("web-11", "web-12", "web-3", "web-4"),
+		},
+		{
+			name:      "a reused restore instance unhealthy",
+			crashIn:   PhaseRestoring,
+			whileDown: func(h *harness) { h.health.verifyFail["web-9"] = true },
+			first:     idsOf("web-3", "web-4", "web-5", "web-6"),
+			launched:  idsOf("web-10", "web-5", "web-6", "web-7", "web-8", "web-9"),
+			stopped:   idsOf("web-1", "web-10", "web-2", "web-7", "web-8", "web-9"),
+			traffic:   idsOf("web-3", "web-4", "web-5", "web-6"),
+			reason:    "could not restore web:1.0.0 in place of web-5, web-6 (verifying web-9, web-10: web-9 is unhealthy",
+		},
+		{
+			name:      "a restore instance vanished before the earlier green stopped",
+			crashIn:   PhaseRestoreDraining,
+			whileDown: func(h *harness) { h.world.vanish("web-9") },
+			first:     idsOf("web-10", "web-3", "web-4"),
+			launched:  idsOf("web-10", "web-5", "web-6", "web-7", "web-8", "web-9"),
+			stopped:   idsOf("web-1", "web-10", "web-2", "web-7", "web-8", "web-9"),
+			traffic:   idsOf("web-3", "web-4", "web-5", "web-6"),
+			reason:    "restored instance web-9 vanished, so web-5, web-6 keep serving web:1.1.0",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -539,26 +614,30 @@ func TestResumeMidRestore(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			h.store.cancel = cancel
-			h.store.crashIf = func(st RolloutState) bool { return st.Phase == PhaseRestoring && len(st.Restore) > 0 }
+			h.store.crashIf = func(st RolloutState) bool { return st.Phase == tc.crashIn && len(st.Restore) > 0 }
 			saved, err := h.rollout(with(fast, func(o *Options) { o.Surge = 50 })).Start(ctx, 7, v2, h.blue)
-			if err == nil || saved.Phase != PhaseRestoring || !slices.Equal(saved.Restore, idsOf("web-9", "web-10")) {
-				t.Fatalf("crashed Start: %s with restore %v, %v; want restoring with web-9, web-10 and an error", saved.Phase, saved.Restore, err)
+			if err == nil || saved.Phase != tc.crashIn || !slices.Equal(saved.Restore, idsOf("web-9", "web-10")) {
+				t.Fatalf("crashed Start: %s with restore %v, %v; want %s with web-9, web-10 and an error", saved.Phase, saved.Restore, err, tc.crashIn)
 			}
 			h.store.crashIf = nil
 			if tc.whileDown != nil {
 				tc.whileDown(h)
 			}
-			h.traffic = &fakeTraffic{}
+			h.resetTraffic()
 			st, err := h.rollout(Options{}).Resume(t.Context(), jsonRoundTrip(t, saved))
 			if err != nil {
 				t.Fatalf("Resume: %v", err)
 			}
 			checkPersisted(t, h.store)
-			if st.Phase != PhaseRolledBack || !st.Restored {
-				t.Fatalf("phase %s, restored %t (%s); want rolled-back and restored", st.Phase, st.Restored, st.Reason)
+			checkBreaches(t, h)
+			if st.Phase != PhaseRolledBack || st.Restored != tc.restored {
+				t.Fatalf("phase %s, restored %t (%s); want rolled-back and restored %t", st.Phase, st.Restored, st.Reason, tc.restored)
 			}
-			if first, want := h.traffic.sets[0], h.addrs("web-3", "web-4", "web-5", "web-6"); !slices.Equal(first, want) {
-				t.Errorf("Resume first set traffic to %v, want the set before the batch %v", first, want)
+			if !strings.Contains(st.Reason, tc.reason) {
+				t.Errorf("reason %q, want it to contain %q", st.Reason, tc.reason)
+			}
+			if first, want := h.traffic.sets[0], h.addrs(tc.first...); !slices.Equal(first, want) {
+				t.Errorf("Resume first set traffic to %v, want Serving() %v", first, want)
 			}
 			if got := slices.Sorted(slices.Values(h.world.launched)); !slices.Equal(got, tc.launched) {
 				t.Errorf("launched %v, want %v", got, tc.launched)
@@ -573,6 +652,26 @@ func TestResumeMidRestore(t *testing.T) {
 	}
 }
 
+// The restore's window is the progress deadline the rollout was given,
+// not what is left of a deadline pushed back by waits for promotion.
+func TestRestoreWindow(t *testing.T) {
+	now := time.Now()
+	st := RolloutState{
+		Blue: idsOf("web-1", "web-2"), Green: idsOf("web-3", "web-4"), Surge: 50, Batch: 1,
+		ProgressDeadline: time.Minute, StartedAt: now.Add(-2 * time.Hour), Deadline: now.Add(time.Hour),
+	}
+	if next := thenRestore(&st, PhaseRolledBack); next != PhaseRestoring {
+		t.Fatalf("thenRestore in the second batch = %s, want restoring", next)
+	}
+	if d := time.Until(st.RestoreDeadline); d < 50*time.Second || d > time.Minute {
+		t.Errorf("restore window %s, want the rollout's one minute", d)
+	}
+	st.Batch = 0
+	if next := thenRestore(&st, PhaseAborted); next != PhaseAborted {
+		t.Errorf("thenRestore in the first batch = %s, want aborted", next)
+	}
+}
+
 func TestResumeTerminalOnlyRestoresTraffic(t *testing.T) {
 	h := newHarness(2)
 	st, err := h.rollout(fast).Start(t.Context(), 1, v2, h.blue)
@@ -580,7 +679,7 @@ func TestResumeTerminalOnlyRestoresTraffic(t *testing.T) {
 		t.Fatalf("Start: %s, %v", st.Phase, err)
 	}
 	n := len(h.store.states)
-	h.traffic = &fakeTraffic{}
+	h.resetTraffic()
 	again, err := h.rollout(Options{}).Resume(t.Context(), st)
 	if err != nil || again.Phase != PhaseSucceeded || len(h.store.states) != n {
 		t.Fatalf("Resume of a finished rollout: %s, %v, %d new states", again.Phase, err, len(h.store.states)-n)

@@ -149,6 +149,11 @@ func (s *Supervisor) startRollout(req RolloutRequest) (int, error) {
 	r := &fleet.Rollout{
 		Launcher: rolloutLauncher{s}, Traffic: traffic{s, port}, Port: port,
 		Verify: func(ctx context.Context, green []fleet.Instance) error { return fleet.WaitHealthy(ctx, check, green) },
+		// The previous version is judged by the fleet's own checks, not by
+		// checks given for the new one.
+		VerifyRestore: func(ctx context.Context, insts []fleet.Instance) error {
+			return fleet.WaitHealthy(ctx, s.check, insts)
+		},
 		Watch: func(ctx context.Context, green []fleet.Instance, d time.Duration) error {
 			return fleet.WatchHealthy(ctx, check, green, d)
 		},

@@ -194,7 +194,11 @@ func (s *Supervisor) finishInterruptedLocked(r *fleet.RolloutState) {
 		// back on its stable version everywhere.
 		result = string(fleet.PhaseRolledBack)
 	}
-	r.Reason = "the supervisor stopped during " + string(r.Phase) + "; settled on restart"
+	settled := "the supervisor stopped during " + string(r.Phase) + "; settled on restart"
+	if r.Reason != "" { // keep why it was already failing
+		settled = r.Reason + "; " + settled
+	}
+	r.Reason = settled
 	s.state.History = append(s.state.History, RolloutSummary{
 		ID: r.ID, From: r.PreviousStable, To: r.Target, Result: result, Reason: r.Reason,
 		Started: r.StartedAt, Ended: time.Now().UTC(),

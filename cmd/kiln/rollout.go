@@ -191,7 +191,7 @@ func cmdRolloutStatus(args []string) error {
 		fmt.Printf("reason: %s\n", r.Reason)
 	}
 	fmt.Printf("blue: %s\ngreen: %s\n", strings.Join(r.Blue, " "), strings.Join(r.Green, " "))
-	if len(r.Restore) > 0 {
+	if r.Restored {
 		fmt.Printf("restore: %s\n", strings.Join(r.Restore, " "))
 	}
 	for _, t := range r.History {
