@@ -183,10 +183,13 @@ func (c Config) baseUserData() map[string]any {
 			"ssh_authorized_keys": keys,
 			"groups":              []any{"sudo"},
 		}},
-		// Exactly kiln's host keys: delete the image's, generate none.
+		// Exactly kiln's host keys: delete the image's; with ssh_keys
+		// given cloud-init generates none. ssh_genkeytypes names only the
+		// type kiln gives (its schema wants at least one), so a cloud-init
+		// that generated anyway would find that key present.
 		"ssh_keys":        sshKeys,
 		"ssh_deletekeys":  true,
-		"ssh_genkeytypes": []any{},
+		"ssh_genkeytypes": []any{"ed25519"},
 
 		"disable_root":      true,
 		"ssh_pwauth":        false,

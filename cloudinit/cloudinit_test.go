@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -275,8 +276,8 @@ func TestBaseUserData(t *testing.T) {
 		t.Errorf("ssh_keys = %v", got.SSHKeys)
 	}
 	isTrue("ssh_deletekeys", got.SSHDeleteKeys, true)
-	if got.SSHGenKeyTypes == nil || len(got.SSHGenKeyTypes) != 0 {
-		t.Errorf("ssh_genkeytypes = %#v, want []", got.SSHGenKeyTypes)
+	if !reflect.DeepEqual(got.SSHGenKeyTypes, []string{"ed25519"}) {
+		t.Errorf("ssh_genkeytypes = %#v, want [ed25519]", got.SSHGenKeyTypes)
 	}
 	isTrue("disable_root", got.DisableRoot, true)
 	isTrue("ssh_pwauth", got.SSHPwAuth, false)

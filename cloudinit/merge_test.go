@@ -34,9 +34,9 @@ func TestMerge(t *testing.T) {
 			map[string]any{"growpart": map[string]any{"mode": "off"}},
 			map[string]any{"growpart": map[string]any{"mode": "off"}}},
 		{"protected keys keep base",
-			map[string]any{"ssh_keys": map[string]any{"ed25519_public": "K"}, "ssh_deletekeys": true, "ssh_genkeytypes": []any{}},
+			map[string]any{"ssh_keys": map[string]any{"ed25519_public": "K"}, "ssh_deletekeys": true, "ssh_genkeytypes": []any{"ed25519"}},
 			map[string]any{"ssh_keys": map[string]any{"rsa_public": "X"}, "ssh_deletekeys": false, "ssh_genkeytypes": []any{"rsa"}},
-			map[string]any{"ssh_keys": map[string]any{"ed25519_public": "K"}, "ssh_deletekeys": true, "ssh_genkeytypes": []any{}}},
+			map[string]any{"ssh_keys": map[string]any{"ed25519_public": "K"}, "ssh_deletekeys": true, "ssh_genkeytypes": []any{"ed25519"}}},
 		{"protection is top-level only",
 			map[string]any{"x": map[string]any{"ssh_keys": 1}},
 			map[string]any{"x": map[string]any{"ssh_keys": 2}},
@@ -191,7 +191,7 @@ func TestUserDataYAMLMerge(t *testing.T) {
 				if len(sk) != 2 || sk["ed25519_public"] != k.Public || sk["ed25519_private"] != k.PrivatePEM {
 					t.Errorf("ssh_keys = %v", sk)
 				}
-				if m["ssh_deletekeys"] != true || len(m["ssh_genkeytypes"].([]any)) != 0 {
+				if m["ssh_deletekeys"] != true || !reflect.DeepEqual(m["ssh_genkeytypes"], []any{"ed25519"}) {
 					t.Errorf("ssh_deletekeys = %v, ssh_genkeytypes = %v", m["ssh_deletekeys"], m["ssh_genkeytypes"])
 				}
 			}, ""},

@@ -125,12 +125,17 @@ func TestRunBaseImage(t *testing.T) {
 	t.Run("os-release", func(t *testing.T) {
 		t.Parallel()
 		r := kilnCmd(t, 10*time.Minute, "run", baseImg, "--memory", "512M", "--",
-			"cat /etc/os-release; echo instance-id=$(cat /var/lib/cloud/data/instance-id)")
+			"cat /etc/os-release; echo instance-id=$(cat /var/lib/cloud/data/instance-id); "+
+				"sudo cloud-init schema --system >/dev/null 2>&1 && echo schema-valid || sudo cloud-init schema --system")
 		if r.code != 0 {
 			t.Fatalf("exit %d", r.code)
 		}
 		if !strings.Contains(r.stdout, `VERSION_ID="12"`) || !strings.Contains(r.stdout, "Debian") {
 			t.Errorf("guest is not Debian 12:\n%s", r.stdout)
+		}
+		// cloud-init accepts kiln's user-data without a schema warning.
+		if !strings.Contains(r.stdout, "schema-valid") {
+			t.Errorf("cloud-init's schema check fails on kiln's user-data:\n%s", r.stdout)
 		}
 		m := instanceIDLine.FindStringSubmatch(r.stderr)
 		if m == nil {
