@@ -45,7 +45,7 @@ func TestArgvTCG(t *testing.T) {
 	wantAll(t, argv,
 		"-name web,,1",
 		"-machine q35",
-		"-accel tcg,thread=multi",
+		"-accel tcg,thread=multi,tb-size=256",
 		"-cpu max",
 		"-smp 2",
 		"-m 1024",
@@ -70,6 +70,18 @@ func TestArgvTCG(t *testing.T) {
 	j := strings.Join(argv, " ")
 	if strings.Index(j, "disk.qcow2") > strings.Index(j, "seed.iso") {
 		t.Errorf("seed before disk: %s", j)
+	}
+}
+
+func TestTBSize(t *testing.T) {
+	for _, c := range []struct{ mem, want int }{{128, 64}, {512, 128}, {1024, 256}, {8192, 256}} {
+		if got := tbSizeMiB(c.mem); got != c.want {
+			t.Errorf("tbSizeMiB(%d) = %d, want %d", c.mem, got, c.want)
+		}
+	}
+	argv := strings.Join(Argv(Config{Dir: "/r", Accel: TCG, MemoryMiB: 512}, nil), " ")
+	if !strings.Contains(argv, "-accel tcg,thread=multi,tb-size=128 ") {
+		t.Errorf("a 512 MiB guest's argv: %s", argv)
 	}
 }
 
