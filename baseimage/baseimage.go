@@ -21,8 +21,9 @@ import (
 	"strings"
 )
 
-// recipeVersion changes whenever the way an image is made changes, so a
-// cached image from an older recipe is not reused.
+// recipeVersion changes whenever the way an image is made changes outside
+// customize.sh (whose bytes are part of the key anyway), so a cached image
+// from an older recipe is not reused.
 const recipeVersion = "3"
 
 // DefaultMirror is Debian's own redirector.
@@ -64,8 +65,8 @@ func Version(suite string) string {
 // Key fingerprints the inputs, naming the cached result.
 func (o Options) Key() string {
 	h := sha256.New()
-	fmt.Fprintf(h, "recipe %s\nsuite %s\nmirror %s\nsize %d\npackages %s\n",
-		recipeVersion, o.Suite, o.Mirror, o.Size, strings.Join(Packages, ","))
+	fmt.Fprintf(h, "recipe %s\nsuite %s\nmirror %s\nsize %d\npackages %s\ncustomize %x\n",
+		recipeVersion, o.Suite, o.Mirror, o.Size, strings.Join(Packages, ","), sha256.Sum256(customizeScript))
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 

@@ -9,7 +9,19 @@ case "$root" in /*/*) ;; *) echo "customize.sh: refusing tree '$root'" >&2; exit
 printf 'UUID=%s / ext4 rw,discard,errors=remount-ro 0 1\nLABEL=UEFI /boot/efi vfat umask=0077,nofail 0 0\n' "$root_uuid" > "$root/etc/fstab"
 mkdir -p "$root/boot/efi"
 echo 'LANG=C.UTF-8' > "$root/etc/default/locale"
-printf '# Written by kiln: look for a NoCloud seed only.\ndatasource_list: [ NoCloud, None ]\n' > "$root/etc/cloud/cloud.cfg.d/01_kiln.cfg"
+cat > "$root/etc/cloud/cloud.cfg.d/01_kiln.cfg" <<'CFG'
+# Written by kiln.
+# Look for a NoCloud seed only.
+datasource_list: [ NoCloud, None ]
+# Keep the sources.list this image was made with (its --mirror) rather than
+# cloud-init's template of deb.debian.org; user-data's apt settings still win.
+apt:
+  preserve_sources_list: true
+# GRUB is installed by the image maker, not by grub-pc's debconf: nothing
+# for this module to do but spend a second and a half under TCG.
+grub_dpkg:
+  enabled: false
+CFG
 mkdir -p "$root/etc/network/interfaces.d"
 printf 'auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n' > "$root/etc/network/interfaces"
 echo localhost > "$root/etc/hostname"

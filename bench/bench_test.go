@@ -623,7 +623,7 @@ func (b *bencher) builds() (workDisk string) {
 	for _, p := range []struct{ step, name, note string }{
 		{"source", "source (resolve the base)", ""},
 		{"boot", "boot to SSH", "overlay, seed, QEMU start, until kiln's SSH login works"},
-		{"cloud-init", "cloud-init wait", "`cloud-init status --wait`"},
+		{"cloud-init", "cloud-init wait", "until cloud-init's result.json appears"},
 		{"provision", "provisioning", "upload app/, apt-get install jq, setup.sh"},
 		{"generalize", "generalise", "cloud-init clean, keys and logs removed, fstrim"},
 		{"shutdown", "shutdown (ACPI power button → QEMU exit)", ""},

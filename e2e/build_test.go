@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,19 +95,25 @@ func TestBuildHello(t *testing.T) {
 	if m.Parent == nil || m.Parent.Ref != "debian:12" || m.BackingDigest == "" {
 		t.Errorf("manifest does not record the base as parent: %+v", m)
 	}
-	if len(m.Provisioners) != 3 || m.Variables["version"] != "1.0.0" || m.TemplateDigest == "" {
+	if len(m.Provisioners) != 4 || m.Variables["version"] != "1.0.0" || m.TemplateDigest == "" {
 		t.Errorf("manifest lacks provisioners, variables or template digest: %+v", m)
 	}
 
 	// Two boots of the same image: the app answers, the package and config
-	// are there, nothing of the build remains, and each boot is unique.
+	// are there, nothing of the build remains, and each boot is unique. The
+	// second boots through UEFI on a disk grown to 5G: the built image
+	// keeps the base's ESP, and growpart grows its root.
 	type boot struct{ machineID, hostKey string }
 	boots := make([]boot, 2)
 	t.Run("boots", func(t *testing.T) {
 		for i := range boots {
 			t.Run("boot", func(t *testing.T) {
 				t.Parallel()
-				r := kilnCmd(t, 10*time.Minute, "run", "hello:1.0.0", "--memory", "512M", "--", strings.Join([]string{
+				args := []string{"run", "hello:1.0.0", "--memory", "512M"}
+				if i == 1 {
+					args = append(args, "--firmware", "uefi", "--disk-size", "5G")
+				}
+				r := kilnCmd(t, 10*time.Minute, append(args, "--", strings.Join([]string{
 					"curl -s localhost:8080",
 					"jq --version",
 					"cat /etc/hello/hello.env",
@@ -118,11 +125,20 @@ func TestBuildHello(t *testing.T) {
 					// Accounts with a usable password (not locked, not empty).
 					"echo passwords=$(sudo awk -F: '$2 != \"\" && $2 !~ /^[!*]/' /etc/shadow | wc -l)",
 					"echo token=$(sudo cat /etc/hello/token) mode=$(stat -c %a /etc/hello/token)",
-				}, "; "))
+					"echo uefi=$(test -d /sys/firmware/efi && echo yes || echo no)",
+					"echo root-bytes=$(df -B1 --output=size / | tail -1)",
+				}, "; "))...)
 				if r.code != 0 {
 					t.Fatalf("exit %d", r.code)
 				}
 				out := r.stdout
+				if i == 1 {
+					var size int64
+					fmt.Sscan(field(out, "root-bytes"), &size)
+					if field(out, "uefi") != "yes" || size < 4<<30 {
+						t.Errorf("--firmware uefi --disk-size 5G: uefi=%s, root filesystem %d bytes; want UEFI and a root grown past 4 GiB", field(out, "uefi"), size)
+					}
+				}
 				for _, want := range []string{"hello from hello 1.0.0", "jq-1.6", "APP_VERSION=1.0.0", "kiln-users=1\n", "build-key=0\n", "passwords=0\n", "token=" + token + " mode=600\n"} {
 					if !strings.Contains(out, want) {
 						t.Errorf("guest output lacks %q:\n%s", want, out)

@@ -24,6 +24,25 @@ func TestParseCloudInitStatus(t *testing.T) {
 	}
 }
 
+func TestParseCloudInitResult(t *testing.T) {
+	cases := []struct {
+		json, wantErr string
+	}{
+		{`{"v1": {"datasource": "DataSourceNoCloud [seed=/dev/vdb][dsmode=net]", "errors": []}}`, ""},
+		{`{"v1": {"datasource": "DataSourceNoCloud", "errors": ["('scripts_user', RuntimeError('Runparts: 1 failures in 1 attempted commands'))"]}}`,
+			"cloud-init finished with status error: ('scripts_user', RuntimeError("},
+		{`{"v1": {"errors": ["a", "b"], "recoverable_errors": {"WARNING": ["w"]}}}`, "status error: a; b (see /var/log/cloud-init.log"},
+		{`{}`, "not the JSON cloud-init writes"},
+		{``, "not the JSON cloud-init writes"},
+	}
+	for _, c := range cases {
+		err := parseCloudInitResult([]byte(c.json))
+		if c.wantErr == "" && err != nil || c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)) {
+			t.Errorf("%s: err = %v, want %q", c.json, err, c.wantErr)
+		}
+	}
+}
+
 func TestScriptCommand(t *testing.T) {
 	cases := []struct {
 		s       Script
