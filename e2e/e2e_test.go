@@ -120,20 +120,25 @@ func assertNothingLeft(t *testing.T) {
 
 var instanceIDLine = regexp.MustCompile(`instance (i-[0-9a-f]+)`)
 
-// TestRunBaseImage boots the base image once. (UEFI and a grown disk are
-// checked on a built image's boot in TestBuildHello; two VMs at once there
-// and in the fleet tests.)
+// TestRunBaseImage boots the base image once, on a disk grown to 5G. (UEFI
+// is checked on a built image's boot in TestBuildHello, and two `kiln run`
+// at once there too.)
 func TestRunBaseImage(t *testing.T) {
 	t.Run("os-release", func(t *testing.T) {
-		r := kilnCmd(t, 10*time.Minute, "run", baseImg, "--memory", "512M", "--",
+		r := kilnCmd(t, 10*time.Minute, "run", baseImg, "--memory", "512M", "--disk-size", "5G", "--",
 			"cat /etc/os-release; echo instance-id=$(cat /var/lib/cloud/data/instance-id); "+
 				"sudo cloud-init schema --system >/dev/null 2>&1 && echo schema-valid || sudo cloud-init schema --system; "+
-				"exit 7")
+				"echo root-bytes=$(df -B1 --output=size / | tail -1); exit 7")
 		if r.code != 7 {
 			t.Fatalf("kiln run exited %d, want the guest command's 7", r.code)
 		}
 		if !strings.Contains(r.stdout, `VERSION_ID="12"`) || !strings.Contains(r.stdout, "Debian") {
 			t.Errorf("guest is not Debian 12:\n%s", r.stdout)
+		}
+		var size int64
+		fmt.Sscan(field(r.stdout, "root-bytes"), &size)
+		if size < 4<<30 {
+			t.Errorf("root filesystem is %d bytes after --disk-size 5G; growpart did not grow it", size)
 		}
 		// cloud-init accepts kiln's user-data without a schema warning.
 		if !strings.Contains(r.stdout, "schema-valid") {
