@@ -441,6 +441,24 @@ func jsonRoundTrip(t *testing.T, st RolloutState) RolloutState {
 	return out
 }
 
+// resumeAfter is the restart after a crash: whatever happened while the
+// supervisor was down, a fresh balancer, then Resume of the saved state
+// (through JSON, as the state file) to its end, checked as it went.
+func resumeAfter(t *testing.T, h *harness, saved RolloutState, whileDown func(*harness)) RolloutState {
+	t.Helper()
+	if whileDown != nil {
+		whileDown(h)
+	}
+	h.resetTraffic()
+	st, err := h.rollout(Options{}).Resume(t.Context(), jsonRoundTrip(t, saved))
+	if err != nil {
+		t.Fatalf("Resume: %v", err)
+	}
+	checkPersisted(t, h.store)
+	checkBreaches(t, h)
+	return st
+}
+
 // TestResumeMidAction crashes inside an action rather than between
 // transitions, and resumes after things changed while the supervisor was
 // down.
@@ -525,15 +543,7 @@ func TestResumeMidAction(t *testing.T) {
 				t.Fatalf("crashed Start: %s, %v; want %s and an error", saved.Phase, err, tc.crashed)
 			}
 			h.world.afterLaunch, h.world.afterStop, h.store.failAt = nil, nil, 0
-			if tc.whileDown != nil {
-				tc.whileDown(h)
-			}
-			h.resetTraffic()
-			st, err := h.rollout(Options{}).Resume(t.Context(), jsonRoundTrip(t, saved))
-			if err != nil {
-				t.Fatalf("Resume: %v", err)
-			}
-			checkPersisted(t, h.store)
+			st := resumeAfter(t, h, saved, tc.whileDown)
 			if st.Phase != tc.phase {
 				t.Fatalf("phase %s (%s), want %s", st.Phase, st.Reason, tc.phase)
 			}
@@ -620,16 +630,7 @@ func TestResumeMidRestore(t *testing.T) {
 				t.Fatalf("crashed Start: %s with restore %v, %v; want %s with web-9, web-10 and an error", saved.Phase, saved.Restore, err, tc.crashIn)
 			}
 			h.store.crashIf = nil
-			if tc.whileDown != nil {
-				tc.whileDown(h)
-			}
-			h.resetTraffic()
-			st, err := h.rollout(Options{}).Resume(t.Context(), jsonRoundTrip(t, saved))
-			if err != nil {
-				t.Fatalf("Resume: %v", err)
-			}
-			checkPersisted(t, h.store)
-			checkBreaches(t, h)
+			st := resumeAfter(t, h, saved, tc.whileDown)
 			if st.Phase != PhaseRolledBack || st.Restored != tc.restored {
 				t.Fatalf("phase %s, restored %t (%s); want rolled-back and restored %t", st.Phase, st.Restored, st.Reason, tc.restored)
 			}
