@@ -663,9 +663,7 @@ func (r *Rollout) drainBlue(ctx context.Context, st *RolloutState) (Phase, strin
 		return "", "", err
 	}
 	note := "stopped blue " + strings.Join(st.Blue[lo:hi], ", ")
-	if len(problems) > 0 {
-		note += "; " + strings.Join(problems, "; ")
-	}
+	note = withProblems(note, problems)
 	if !st.InLastBatch() {
 		st.Batch++
 		return PhaseStartingGreen, note, nil
@@ -680,9 +678,7 @@ func (r *Rollout) abort(ctx context.Context, st *RolloutState) (Phase, string, e
 		return "", "", ctx.Err()
 	}
 	note := "stopped green " + strings.Join(st.batchGreen(), ", ")
-	if len(problems) > 0 {
-		note += "; " + strings.Join(problems, "; ")
-	}
+	note = withProblems(note, problems)
 	return thenRestore(st, PhaseAborted), note, nil
 }
 
@@ -715,9 +711,7 @@ func (r *Rollout) rollBack(ctx context.Context, st *RolloutState) (Phase, string
 	if len(addrs) == 0 {
 		problems = append(problems, "no instance left to serve")
 	}
-	if len(problems) > 0 {
-		note += "; " + strings.Join(problems, "; ")
-	}
+	note = withProblems(note, problems)
 	return thenRestore(st, PhaseRolledBack), note, nil
 }
 
@@ -730,12 +724,6 @@ func (r *Rollout) restore(ctx context.Context, st *RolloutState) (Phase, string,
 	dctx, cancel := context.WithDeadline(ctx, st.RestoreDeadline)
 	defer cancel()
 	var problems []string
-	withProblems := func(note string) string {
-		if len(problems) > 0 {
-			note += "; " + strings.Join(problems, "; ")
-		}
-		return note
-	}
 	giveUp := func(doing string, err error) (Phase, string, error) {
 		if ctx.Err() != nil {
 			return "", "", ctx.Err()
@@ -752,7 +740,7 @@ func (r *Rollout) restore(ctx context.Context, st *RolloutState) (Phase, string,
 		}
 		st.Reason += fmt.Sprintf("; could not restore %s in place of %s (%s), so they keep serving %s",
 			st.PreviousStable, strings.Join(earlier, ", "), why, st.Target)
-		return PhaseRolledBack, withProblems("restore failed: " + why), nil
+		return PhaseRolledBack, withProblems("restore failed: "+why, problems), nil
 	}
 
 	restore, gone := r.resolve(st.Restore)
@@ -799,7 +787,7 @@ func (r *Rollout) restore(ctx context.Context, st *RolloutState) (Phase, string,
 	set := st.restored()
 	r.Traffic.SetBackends(r.addrsOf(set))
 	return PhaseRestoreDraining, withProblems(fmt.Sprintf("%s healthy again on %s; traffic → %s",
-		st.PreviousStable, strings.Join(st.Restore, ", "), strings.Join(set, ", "))), nil
+		st.PreviousStable, strings.Join(st.Restore, ", "), strings.Join(set, ", ")), problems), nil
 }
 
 // drainEarlier retires the earlier batches' green once the restore took
@@ -819,20 +807,27 @@ func (r *Rollout) drainEarlier(ctx context.Context, st *RolloutState) (Phase, st
 		st.Reason += fmt.Sprintf("; restored instance %s vanished, so %s keep serving %s",
 			restoreGone, strings.Join(st.earlier(), ", "), st.Target)
 		note := "traffic → " + strings.Join(set, ", ")
-		if len(problems) > 0 {
-			note += "; " + strings.Join(problems, "; ")
-		}
+		note = withProblems(note, problems)
 		return PhaseRolledBack, note, nil
 	}
 	problems, err := r.retire(ctx, st.Drain, earlier)
 	if err != nil {
 		return "", "", err
 	}
-	note := "stopped " + strings.Join(st.earlier(), ", ") + "; the fleet runs " + st.PreviousStable + " everywhere"
-	if len(problems) > 0 {
-		note = "stopped " + strings.Join(st.earlier(), ", ") + "; " + strings.Join(problems, "; ")
+	note := "stopped " + strings.Join(st.earlier(), ", ")
+	if len(problems) == 0 {
+		note += "; the fleet runs " + st.PreviousStable + " everywhere"
 	}
-	return PhaseRolledBack, note, nil
+	return PhaseRolledBack, withProblems(note, problems), nil
+}
+
+// withProblems appends what went wrong along the way to a transition's
+// note: problems that did not stop the rollout but should be seen.
+func withProblems(note string, problems []string) string {
+	if len(problems) == 0 {
+		return note
+	}
+	return note + "; " + strings.Join(problems, "; ")
 }
 
 // retire drains the instances (for at most d), then stops them. Problems
