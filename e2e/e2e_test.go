@@ -176,3 +176,38 @@ func TestSSHTimeoutNamesSerialLog(t *testing.T) {
 }
 
 func processAlive(pid int) bool { return workdir.Running(pid) }
+
+// TestAccelKVMExplicit: `--accel kvm` either runs the guest under KVM
+// (where the probe says KVM runs a guest) or fails within seconds with the
+// probe's finding, instead of waiting for SSH. On a host whose /dev/kvm
+// cannot run a guest (or has none), the rest of the e2e runs under TCG
+// because the probe chose it.
+func TestAccelKVMExplicit(t *testing.T) {
+	doctor := kilnCmd(t, time.Minute, "doctor")
+	usable := strings.Contains(doctor.stdout, "accelerator: kvm")
+	start := time.Now()
+	r := kilnCmd(t, 10*time.Minute, "run", baseImg, "--accel", "kvm", "--memory", "512M", "--", "true")
+	took := time.Since(start)
+	if usable {
+		if r.code != 0 {
+			t.Errorf("doctor says KVM works, but kiln run --accel kvm exited %d", r.code)
+		}
+		if !strings.Contains(r.stderr, "boot (kvm)") {
+			t.Errorf("the guest did not boot under KVM:\n%s", r.stderr)
+		}
+	} else {
+		if r.code != 1 {
+			t.Errorf("kiln run --accel kvm on a host without a usable KVM exited %d, want 1", r.code)
+		}
+		if !strings.Contains(r.stderr, "--accel kvm: ") || !(strings.Contains(r.stderr, "cannot run a guest") || strings.Contains(r.stderr, "KVM is not usable")) {
+			t.Errorf("the error does not give the probe's finding:\n%s", r.stderr)
+		}
+		if took > time.Minute { // a boot timeout is minutes; the probe is bounded by seconds
+			t.Errorf("refusing --accel kvm took %s: it should take seconds, not a boot timeout", took.Round(time.Second))
+		}
+		if !strings.Contains(doctor.stdout, "accelerator: tcg") {
+			t.Errorf("doctor does not say TCG is used:\n%s", doctor.stdout)
+		}
+	}
+	assertNothingLeft(t)
+}

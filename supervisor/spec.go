@@ -16,6 +16,7 @@ import (
 
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/qemu"
 )
 
 // Port maps a front port on 127.0.0.1 to a guest port on every instance.
@@ -33,6 +34,7 @@ type Spec struct {
 	CPUs      int          `json:"cpus"`
 	MemoryMiB int          `json:"memory_mib"`
 	Check     *fleet.Check `json:"check,omitempty"`
+	Accel     qemu.Accel   `json:"accel,omitempty"` // as asked: auto (""), kvm, hvf or tcg
 	CreatedAt time.Time    `json:"created_at"`
 }
 

@@ -53,7 +53,7 @@ func cmdBuild(ctx context.Context, args []string) error {
 	tf.add(fs)
 	force := fs.Bool("force", false, "replace an existing name:version")
 	onError := fs.String("on-error", "cleanup", "on failure: cleanup (stop the VM, remove everything) or abort (keep the VM running to debug)")
-	accel := fs.String("accel", "", "accelerator: kvm, hvf or tcg (default: the best available)")
+	accel := addAccelFlag(fs)
 	asJSON := fs.Bool("json", false, "print the manifest as JSON when done")
 	noCache := fs.Bool("no-cache", false, "build even if identical inputs were built before")
 	packerManifest := fs.String("manifest", "", "also write a Packer-compatible manifest (packer-manifest.json) to FILE")
@@ -75,15 +75,16 @@ func cmdBuild(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	ac, err := chooseAccel(*accel)
+	req, err := parseAccel(*accel)
 	if err != nil {
-		return usageError{err.Error()}
+		return err
 	}
 	if err := needTools(qemuSystem, qemuImg); err != nil {
 		return err
 	}
-	if *accel == "" {
-		warnAccel(ac)
+	ac, err := req.choose(ctx)
+	if err != nil {
+		return err
 	}
 	paths := images.DefaultPaths()
 	store, err := images.Open(paths.Images())
@@ -95,7 +96,7 @@ func cmdBuild(ctx context.Context, args []string) error {
 	start := time.Now()
 	res, err := build.Run(ctx, *spec, build.Options{
 		Store: store, RunDir: paths.Runtime, CacheDir: paths.Cache, Force: *force,
-		KeepOnError: *onError == "abort", Accel: ac, Out: os.Stderr, Debug: debug, NoCache: *noCache, KilnVersion: version,
+		KeepOnError: *onError == "abort", Accel: ac.Accel, CPU: ac.CPU, Out: os.Stderr, Debug: debug, NoCache: *noCache, KilnVersion: version,
 		KeepWorkDisk: *keepWorkDisk,
 	})
 	if err != nil {

@@ -128,6 +128,7 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	hf.add(fs)
 	file := fs.StringP("file", "f", "", "read the fleet from an HCL fleet file instead of these flags")
 	force := fs.Bool("force", false, "run a revoked image anyway")
+	accel := addAccelFlag(fs)
 	var vars, varFiles []string
 	fs.StringArrayVar(&vars, "var", nil, "set a fleet file variable: NAME=VALUE (repeatable)")
 	fs.StringArrayVar(&varFiles, "var-file", nil, "read fleet file variables from an HCL file (repeatable)")
@@ -138,6 +139,10 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 		return usageError{"give one fleet name"}
 	}
 	name := fs.Arg(0)
+	req, err := parseAccel(*accel)
+	if err != nil {
+		return err
+	}
 	var spec supervisor.Spec
 	if *file != "" {
 		tf := templateFlags{vars: vars, varFiles: varFiles}
@@ -217,8 +222,14 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 		return err
 	}
 	spec.Image = m.Ref().String()
+	spec.Accel = req.want
 	if err := spec.Validate(); err != nil {
 		return usageError{err.Error()}
+	}
+	// Chosen here, so an explicit --accel kvm that cannot run fails at once;
+	// the supervisor then finds the probe's verdict cached.
+	if _, err := req.choose(ctx); err != nil {
+		return err
 	}
 	ports := spec.Ports
 	for _, p := range ports {
@@ -362,7 +373,18 @@ func cmdFleetSupervise(ctx context.Context, args []string) error {
 	}
 	defer os.Remove(dirs.Pid())
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	return supervisor.Run(ctx, images.DefaultPaths().Data, args[0], "", log)
+	spec, err := supervisor.ReadSpec(dirs)
+	if err != nil {
+		return err
+	}
+	choice, err := accelSelector().Choose(ctx, spec.Accel)
+	if err != nil {
+		return err
+	}
+	if choice.Note != "" {
+		log.Warn(choice.Note)
+	}
+	return supervisor.Run(ctx, images.DefaultPaths().Data, args[0], choice, log)
 }
 
 // fleetStatus asks the supervisor, falling back to the saved state.
