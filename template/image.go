@@ -15,6 +15,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/provision"
 )
@@ -480,12 +481,12 @@ func (l *loader) size(attr *hcl.Attribute, unit int64) int64 {
 		l.diags = append(l.diags, diagAt(rng, "Invalid size", `%s must not be empty; write e.g. "4G" or "512M".`, attr.Name))
 		return 0
 	}
-	if !hasSizeUnit(s) {
+	if !disk.HasUnit(s) {
 		l.diags = append(l.diags, diagAt(rng, "Invalid size",
 			`%s needs a unit: %q is ambiguous; write e.g. "%sM" (K, M, G or T; powers of 1024).`, attr.Name, s, s))
 		return 0
 	}
-	n, err := parseSize(s)
+	n, err := disk.ParseSize(s)
 	switch {
 	case err != nil:
 		l.diags = append(l.diags, diagAt(rng, "Invalid size", "%s: %v.", attr.Name, err))

@@ -222,43 +222,6 @@ image "hello" {
 	}
 }
 
-func TestParseSize(t *testing.T) {
-	tests := []struct {
-		in   string
-		want int64
-		err  bool
-	}{
-		{"0", 0, false},
-		{"512", 512, false},
-		{"512B", 512, false},
-		{"1K", 1024, false},
-		{"1k", 1024, false},
-		{"1KiB", 1024, false},
-		{"1KB", 1024, false},
-		{"4G", 4 << 30, false},
-		{" 4 G ", 4 << 30, false},
-		{"1.5M", 3 << 19, false},
-		{"2T", 2 << 40, false},
-		{"", 0, true},
-		{"G", 0, true},
-		{"4X", 0, true},
-		{"4iB", 0, true},
-		{"-1G", 0, true},
-		{"1.2.3G", 0, true},
-		{".5G", 0, true},
-		{"1.G", 0, true},
-		{"0.1", 0, true},      // not whole bytes
-		{"9999999T", 0, true}, // overflows int64
-		{"four", 0, true},
-	}
-	for _, tt := range tests {
-		got, err := parseSize(tt.in)
-		if (err != nil) != tt.err || got != tt.want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d, error %v", tt.in, got, err, tt.want, tt.err)
-		}
-	}
-}
-
 func TestDiagnosticString(t *testing.T) {
 	ds := Diagnostics{
 		{File: "a.hcl", Line: 3, Column: 5, Summary: "Unsupported argument", Detail: "An argument named \"x\"\nis not expected here."},
