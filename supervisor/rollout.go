@@ -99,7 +99,7 @@ func (l rolloutLauncher) Stop(ctx context.Context, in fleet.Instance) error {
 // background; the CLI follows it through the state.
 func (s *Supervisor) startRollout(req RolloutRequest) (int, error) {
 	if len(s.spec.Ports) == 0 {
-		return 0, errors.New("this fleet has no --port: a rollout needs a service port to move traffic on")
+		return 0, errors.New("this fleet has no front port: a rollout needs a service port to move traffic on")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

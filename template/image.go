@@ -23,8 +23,6 @@ import (
 var (
 	// Names and versions become parts of store paths and refs ("hello:1.0.0"),
 	// so they avoid separators and may not start with a dot or dash.
-	nameRe    = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
-	versionRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]*$`)
 
 	checksumRe = regexp.MustCompile(`^(sha256:[0-9a-fA-F]{64}|sha512:[0-9a-fA-F]{128})$`)
 )
@@ -96,22 +94,22 @@ func (l *loader) image(b *hcl.Block) *build.Spec {
 	attrs := content.Attributes
 
 	spec.Name = b.Labels[0]
-	if !nameRe.MatchString(spec.Name) {
+	if err := images.CheckName(spec.Name); err != nil {
 		l.diags = append(l.diags, diagAt(b.LabelRanges[0].Ptr(), "Invalid image name",
-			"%q is not a valid image name: use lowercase letters, digits, '.', '-' and '_', starting with a letter or digit.", spec.Name))
+			"%q is not a valid image name: %v (lower-case letters, digits, '.', '-' and '_', up to 128).", spec.Name, err))
 	}
 
 	verAttr := attrs["version"]
 	if v, ok := l.value(verAttr, cty.String); ok {
 		spec.Version = v.AsString()
-		if l.opts.Version == "" && !versionRe.MatchString(spec.Version) {
+		if l.opts.Version == "" && images.CheckVersion(spec.Version) != nil {
 			l.diags = append(l.diags, diagAt(verAttr.Expr.Range().Ptr(), "Invalid version", "%s", versionProblem(spec.Version)))
 		}
 	}
 	switch {
 	case l.opts.Version != "":
 		spec.Version = l.opts.Version
-		if !versionRe.MatchString(spec.Version) {
+		if images.CheckVersion(spec.Version) != nil {
 			l.diags = append(l.diags, diagAt(nil, "Invalid --version", "%s", versionProblem(spec.Version)))
 		}
 	case !l.isSet(verAttr):
@@ -187,7 +185,7 @@ func versionProblem(v string) string {
 	if v == "" {
 		return "The version must not be empty."
 	}
-	return fmt.Sprintf("%q is not a valid version: use letters, digits, '.', '-', '_' and '+', starting with a letter or digit, e.g. \"1.0.0\".", v)
+	return fmt.Sprintf("%q is not a valid version: %v (letters, digits, '.', '-', '_' and '+', up to 128), e.g. \"1.0.0\".", v, images.CheckVersion(v))
 }
 
 func (l *loader) base(b *hcl.Block) build.Source {

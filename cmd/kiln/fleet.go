@@ -224,7 +224,7 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	spec.Image = m.Ref().String()
 	spec.Accel = req.want
 	if err := spec.Validate(); err != nil {
-		return usageError{err.Error()}
+		return usageError{specProblem(err, *file)}
 	}
 	// Chosen here, so an explicit --accel kvm that cannot run fails at once;
 	// the supervisor then finds the probe's verdict cached.
@@ -286,6 +286,20 @@ func logTail(path string, n int) string {
 }
 
 // specFromFile turns a fleet file into the supervisor's spec.
+// specProblem names the flag, or the fleet file, that a spec's problem is
+// about: the supervisor speaks of the field, the CLI of what the user wrote.
+func specProblem(err error, file string) string {
+	var fe *supervisor.FieldError
+	if !errors.As(err, &fe) {
+		return err.Error()
+	}
+	if file != "" {
+		return fmt.Sprintf("%s: %s", file, fe)
+	}
+	flag := map[string]string{"name": "fleet name", "count": "--count", "port": "--port", "image": "--image"}[fe.Field]
+	return fmt.Sprintf("%s %s: %s", flag, fe.Value, fe.Problem)
+}
+
 func specFromFile(ff *template.FleetFile) supervisor.Spec {
 	spec := supervisor.Spec{Name: ff.Name, Image: ff.Image, Count: ff.Count, CPUs: ff.CPUs, MemoryMiB: ff.MemoryMiB}
 	for _, p := range ff.Ports {
