@@ -1,0 +1,408 @@
+package ociimage
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry/remote"
+
+	"github.com/kiln-dev/kiln/images"
+)
+
+// PullOptions choose the local ref and what to do when it is taken.
+type PullOptions struct {
+	Name, Version string // override the pushed name and version of the top image
+	Force         bool   // replace a different image stored under the same ref
+}
+
+// PullResult says what a pull did.
+type PullResult struct {
+	Reference    string   `json:"reference"` // REGISTRY/REPO@sha256:… of the manifest
+	Digest       string   `json:"digest"`    // the manifest's digest
+	Image        string   `json:"image"`     // the local name:version
+	BlobDigest   string   `json:"blob_digest"`
+	Stored       []string `json:"stored"`            // refs added, base first
+	Present      []string `json:"present"`           // chain images already here
+	Channel      string   `json:"channel,omitempty"` // the local channel set from the tag
+	Revoked      string   `json:"revoked,omitempty"` // the revocation reason the registry carries
+	BlobsFetched int      `json:"blobs_fetched"`
+	BytesFetched int64    `json:"bytes_fetched"`
+	BytesTotal   int64    `json:"bytes_total"` // the whole chain's size
+	DurationSec  float64  `json:"duration_seconds"`
+}
+
+// Pull fetches the kiln image src names (a tag, "latest" when none, or a
+// digest) into store: the blobs of its backing chain that the store lacks,
+// each verified against its chunk digests and its own digest while it
+// streams, then added base first with their manifests, so lineage is kept.
+// A tag that is a valid channel name (not the version's own tag, not
+// "latest") moves the local channel of that name. A revocation published
+// in the registry is recorded, so the image is refused as a local revoked
+// one is. If anything fails, the store is left as it was.
+func Pull(ctx context.Context, store *images.Store, src Reference, po PullOptions, o Options) (PullResult, error) {
+	start := time.Now()
+	if src.Reference.Reference == "" {
+		src.Reference.Reference = "latest"
+	}
+	repo, err := o.repository(src)
+	if err != nil {
+		return PullResult{}, err
+	}
+	fail := func(err error) (PullResult, error) { return PullResult{}, explain(src, o, err) }
+
+	manDesc, manJSON, err := fetchManifest(ctx, repo, src)
+	if err != nil {
+		return fail(err)
+	}
+	man, blobs, err := parseManifest(manJSON)
+	if err != nil {
+		return PullResult{}, fmt.Errorf("%s: %w", src, err)
+	}
+	cfgJSON, err := fetchSmall(ctx, repo, man.Config, maxConfigBytes)
+	if err != nil {
+		return fail(fmt.Errorf("%s: config: %w", src, err))
+	}
+	var cfg Config
+	if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
+		return PullResult{}, fmt.Errorf("%s: the config is not kiln's: %w", src, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return PullResult{}, fmt.Errorf("%s: %w", src, err)
+	}
+	if err := matchChain(cfg, blobs); err != nil {
+		return PullResult{}, fmt.Errorf("%s: %w", src, err)
+	}
+	reason, err := revocation(ctx, repo, manDesc)
+	if err != nil {
+		return fail(fmt.Errorf("%s: looking for a revocation: %w", src, err))
+	}
+
+	plan, err := planPull(store, cfg, po)
+	if err != nil {
+		return PullResult{}, err
+	}
+	res := PullResult{Digest: manDesc.Digest.String(), Reference: src.Repo() + "@" + manDesc.Digest.String(),
+		Image: plan[len(plan)-1].ref.String(), BlobDigest: cfg.Top().Digest, Revoked: reason}
+	channel := channelFor(src.Tag(), cfg.Top().Version, plan[len(plan)-1].ref.Name)
+
+	var want int64
+	for i, p := range plan {
+		res.BytesTotal += cfg.Chain[i].FileSize
+		if p.fetch {
+			want += cfg.Chain[i].FileSize
+		}
+	}
+	staging, err := store.StagingDir("pull")
+	if err != nil {
+		return PullResult{}, err
+	}
+	defer os.RemoveAll(staging)
+	var done atomic.Int64
+	progress := func(n int64) {
+		if o.Progress != nil {
+			o.Progress(done.Add(n), want)
+		}
+	}
+	if o.Progress != nil {
+		o.Progress(0, want)
+	}
+	for i := range plan {
+		if !plan[i].fetch {
+			continue
+		}
+		path := filepath.Join(staging, strings.TrimPrefix(cfg.Chain[i].Digest, "sha256:"))
+		if err := fetchBlob(ctx, repo, blobs[i], path, progress); err != nil {
+			return fail(fmt.Errorf("%s: %w", cfg.Chain[i].Ref(), err))
+		}
+		plan[i].src = path
+		res.BlobsFetched++
+		res.BytesFetched += blobs[i].size
+	}
+
+	// Store base first; undo what this pull added if a later step fails.
+	var added []images.Ref
+	committed := false
+	defer func() {
+		if committed {
+			return
+		}
+		for i := len(added) - 1; i >= 0; i-- {
+			store.Remove(added[i])
+		}
+	}()
+	for i, p := range plan {
+		if p.src == "" {
+			res.Present = append(res.Present, p.ref.String())
+			continue
+		}
+		m := cfg.Chain[i]
+		m.Name, m.Version = p.ref.Name, p.ref.Version
+		m.VirtualSize = 0  // read from the blob's header, not trusted
+		m.Fingerprint = "" // another machine's build cache key is not this one's
+		if _, err := store.Add(ctx, m, p.src, images.AddOptions{Force: p.replace}); err != nil {
+			return PullResult{}, fmt.Errorf("storing %s: %w", p.ref, err)
+		}
+		if !p.replace {
+			added = append(added, p.ref)
+		}
+		res.Stored = append(res.Stored, p.ref.String())
+	}
+	top := plan[len(plan)-1].ref
+	if reason != "" {
+		if _, already := store.Revoked(top); !already {
+			if err := store.Revoke(top, reason); err != nil {
+				return PullResult{}, err
+			}
+		}
+	}
+	if channel != "" {
+		if err := store.Tag(top, channel); err != nil {
+			return PullResult{}, fmt.Errorf("setting %s@%s: %w", top.Name, channel, err)
+		}
+		res.Channel = channel
+	}
+	committed = true
+	res.DurationSec = time.Since(start).Seconds()
+	return res, nil
+}
+
+// step is what Pull does with one image of the chain.
+type step struct {
+	ref     images.Ref
+	fetch   bool   // its blob is not in the store
+	src     string // the file to add ("" when nothing is to be added)
+	replace bool   // --force over a different image of the same ref
+}
+
+// planPull decides, for each image of the chain, its local ref and whether
+// its blob must be fetched. An ancestor whose ref is taken here by another
+// image is stored as VERSION+<12 hex of its digest>, so both stay.
+func planPull(store *images.Store, cfg Config, po PullOptions) ([]step, error) {
+	plan := make([]step, len(cfg.Chain))
+	for i, m := range cfg.Chain {
+		r := m.Ref()
+		isTop := i == len(cfg.Chain)-1
+		if isTop && po.Name != "" {
+			r.Name = po.Name
+		}
+		if isTop && po.Version != "" {
+			r.Version = po.Version
+		}
+		if _, err := images.ParseRef(r.String()); err != nil {
+			return nil, err
+		}
+		blob := store.BlobPath(m.Digest)
+		_, err := os.Stat(blob)
+		haveBlob := err == nil
+		p := step{ref: r, fetch: !haveBlob}
+		local, err := store.Get(r)
+		switch {
+		case err == nil && local.Digest == m.Digest:
+			// present under this very ref
+		case err == nil && isTop && !po.Force:
+			return nil, fmt.Errorf("%s is already stored here as a different image (%s, not %s); pull it under another --name/--version, or pass --force to replace it", r, short(local.Digest), short(m.Digest))
+		case err == nil && isTop:
+			p.replace = true
+			p.src = blob
+		case err == nil:
+			p.ref.Version = m.Version + "+" + strings.TrimPrefix(m.Digest, "sha256:")[:12]
+			if other, err := store.Get(p.ref); err == nil && other.Digest == m.Digest {
+				break // pulled before under this name
+			}
+			p.src = blob
+		case errors.Is(err, images.ErrNotFound):
+			if haveBlob && !isTop && ownedBlob(store, m.Digest) {
+				break // the blob is here under another ref; lineage follows it
+			}
+			p.src = blob
+		default:
+			return nil, err
+		}
+		plan[i] = p
+	}
+	return plan, nil
+}
+
+// ownedBlob reports whether some stored version has blob d.
+func ownedBlob(store *images.Store, d string) bool {
+	all, _ := store.List()
+	for _, m := range all {
+		if m.Digest == d {
+			return true
+		}
+	}
+	return false
+}
+
+// channelFor is the local channel a pulled tag sets, or "": a tag that is
+// a valid channel name, not the version's own tag and not "latest".
+func channelFor(tag, version, name string) string {
+	if tag == "" || tag == TagFor(version) || tag == images.Latest {
+		return ""
+	}
+	r, err := images.ParseRef(name + "@" + tag)
+	if err != nil || r.Channel == "" {
+		return ""
+	}
+	return tag
+}
+
+// fetchManifest resolves src and reads its manifest, checked against its
+// digest (and against the digest src names, if it names one).
+func fetchManifest(ctx context.Context, repo *remote.Repository, src Reference) (ocispec.Descriptor, []byte, error) {
+	desc, rc, err := repo.FetchReference(ctx, src.Reference.Reference)
+	if err != nil {
+		return desc, nil, notFound(src, err)
+	}
+	defer rc.Close()
+	if desc.Size <= 0 || desc.Size > maxManifestBytes {
+		return desc, nil, fmt.Errorf("%s: the manifest's size %d is out of range", src, desc.Size)
+	}
+	data, err := io.ReadAll(io.LimitReader(rc, desc.Size+1))
+	if err != nil {
+		return desc, nil, err
+	}
+	got := digest.FromBytes(data)
+	if int64(len(data)) != desc.Size || got != desc.Digest {
+		return desc, nil, fmt.Errorf("%s: the manifest received has digest %s, not %s; the registry's copy is damaged", src, got, desc.Digest)
+	}
+	if want, err := src.Digest(); err == nil && want != got {
+		return desc, nil, fmt.Errorf("%s: the registry served a manifest with digest %s", src, got)
+	}
+	if desc.MediaType != ocispec.MediaTypeImageManifest {
+		return desc, nil, fmt.Errorf("%s is a %s, not a kiln image (an OCI image manifest)", src, desc.MediaType)
+	}
+	return desc, data, nil
+}
+
+// fetchSmall reads a small blob and checks its digest.
+func fetchSmall(ctx context.Context, repo *remote.Repository, desc ocispec.Descriptor, limit int64) ([]byte, error) {
+	if desc.Size > limit {
+		return nil, fmt.Errorf("%d bytes is more than %d", desc.Size, limit)
+	}
+	rc, err := repo.Fetch(ctx, desc)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, desc.Size+1))
+	if err != nil {
+		return nil, err
+	}
+	if got := digest.FromBytes(data); int64(len(data)) != desc.Size || got != desc.Digest {
+		return nil, fmt.Errorf("content has digest %s (%d bytes), not %s (%d bytes); the registry's copy is damaged", got, len(data), desc.Digest, desc.Size)
+	}
+	return data, nil
+}
+
+// fetchBlob streams the chunks of one blob into path, checking each
+// chunk's digest as it arrives and the whole blob's digest at the end.
+func fetchBlob(ctx context.Context, repo *remote.Repository, b blobLayers, path string, progress func(int64)) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	whole := sha256.New()
+	for _, l := range b.chunks {
+		if err := fetchChunk(ctx, repo, l, io.MultiWriter(f, whole), progress); err != nil {
+			return fmt.Errorf("layer %s: %w", l.Annotations[ocispec.AnnotationTitle], err)
+		}
+	}
+	if got := "sha256:" + hex.EncodeToString(whole.Sum(nil)); got != b.digest {
+		return fmt.Errorf("the blob rebuilt from its layers has digest %s, not %s; the registry's copy is damaged or was tampered with", got, b.digest)
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func fetchChunk(ctx context.Context, repo *remote.Repository, l ocispec.Descriptor, w io.Writer, progress func(int64)) error {
+	rc, err := repo.Fetch(ctx, l)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(w, h, progressWriter(progress)), &ctxReader{ctx: ctx, r: io.LimitReader(rc, l.Size+1)})
+	if err != nil {
+		return err
+	}
+	if got := digestOf(h); n != l.Size || got != l.Digest {
+		return fmt.Errorf("received %d bytes with digest %s, want %d bytes with digest %s; the registry's copy is damaged or was tampered with", n, got, l.Size, l.Digest)
+	}
+	return nil
+}
+
+func digestOf(h hash.Hash) digest.Digest { return digest.NewDigest(digest.SHA256, h) }
+
+type progressWriter func(int64)
+
+func (p progressWriter) Write(b []byte) (int, error) {
+	p(int64(len(b)))
+	return len(b), nil
+}
+
+// revocation returns the reason of a kiln revocation referring to desc, or
+// "" when there is none.
+func revocation(ctx context.Context, repo *remote.Repository, desc ocispec.Descriptor) (string, error) {
+	var reasons []string
+	err := repo.Referrers(ctx, desc, RevocationArtifactType, func(refs []ocispec.Descriptor) error {
+		for _, r := range refs {
+			if r.ArtifactType != RevocationArtifactType {
+				continue
+			}
+			reason := r.Annotations[AnnotationRevoked]
+			if reason == "" { // the index may not copy annotations: read the referrer
+				data, err := fetchSmall(ctx, repo, r, maxManifestBytes)
+				if err != nil {
+					return err
+				}
+				var m ocispec.Manifest
+				if err := json.Unmarshal(data, &m); err != nil {
+					return err
+				}
+				if m.Subject == nil || m.Subject.Digest != desc.Digest {
+					continue
+				}
+				reason = m.Annotations[AnnotationRevoked]
+			}
+			reasons = append(reasons, strings.TrimSpace(reason))
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if len(reasons) == 0 {
+		return "", nil
+	}
+	reason := strings.Join(reasons, "; ")
+	if reason == "" {
+		reason = "revoked in the registry, no reason given"
+	}
+	return reason, nil
+}
+
+func short(d string) string {
+	if len(d) > 19 {
+		return d[:19]
+	}
+	return d
+}
+
+
