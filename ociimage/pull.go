@@ -95,7 +95,8 @@ func Pull(ctx context.Context, store *images.Store, src Reference, po PullOption
 		return PullResult{}, err
 	}
 	res := PullResult{Digest: manDesc.Digest.String(), Reference: src.Repo() + "@" + manDesc.Digest.String(),
-		Image: plan[len(plan)-1].ref.String(), BlobDigest: cfg.Top().Digest, Revoked: reason}
+		Image: plan[len(plan)-1].ref.String(), BlobDigest: cfg.Top().Digest, Revoked: reason,
+		Stored: []string{}, Present: []string{}}
 	channel := channelFor(src.Tag(), cfg.Top().Version, plan[len(plan)-1].ref.Name)
 
 	var want int64
@@ -404,5 +405,3 @@ func short(d string) string {
 	}
 	return d
 }
-
-

@@ -17,7 +17,7 @@ import (
 
 func cmdImages(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usageError{"say what to do: kiln images ls | show | tag | tree | revoke | verify | rm | gc | export | import"}
+		return usageError{"say what to do: kiln images ls | show | tag | tree | revoke | verify | rm | gc | export | import | push | pull"}
 	}
 	switch args[0] {
 	case "ls", "list":
@@ -42,8 +42,12 @@ func cmdImages(ctx context.Context, args []string) error {
 		return cmdImagesGC(ctx, args[1:])
 	case "import":
 		return cmdImagesImport(ctx, args[1:])
+	case "push":
+		return cmdImagesPush(ctx, args[1:])
+	case "pull":
+		return cmdImagesPull(ctx, args[1:])
 	}
-	return usageError{fmt.Sprintf("unknown images command %q: use ls, show, tag, tree, revoke, unrevoke, verify, rm, gc, export or import", args[0])}
+	return usageError{fmt.Sprintf("unknown images command %q: use ls, show, tag, tree, revoke, unrevoke, verify, rm, gc, export, import, push or pull", args[0])}
 }
 
 func openStore() (*images.Store, error) {
