@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/internal/testregistry"
 )
 
 // TestRegistry exercises the store as a registry on the hello images from
@@ -153,4 +156,42 @@ func TestRegistry(t *testing.T) {
 	}
 	wg.Wait()
 	assertNothingLeft(t)
+
+	// Share through a real OCI registry: push hello@stable, then boot it
+	// straight from the registry on another store, which pulls the chain
+	// on first use with its lineage and channel.
+	reg := testregistry.Start(t, testregistry.Options{})
+	kilnOK(t, "images", "push", "hello@stable", reg.Host+"/kiln/hello")
+	other := []string{"KILN_HOME=" + filepath.Join(tmp, "other")}
+	r = kilnEnv(t, other, 10*time.Minute, "run", reg.Host+"/kiln/hello:stable", "--memory", "512M", "--", "curl -s localhost:8080")
+	if r.code != 0 || !strings.Contains(r.stdout, "hello 1.1.0") || !strings.Contains(r.stderr, "pulled "+reg.Host) {
+		t.Errorf("booting hello from the registry: exit %d, %q", r.code, r.stdout)
+	}
+	tree = kilnEnv(t, other, time.Minute, "images", "tree").stdout
+	if !strings.Contains(tree, "\n  hello:1.0.0") || !strings.Contains(tree, "\n    hello:1.1.0") {
+		t.Errorf("the pulled chain lost its lineage:\n%s", tree)
+	}
+	if m := showImage(t, "hello:1.1.0"); !strings.Contains(kilnEnv(t, other, time.Minute, "images", "show", "hello@stable").stdout, m.Digest) {
+		t.Errorf("the pulled hello@stable is not %s", m.Digest)
+	}
+}
+
+// kilnEnv is kilnCmd with extra environment (another KILN_HOME).
+func kilnEnv(t *testing.T, env []string, timeout time.Duration, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, kiln, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("kiln %s: %v", strings.Join(args, " "), err)
+	}
+	t.Logf("%v kiln %s: exit %d\nstdout:\n%s\nstderr:\n%s", env, strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	return r
 }
