@@ -10,11 +10,18 @@ import (
 // (REGISTRY/REPO[:TAG|@sha256:…]) rather than one in the store: it has a
 // "/" and its first part is a host, as docker decides it (it has a "." or
 // a ":", or is "localhost"). Local refs never contain "/", and a path
-// such as ./disk.qcow2 or /srv/x.img is not a registry reference.
+// such as ./disk.qcow2, /srv/x.img or vms.d/disk.qcow2 (a disk image's
+// file name) is not a registry reference.
 func IsRegistryRef(s string) bool {
 	host, rest, ok := strings.Cut(s, "/")
 	if !ok || rest == "" || host == "" || host == "." || host == ".." || strings.HasPrefix(host, "~") {
 		return false
+	}
+	lower := strings.ToLower(s)
+	for _, ext := range []string{".qcow2", ".img", ".raw", ".vmdk", ".vhd", ".vhdx", ".iso"} {
+		if strings.HasSuffix(lower, ext) {
+			return false
+		}
 	}
 	return strings.ContainsAny(host, ".:") || host == "localhost"
 }
