@@ -82,22 +82,15 @@ func cmdImagesPush(ctx context.Context, args []string) error {
 	if fs.NArg() != 2 {
 		return usageError{"give a stored ref and a registry reference, e.g. kiln images push hello:1.1.0 ghcr.io/acme/hello"}
 	}
-	ref, err := images.ParseRef(fs.Arg(0))
-	if err != nil {
-		return err
-	}
 	dst, err := ociimage.ParseReference(fs.Arg(1))
 	if err != nil {
 		return usageError{err.Error()}
 	}
-	store, err := openStore()
+	store, m, err := resolveStored(fs.Arg(0))
 	if err != nil {
 		return err
 	}
-	m, err := store.Resolve(ref)
-	if err != nil {
-		return err
-	}
+	ref, _ := images.ParseRef(fs.Arg(0)) // resolveStored parsed it
 	var extra []string
 	if ref.Channel != "" && ref.Channel != images.Latest && dst.Tag() == "" {
 		extra = append(extra, ref.Channel) // hello@stable moves the registry's stable tag
