@@ -31,7 +31,9 @@ type PushResult struct {
 	LayersSent  int      `json:"layers_sent"` // the others were in the registry already
 	BytesSent   int64    `json:"bytes_sent"`
 	BytesTotal  int64    `json:"bytes_total"`
-	Revoked     string   `json:"revoked,omitempty"` // the revocation reason that was published
+	Revoked     string   `json:"revoked,omitempty"`   // the revocation reason that was published
+	Unrevoked   bool     `json:"unrevoked,omitempty"` // a revocation in the registry was withdrawn
+	Warning     string   `json:"warning,omitempty"`
 	DurationSec float64  `json:"duration_seconds"`
 }
 
@@ -177,6 +179,10 @@ func Push(ctx context.Context, store *images.Store, r images.Ref, dst Reference,
 			return fail(fmt.Errorf("publishing the revocation of %s: %w", top.Ref(), err))
 		}
 		res.Revoked = rv.Reason
+	} else if n, err := withdrawRevocations(ctx, repo, manDesc); err != nil {
+		res.Warning = fmt.Sprintf("%s is no longer revoked here, but its revocation in the registry could not be removed (%v); pullers still refuse it", top.Ref(), explain(dst, o, err))
+	} else if n > 0 {
+		res.Unrevoked = true
 	}
 	res.Digest = manDesc.Digest.String()
 	res.Reference = dst.Repo() + "@" + res.Digest
@@ -215,6 +221,30 @@ func pushRevocation(ctx context.Context, repo *remote.Repository, subject ocispe
 	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: RevocationArtifactType,
 		Digest: digest.FromBytes(data), Size: int64(len(data))}
 	return repo.Push(ctx, desc, bytes.NewReader(data))
+}
+
+// withdrawRevocations deletes the revocation referrers of subject, for a
+// version unrevoked since it was pushed revoked, and says how many it
+// deleted. Registries that refuse deletes make it an error.
+func withdrawRevocations(ctx context.Context, repo *remote.Repository, subject ocispec.Descriptor) (int, error) {
+	var found []ocispec.Descriptor
+	err := repo.Referrers(ctx, subject, RevocationArtifactType, func(refs []ocispec.Descriptor) error {
+		for _, r := range refs {
+			if r.ArtifactType == RevocationArtifactType {
+				found = append(found, r)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range found {
+		if err := repo.Delete(ctx, r); err != nil {
+			return 0, err
+		}
+	}
+	return len(found), nil
 }
 
 func pushIfMissing(ctx context.Context, repo *remote.Repository, desc ocispec.Descriptor, data []byte) error {

@@ -422,6 +422,41 @@ func TestRevocationTravels(t *testing.T) {
 	if err := b.CheckUsable(base, false); err != nil {
 		t.Errorf("the revocation spread to the parent: %v", err)
 	}
+
+	// Unrevoked and pushed again: the registry's revocation is withdrawn.
+	if err := a.Unrevoke(mustRef("hello:1.1.0")); err != nil {
+		t.Fatal(err)
+	}
+	res, err = Push(ctx, a, mustRef("hello:1.1.0"), ref(t, reg.Host+"/hello"), nil, Options{ChunkSize: testChunk})
+	if err != nil || !res.Unrevoked || res.Warning != "" || res.LayersSent != 0 {
+		t.Fatalf("push after unrevoke: %+v %v", res, err)
+	}
+	c := emptyStore(t)
+	if pulled, err := Pull(ctx, c, ref(t, reg.Host+"/hello:1.1.0"), PullOptions{}, Options{}); err != nil || pulled.Revoked != "" {
+		t.Errorf("pull after the revocation was withdrawn: %+v %v", pulled, err)
+	}
+}
+
+// TestInterruptedPullLeavesTheStoreAsItWas: a pull cancelled mid-blob
+// stores nothing and leaves nothing in tmp/.
+func TestInterruptedPullLeavesTheStoreAsItWas(t *testing.T) {
+	reg := testregistry.Start(t, testregistry.Options{})
+	a := chainStore(t)
+	if _, err := Push(context.Background(), a, mustRef("hello:1.1.0"), ref(t, reg.Host+"/hello"), nil, Options{ChunkSize: testChunk}); err != nil {
+		t.Fatal(err)
+	}
+	b := emptyStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	o := Options{Progress: func(done, total int64) {
+		if done > total/2 {
+			cancel()
+		}
+	}}
+	if _, err := Pull(ctx, b, ref(t, reg.Host+"/hello:1.1.0"), PullOptions{}, o); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled pull: %v", err)
+	}
+	assertEmpty(t, b)
 }
 
 func TestPullRefusesToReplaceADifferentImage(t *testing.T) {

@@ -122,6 +122,12 @@ func cmdImagesPush(ctx context.Context, args []string) error {
 	if res.Revoked != "" {
 		say("%s is revoked (%s); the registry carries the revocation, so pullers refuse it too", res.Image, res.Revoked)
 	}
+	if res.Unrevoked {
+		say("%s is no longer revoked: its revocation in the registry was withdrawn", res.Image)
+	}
+	if res.Warning != "" {
+		say("warning: %s", res.Warning)
+	}
 	fmt.Println(res.Reference)
 	for _, t := range res.Tags {
 		fmt.Printf("%s:%s\n", dst.Repo(), t)
