@@ -153,6 +153,10 @@ func Pull(ctx context.Context, store *images.Store, src Reference, po PullOption
 		m.Name, m.Version = p.ref.Name, p.ref.Version
 		m.VirtualSize = 0  // read from the blob's header, not trusted
 		m.Fingerprint = "" // another machine's build cache key is not this one's
+		m.Labels = withOrigin(m.Labels, "")
+		if i == len(plan)-1 {
+			m.Labels = withOrigin(m.Labels, origin(src, manDesc.Digest))
+		}
 		if _, err := store.Add(ctx, m, p.src, images.AddOptions{Force: p.replace}); err != nil {
 			return PullResult{}, fmt.Errorf("storing %s: %w", p.ref, err)
 		}
@@ -178,6 +182,63 @@ func Pull(ctx context.Context, store *images.Store, src Reference, po PullOption
 	committed = true
 	res.DurationSec = time.Since(start).Seconds()
 	return res, nil
+}
+
+// LabelPulledFrom records, on a version a pull stored, the reference it was
+// pulled by and the manifest's digest (REGISTRY/REPO:TAG@sha256:… or
+// REGISTRY/REPO@sha256:…), so a later use of the same reference finds it
+// without asking the registry (see Local).
+const LabelPulledFrom = "dev.kiln.pulled-from"
+
+func origin(src Reference, d digest.Digest) string {
+	if t := src.Tag(); t != "" {
+		return src.Repo() + ":" + t + "@" + d.String()
+	}
+	return src.Repo() + "@" + d.String()
+}
+
+// withOrigin returns labels with LabelPulledFrom set to o, or removed when
+// o is "" (a registry's own labels never claim where they were pulled from).
+func withOrigin(labels map[string]string, o string) map[string]string {
+	out := map[string]string{}
+	for k, v := range labels {
+		if k != LabelPulledFrom {
+			out[k] = v
+		}
+	}
+	if o != "" {
+		out[LabelPulledFrom] = o
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// Local finds the stored version an earlier pull stored by exactly this
+// reference (same repository and tag, or same digest), as `docker run`
+// uses a pulled image without asking the registry again; `kiln images
+// pull` is what refreshes a tag.
+func Local(store *images.Store, src Reference) (images.Manifest, bool) {
+	if src.Reference.Reference == "" {
+		src.Reference.Reference = "latest"
+	}
+	all, _ := store.List()
+	for _, m := range all {
+		o := m.Labels[LabelPulledFrom]
+		at := strings.LastIndexByte(o, '@')
+		if at < 0 {
+			continue
+		}
+		byTag, d := o[:at], o[at+1:]
+		if src.IsDigest() && d == src.Reference.Reference && (byTag == src.Repo() || strings.HasPrefix(byTag, src.Repo()+":")) {
+			return m, true
+		}
+		if !src.IsDigest() && byTag == src.Repo()+":"+src.Reference.Reference {
+			return m, true
+		}
+	}
+	return images.Manifest{}, false
 }
 
 // step is what Pull does with one image of the chain.

@@ -216,6 +216,20 @@ func TestPushPullKeepsRefsDigestsLineageAndChannels(t *testing.T) {
 		t.Errorf("verify after pull: %v", err)
 	}
 
+	// Later uses of the reference it was pulled by, or of its digest, find
+	// it without the registry; other tags and repositories do not.
+	for s, want := range map[string]bool{
+		reg.Host + "/kiln/hello:stable": true, reg.Host + "/kiln/hello@" + pushed.Digest: true,
+		reg.Host + "/kiln/hello:1.1.0": false, reg.Host + "/kiln/hellox:stable": false, reg.Host + "/kiln/hellox@" + pushed.Digest: false,
+	} {
+		if m, ok := Local(b, ref(t, s)); ok != want || (ok && m.Ref().String() != "hello:1.1.0") {
+			t.Errorf("Local(%s) = %s, %v", s, m.Ref(), ok)
+		}
+	}
+	if m, _ := b.Get(mustRef("hello:1.0.0")); m.Labels[LabelPulledFrom] != "" {
+		t.Errorf("an ancestor records a pull: %v", m.Labels)
+	}
+
 	fetched := c.blobGets.Load()
 	second, err := Pull(ctx, b, ref(t, reg.Host+"/kiln/hello:1.1.0"), PullOptions{}, po)
 	if err != nil {

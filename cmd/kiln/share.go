@@ -191,9 +191,9 @@ func reportPull(from string, res ociimage.PullResult) {
 
 // localRef is the one place a registry reference given where a stored ref
 // is expected (run, build bases, fleet up, rollout) becomes a stored ref:
-// it pulls the image (only the blobs the store lacks, so a later use moves
-// none) with the docker credentials and returns its name:version. Any
-// other argument is returned as it is.
+// the version an earlier pull stored by that reference, or else it pulls
+// it (only the blobs the store lacks) with the docker credentials, and
+// returns its name:version. Any other argument is returned as it is.
 func localRef(ctx context.Context, arg string) (string, error) {
 	if !images.IsRegistryRef(arg) {
 		return arg, nil
@@ -205,6 +205,9 @@ func localRef(ctx context.Context, arg string) (string, error) {
 	store, err := openStore()
 	if err != nil {
 		return "", err
+	}
+	if m, ok := ociimage.Local(store, src); ok {
+		return m.Ref().String(), nil // pulled before by this very reference
 	}
 	progress, end := byteProgress("pulling " + arg)
 	res, err := ociimage.Pull(ctx, store, src, ociimage.PullOptions{}, ociimage.Options{Progress: progress})
