@@ -158,6 +158,10 @@ func Pull(ctx context.Context, store *images.Store, src Reference, po PullOption
 			m.Labels = withOrigin(m.Labels, origin(src, manDesc.Digest))
 		}
 		if _, err := store.Add(ctx, m, p.src, images.AddOptions{Force: p.replace}); err != nil {
+			if have, gerr := store.Get(p.ref); errors.Is(err, images.ErrExists) && gerr == nil && have.Digest == m.Digest {
+				res.Present = append(res.Present, p.ref.String()) // a concurrent pull stored it first
+				continue
+			}
 			return PullResult{}, fmt.Errorf("storing %s: %w", p.ref, err)
 		}
 		if !p.replace {
