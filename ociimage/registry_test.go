@@ -404,6 +404,22 @@ func TestHtpasswdAuth(t *testing.T) {
 	if _, err := Pull(ctx, emptyStore(t), ref(t, reg.Host+"/hello:1.0.0"), PullOptions{}, Options{}); err != nil {
 		t.Errorf("pull with docker config credentials: %v", err)
 	}
+
+	// A credential helper named by credHelpers, speaking the
+	// docker-credential-helpers protocol (get: server on stdin, JSON out).
+	bin := t.TempDir()
+	helper := "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\nprintf '{\"ServerURL\":\"%s\",\"Username\":\"ci\",\"Secret\":\"s3cret-pw\"}' \"$server\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "docker-credential-kilntest"), []byte(helper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	helperJSON := `{"credHelpers":{"` + reg.Host + `":"kilntest"}}`
+	if err := os.WriteFile(filepath.Join(cfg, "config.json"), []byte(helperJSON), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Pull(ctx, emptyStore(t), ref(t, reg.Host+"/hello:1.0.0"), PullOptions{}, Options{}); err != nil {
+		t.Errorf("pull with a credential helper: %v", err)
+	}
 }
 
 func TestRevocationTravels(t *testing.T) {
