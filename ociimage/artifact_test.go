@@ -132,6 +132,22 @@ func TestConfigValidateRefusesABrokenChain(t *testing.T) {
 	}
 }
 
+func TestRegistryTextIsMadePrintable(t *testing.T) {
+	m := fakeChain()[1]
+	m.Provisioners = []string{"shell: \x1b[2Jrm -rf"}
+	m.Variables = map[string]string{"k\x07": "v\r\n"}
+	m.Base.Source = "\x1b]0;title\x07"
+	cleanManifest(&m)
+	for _, s := range append([]string{m.Base.Source, m.Provisioners[0]}, m.Variables["k "]) {
+		if strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 }) {
+			t.Errorf("%q still has control characters", s)
+		}
+	}
+	if got := printable("CVE-1\x1b[31m\u009b"); got != "CVE-1 [31m " {
+		t.Errorf("printable: %q", got)
+	}
+}
+
 func TestChannelFor(t *testing.T) {
 	for _, c := range []struct{ tag, version, want string }{
 		{"stable", "1.0.0", "stable"},

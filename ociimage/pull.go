@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -153,6 +155,7 @@ func Pull(ctx context.Context, store *images.Store, src Reference, po PullOption
 		m.Name, m.Version = p.ref.Name, p.ref.Version
 		m.VirtualSize = 0  // read from the blob's header, not trusted
 		m.Fingerprint = "" // another machine's build cache key is not this one's
+		cleanManifest(&m)
 		m.Labels = withOrigin(m.Labels, "")
 		if i == len(plan)-1 {
 			m.Labels = withOrigin(m.Labels, origin(src, manDesc.Digest))
@@ -457,11 +460,55 @@ func revocation(ctx context.Context, repo *remote.Repository, desc ocispec.Descr
 	if len(reasons) == 0 {
 		return "", nil
 	}
-	reason := strings.Join(reasons, "; ")
+	reason := printable(strings.Join(reasons, "; "))
 	if reason == "" {
 		reason = "revoked in the registry, no reason given"
 	}
+	if len(reason) > maxReason {
+		reason = strings.ToValidUTF8(reason[:maxReason], "") + "…"
+	}
 	return reason, nil
+}
+
+// maxReason keeps a registry's revocation reason within what the store
+// takes (1024 bytes).
+const maxReason = 1000
+
+// printable replaces control characters (terminal escapes) in text from a
+// registry that kiln will print, with spaces.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// cleanManifest makes the free-text fields of a manifest from a registry
+// printable (images show prints them); names, versions and digests are
+// checked by Validate already.
+func cleanManifest(m *images.Manifest) {
+	for _, p := range []*string{&m.Compression, &m.Base.Source, &m.Base.Checksum, &m.TemplateDigest,
+		&m.KilnVersion, &m.Accelerator} {
+		*p = printable(*p)
+	}
+	for i := range m.Provisioners {
+		m.Provisioners[i] = printable(m.Provisioners[i])
+	}
+	for i := range m.Phases {
+		m.Phases[i].Name = printable(m.Phases[i].Name)
+	}
+	for _, mp := range []*map[string]string{&m.Variables, &m.Labels} {
+		if *mp == nil {
+			continue
+		}
+		clean := make(map[string]string, len(*mp))
+		for k, v := range *mp {
+			clean[printable(k)] = printable(v)
+		}
+		*mp = clean
+	}
 }
 
 func short(d string) string {
