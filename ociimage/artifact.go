@@ -259,7 +259,7 @@ func annotatedOffset(l ocispec.Descriptor) int64 {
 // checkDescriptor refuses digests other than sha256 (the store's) and
 // sizes out of range; limit < 0 means no limit beyond being positive.
 func checkDescriptor(d ocispec.Descriptor, limit int64) error {
-	if d.Digest.Algorithm() != digest.SHA256 || d.Digest.Validate() != nil {
+	if d.Digest.Validate() != nil || d.Digest.Algorithm() != digest.SHA256 { // Algorithm panics on a malformed digest
 		return fmt.Errorf("digest %q is not a sha256 digest", d.Digest)
 	}
 	if d.Size <= 0 || (limit >= 0 && d.Size > limit) {

@@ -435,6 +435,9 @@ func revocation(ctx context.Context, repo *remote.Repository, desc ocispec.Descr
 			if r.ArtifactType != RevocationArtifactType {
 				continue
 			}
+			if err := checkDescriptor(r, maxManifestBytes); err != nil {
+				return fmt.Errorf("referrer: %w", err)
+			}
 			reason := r.Annotations[AnnotationRevoked]
 			if reason == "" { // the index may not copy annotations: read the referrer
 				data, err := fetchSmall(ctx, repo, r, maxManifestBytes)
