@@ -13,6 +13,7 @@ import (
 
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/ociimage"
 )
 
 func cmdImages(ctx context.Context, args []string) error {
@@ -122,6 +123,9 @@ func cmdImagesShow(args []string) error {
 	}
 	if m.TemplateDigest != "" {
 		fmt.Printf("template:   %s\n", m.TemplateDigest)
+	}
+	if from := m.Labels[ociimage.LabelPulledFrom]; from != "" {
+		fmt.Printf("pulled:     %s\n", from)
 	}
 	for k, v := range m.Variables {
 		fmt.Printf("var:        %s = %s\n", k, v)

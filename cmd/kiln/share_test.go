@@ -135,6 +135,9 @@ func TestPushPull(t *testing.T) {
 	if tree := runKiln(t, b, "", "images", "tree").stdout; !strings.Contains(tree, "base:1 ") || !strings.Contains(tree, "\n  app:1 ") {
 		t.Errorf("tree after pull:\n%s", tree)
 	}
+	if show := runKiln(t, b, "", "images", "show", "app:1").stdout; !strings.Contains(show, "pulled:     "+repo+":stable@"+res.Digest) {
+		t.Errorf("images show does not say where app:1 came from:\n%s", show)
+	}
 	if ch := runKiln(t, b, "", "images", "tag", "app@stable").stdout; !strings.HasPrefix(ch, "app@stable → 1") {
 		t.Errorf("channel after pull: %s", ch)
 	}
