@@ -163,6 +163,18 @@ func TestPushPull(t *testing.T) {
 	if entries, _ := filepath.Glob(filepath.Join(c, "run", "run-*")); len(entries) != 0 {
 		t.Errorf("a refused run left %v", entries)
 	}
+	// The same reference as a fleet's image and as a build's base: found
+	// as pulled, and refused the same way.
+	r = runKiln(t, c, "", "fleet", "up", "web", "--image", repo+":1", "--port", "18080:8080")
+	if r.code != 1 || !strings.Contains(r.stderr, "revoked: CVE-2026-0002") {
+		t.Errorf("fleet up of a revoked registry image: %d\n%s", r.code, r.stderr)
+	}
+	tmpl := filepath.Join(t.TempDir(), "x.kiln.hcl")
+	os.WriteFile(tmpl, []byte("image \"x\" {\n  version = \"1\"\n  base { image = \""+repo+":1\" }\n}\n"), 0o644)
+	r = runKiln(t, c, "", "build", tmpl)
+	if r.code != 1 || !strings.Contains(r.stderr, "revoked: CVE-2026-0002") {
+		t.Errorf("build on a revoked registry base: %d\n%s", r.code, r.stderr)
+	}
 
 	r = runKiln(t, c, "", "images", "pull", repo+":nope")
 	if r.code != 1 || !strings.Contains(r.stderr, "not found in the registry") {
