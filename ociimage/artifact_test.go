@@ -1,12 +1,16 @@
 package ociimage
 
 import (
+	"bytes"
 	"encoding/json"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,6 +149,37 @@ func TestRegistryTextIsMadePrintable(t *testing.T) {
 	}
 	if got := printable("CVE-1\x1b[31m\u009b"); got != "CVE-1 [31m " {
 		t.Errorf("printable: %q", got)
+	}
+}
+
+func TestSparseWriterKeepsHoles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "raw")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	data := make([]byte, 1<<20+100)
+	copy(data[3:], "head")
+	copy(data[700<<10:], "middle")
+	data[len(data)-1] = 1
+	w := &sparseWriter{f: f}
+	for off := 0; off < len(data); off += 12345 { // writes that straddle blocks
+		if _, err := w.Write(data[off:min(off+12345, len(data))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(path)
+	if !bytes.Equal(got, data) {
+		t.Fatal("the file differs from what was written")
+	}
+	var st syscall.Stat_t
+	syscall.Stat(path, &st)
+	if st.Blocks*512 >= int64(len(data)) {
+		t.Errorf("%d bytes allocated for %d with holes", st.Blocks*512, len(data))
 	}
 }
 

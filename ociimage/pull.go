@@ -1,6 +1,7 @@
 package ociimage
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -386,13 +387,17 @@ func fetchBlob(ctx context.Context, repo *remote.Repository, b blobLayers, path 
 	}
 	defer f.Close()
 	whole := sha256.New()
+	out := &sparseWriter{f: f}
 	for _, l := range b.chunks {
-		if err := fetchChunk(ctx, repo, l, io.MultiWriter(f, whole), progress); err != nil {
+		if err := fetchChunk(ctx, repo, l, io.MultiWriter(out, whole), progress); err != nil {
 			return fmt.Errorf("layer %s: %w", l.Annotations[ocispec.AnnotationTitle], err)
 		}
 	}
 	if got := "sha256:" + hex.EncodeToString(whole.Sum(nil)); got != b.digest {
 		return fmt.Errorf("the blob rebuilt from its layers has digest %s, not %s; the registry's copy is damaged or was tampered with", got, b.digest)
+	}
+	if err := out.Close(); err != nil {
+		return err
 	}
 	if err := f.Sync(); err != nil {
 		return err
@@ -418,6 +423,54 @@ func fetchChunk(ctx context.Context, repo *remote.Repository, l ocispec.Descript
 }
 
 func digestOf(h hash.Hash) digest.Digest { return digest.NewDigest(digest.SHA256, h) }
+
+// sparseWriter writes a stream to f a 64 KiB block at a time, leaving a
+// hole for each block that is all zeros, so a raw image stays as sparse as
+// it was; Close writes the last block and sets the size.
+type sparseWriter struct {
+	f   *os.File
+	off int64 // where buf starts
+	buf []byte
+}
+
+const sparseBlock = 64 << 10
+
+var zeroBlock = make([]byte, sparseBlock)
+
+func (w *sparseWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		k := min(len(p), sparseBlock-len(w.buf))
+		w.buf = append(w.buf, p[:k]...)
+		p = p[k:]
+		if len(w.buf) == sparseBlock {
+			if err := w.flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return n, nil
+}
+
+func (w *sparseWriter) flush() error {
+	if !bytes.Equal(w.buf, zeroBlock[:len(w.buf)]) {
+		if _, err := w.f.WriteAt(w.buf, w.off); err != nil {
+			return err
+		}
+	}
+	w.off += int64(len(w.buf))
+	w.buf = w.buf[:0]
+	return nil
+}
+
+// Close writes what is buffered and sets the file's size (a trailing hole
+// needs it); it does not close f.
+func (w *sparseWriter) Close() error {
+	if err := w.flush(); err != nil {
+		return err
+	}
+	return w.f.Truncate(w.off)
+}
 
 type progressWriter func(int64)
 

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/kiln-dev/kiln/disk"
@@ -552,5 +553,41 @@ func TestConcurrentPullsOfOneImage(t *testing.T) {
 	}
 	if err := b.Verify(ctx, mustRef("hello:1.0.0")); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestRawImageStaysSparse: a raw image (as kiln images import stores one)
+// arrives byte-identical and with its holes.
+func TestRawImageStaysSparse(t *testing.T) {
+	reg := testregistry.Start(t, testregistry.Options{})
+	ctx := context.Background()
+	a := emptyStore(t)
+	raw := filepath.Join(t.TempDir(), "disk.raw")
+	f, err := os.Create(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("boot sector"), 0)
+	f.WriteAt([]byte("data"), 40<<20)
+	f.Truncate(64 << 20)
+	f.Close()
+	m, err := a.Add(ctx, images.Manifest{Name: "disk", Version: "1", KilnVersion: "test"}, raw, images.AddOptions{KeepSource: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Push(ctx, a, m.Ref(), ref(t, reg.Host+"/disk"), nil, Options{ChunkSize: 16 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	b := emptyStore(t)
+	if _, err := Pull(ctx, b, ref(t, reg.Host+"/disk:1"), PullOptions{}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.Get(m.Ref())
+	if err != nil || got.Digest != m.Digest || got.Format != "raw" || got.VirtualSize != 64<<20 {
+		t.Fatalf("pulled raw image: %+v %v", got, err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(b.BlobPath(got.Digest), &st); err != nil || st.Blocks*512 > 1<<20 {
+		t.Errorf("the pulled 64 MiB raw image takes %d bytes on disk (%v)", st.Blocks*512, err)
 	}
 }
