@@ -134,6 +134,7 @@ func TestBench(t *testing.T) {
 	}
 	b.cachedRebuild()
 	b.layered()
+	b.sharing()
 	b.fleets()
 
 	m.Duration = time.Since(started)

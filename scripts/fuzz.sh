@@ -25,6 +25,7 @@ targets="
 ./fetch:FuzzParseSumsList
 ./images:FuzzParseRef
 ./images:FuzzReadManifest
+./ociimage:FuzzParseArtifact
 "
 
 out=$(mktemp)

@@ -161,6 +161,7 @@ func TestBaseSources(t *testing.T) {
 		want build.Source
 	}{
 		{`image = "debian:12"`, build.Source{Image: "debian:12"}},
+		{`image = "ghcr.io/acme/hello:1.0"`, build.Source{Image: "ghcr.io/acme/hello:1.0"}}, // pulled on first use
 		{`url = "https://example.com/d.qcow2"` + "\n checksum = \"sha256:" + strings.ToUpper(sum) + `"`,
 			build.Source{URL: "https://example.com/d.qcow2", Checksum: "sha256:" + sum}},
 		{`url = "http://example.com/d.qcow2"` + "\n checksum = \"sha512:" + sum + sum + `"`,

@@ -75,6 +75,9 @@ func cmdBuild(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if spec.Base.Image, err = localRef(ctx, spec.Base.Image); err != nil {
+		return err
+	}
 	req, err := parseAccel(*accel)
 	if err != nil {
 		return err

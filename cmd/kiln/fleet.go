@@ -206,6 +206,11 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 			CPUs: *cpus, MemoryMiB: mem, Check: check}
 	}
 	spec.CreatedAt = time.Now().UTC()
+	local, err := localRef(ctx, spec.Image)
+	if err != nil {
+		return err
+	}
+	spec.Image = local
 	ref, err := images.ParseRef(spec.Image)
 	if err != nil {
 		return err

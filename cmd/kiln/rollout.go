@@ -92,6 +92,11 @@ func cmdRollout(ctx context.Context, args []string) error {
 	if fs.NArg() != 1 || *to == "" {
 		return usageError{"give a fleet name and --to, e.g. kiln rollout web --to hello:1.1.0"}
 	}
+	target, err := localRef(ctx, *to)
+	if err != nil {
+		return err
+	}
+	*to = target
 	req, err := rf.request(ctx, fs.Arg(0), *to, false)
 	if err != nil {
 		return err
@@ -111,6 +116,11 @@ func cmdRollback(ctx context.Context, args []string) error {
 	if fs.NArg() != 1 {
 		return usageError{"give a fleet name"}
 	}
+	target, err := localRef(ctx, *to)
+	if err != nil {
+		return err
+	}
+	*to = target
 	req, err := rf.request(ctx, fs.Arg(0), *to, true)
 	if err != nil {
 		return err

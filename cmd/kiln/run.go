@@ -167,6 +167,9 @@ func resolveImage(ctx context.Context, paths images.Paths, arg string, force boo
 		}
 		return arg, format, info.VirtualSize, nil
 	}
+	if arg, err = localRef(ctx, arg); err != nil {
+		return "", "", 0, err
+	}
 	if !images.LooksLikeRef(arg) {
 		return "", "", 0, fmt.Errorf("image %s: no such file", arg)
 	}
