@@ -74,7 +74,7 @@ func Admit(ctx context.Context, path string, o AdmitOptions) (Image, error) {
 		return Image{}, fmt.Errorf("image %s: %w", quoteOutside(path), err)
 	}
 	if h.Format == "raw" {
-		if err := checkRawDisk(abs); err != nil {
+		if err := checkRawDisk(abs, path); err != nil {
 			return Image{}, err
 		}
 	}
@@ -105,10 +105,10 @@ func checkBacking(abs string, h Header, o AdmitOptions) *RefusedError {
 		field = "vmdk parentFileNameHint"
 	}
 	if strings.HasPrefix(h.Backing, "json:") {
-		return refused(field, h.Backing, "a json: filename makes qemu open whatever it describes; "+selfContained)
+		return refused(field, h.Backing, "qemu would open whatever a json: filename describes; "+selfContained)
 	}
 	if hasProtocol(h.Backing) {
-		return refused(field, h.Backing, "a protocol filename makes qemu open a device or a network share; "+selfContained)
+		return refused(field, h.Backing, "qemu would open a protocol filename as a device or network share; "+selfContained)
 	}
 	if o.BlobDir != "" && h.Format == "qcow2" && blobName.MatchString(h.Backing) && sameDir(filepath.Dir(abs), o.BlobDir) {
 		if !slices.Contains([]string{"qcow2", "raw"}, h.BackingFormat) {
@@ -119,7 +119,7 @@ func checkBacking(abs string, h Header, o AdmitOptions) *RefusedError {
 		}
 		return refused(field, h.Backing, "that blob is not in the store; the store is damaged (kiln images verify)")
 	}
-	return refused(field, h.Backing, "the image is an overlay on another file; "+selfContained)
+	return refused(field, h.Backing, "an overlay on another file; "+selfContained)
 }
 
 // hasProtocol reports whether qemu reads name as "protocol:…": a colon

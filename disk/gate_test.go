@@ -135,9 +135,9 @@ func TestAdmitRefuses(t *testing.T) {
 		{"datafile.qcow2", "qcow2 external data file points at " + host},
 		{"databit.qcow2", "qcow2 external data file"},
 		{"json.qcow2", `qcow2 backing file points at json:{"driver":"raw"`},
-		{"json.qcow2", "a json: filename makes qemu open whatever it describes"},
-		{"nbd.qcow2", "qcow2 backing file points at nbd:127.0.0.1:10809: a protocol filename"},
-		{"overlay.qcow2", "qcow2 backing file points at " + host + ": the image is an overlay"},
+		{"json.qcow2", "qemu would open whatever a json: filename describes"},
+		{"nbd.qcow2", "qcow2 backing file points at nbd:127.0.0.1:10809: qemu would open a protocol filename"},
+		{"overlay.qcow2", "qcow2 backing file points at " + host + ": an overlay on another file"},
 		{"luks.qcow2", "qcow2 encryption"},
 		{"disk.qed", "format: QED images are not taken"},
 		{"disk.vdi", "VirtualBox VDI images are not taken"},
@@ -197,7 +197,7 @@ func TestAdmitStoreChain(t *testing.T) {
 	moved := filepath.Join(t.TempDir(), filepath.Base(top))
 	b, _ := os.ReadFile(top)
 	os.WriteFile(moved, b, 0o600)
-	if _, err := Admit(ctx, moved, AdmitOptions{BlobDir: blobs}); err == nil || !strings.Contains(err.Error(), "overlay on another file") {
+	if _, err := Admit(ctx, moved, AdmitOptions{BlobDir: blobs}); err == nil || !strings.Contains(err.Error(), "an overlay on another file") {
 		t.Errorf("overlay outside the store: %v", err)
 	}
 	// A blob naming a blob that is not there.

@@ -51,8 +51,7 @@ func refused(field, value, why string) *RefusedError {
 }
 
 const (
-	selfContained = "kiln takes only images that hold all their own data, so it refuses to read another file through one; " +
-		"if you trust the image, flatten it yourself (qemu-img convert -O qcow2) and give kiln the result"
+	selfContained = "kiln takes only images that hold all their own data; flatten one you trust with qemu-img convert -O qcow2"
 	// maxScan bounds what the header parsers read, however large the
 	// fields of a hostile header claim to be.
 	maxScan = 1 << 20

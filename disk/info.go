@@ -181,9 +181,9 @@ func DetectFormat(ctx context.Context, path string) (string, error) {
 // disk: a multiple of 512 bytes with an MBR/protective-MBR boot signature
 // (0x55AA at offset 510). Anything else — including a blank raw disk with no
 // partition table, or an ISO — is "not a disk image".
-func checkRawDisk(path string) error {
+func checkRawDisk(path, name string) error {
 	notDisk := func(why string) error {
-		return fmt.Errorf("%s is not a disk image (%s)", quoteOutside(path), why)
+		return fmt.Errorf("%s is not a disk image (%s)", quoteOutside(name), why)
 	}
 	f, err := os.Open(path)
 	if err != nil {

@@ -57,13 +57,16 @@ func (s *Store) init() error {
 
 func (s *Store) tmpDir() string { return filepath.Join(s.Root, "tmp") }
 
+// BlobDir is the folder holding the blobs, named by their hex digests.
+func BlobDir(root string) string { return filepath.Join(root, "blobs", "sha256") }
+
 // BlobPath returns where the blob with digest "sha256:<hex>" lives, or ""
 // for a malformed digest (so a bad manifest cannot point outside the store).
 func (s *Store) BlobPath(digest string) string {
 	if checkDigest(digest) != nil {
 		return ""
 	}
-	return filepath.Join(s.Root, "blobs", "sha256", strings.TrimPrefix(digest, "sha256:"))
+	return filepath.Join(BlobDir(s.Root), strings.TrimPrefix(digest, "sha256:"))
 }
 
 // LogPath returns where log name ("build.log", "serial.log") of r is kept,

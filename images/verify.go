@@ -184,6 +184,10 @@ func (v *verifier) blob(ctx context.Context, d string, depth int) *blobResult {
 		return b
 	}
 	b.info, b.hasInfo = info, true
+	if info.DataFile != "" {
+		add("%s keeps its data in the external file %s, outside the store", d, info.DataFile)
+		return b
+	}
 
 	chainOK := true
 	if bf := info.BackingFilename; bf != "" {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/internal/termsafe"
 )
 
 func cmdImages(ctx context.Context, args []string) error {
@@ -186,8 +187,10 @@ func cmdImagesExport(ctx context.Context, args []string) error {
 		return err
 	}
 	start := time.Now()
-	sum, err := disk.Export(ctx, store.BlobPath(m.Digest), *out, disk.ExportOptions{
+	paths := images.DefaultPaths()
+	sum, err := store.Export(ctx, m, *out, disk.ExportOptions{
 		Format: *format, Compression: *compress, Progress: progressBar("exporting " + m.Ref().String()),
+		Protected: []string{paths.Data, paths.Cache, paths.Runtime},
 	})
 	fmt.Fprintln(os.Stderr)
 	if err != nil {
@@ -195,7 +198,7 @@ func cmdImagesExport(ctx context.Context, args []string) error {
 	}
 	info, _ := os.Stat(*out)
 	say("exported %s as %s in %s", m.Ref(), *format, time.Since(start).Round(time.Second))
-	fmt.Printf("%s\n%s\nsha256:%s\n", *out, disk.FormatSize(info.Size()), sum)
+	fmt.Printf("%s\n%s\nsha256:%s\n", termsafe.Line(*out), disk.FormatSize(info.Size()), sum)
 	return nil
 }
 
