@@ -17,8 +17,8 @@ type sourceInfo struct {
 	path        string
 	format      string // as kiln determined it; passed to every qemu-img and QEMU call
 	virtualSize int64
-	base   images.BaseInfo
-	parent *images.Parent // set when the base is a stored image
+	base        images.BaseInfo
+	parent      *images.Parent // set when the base is a stored image
 }
 
 func (b *builder) resolveSource(ctx context.Context) error {

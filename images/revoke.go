@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/fileutil"
 )
 
 // ErrRevoked matches CheckUsable's error for a revoked image.
@@ -101,7 +103,7 @@ func (s *Store) Revoked(r Ref) (Revocation, bool) {
 		return Revocation{}, false
 	}
 	path := s.revokedPath(r)
-	f, err := os.Open(path)
+	f, err := fileutil.OpenRegular(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return Revocation{}, false
 	}
