@@ -15,6 +15,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/cloudinit"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/provision"
 )
@@ -168,6 +169,10 @@ func (l *loader) image(b *hcl.Block) *build.Spec {
 				"The cloud_init block needs user_data: cloud-config YAML, e.g. user_data = file(\"cloud-config.yaml\")."))
 		} else if v, ok := l.value(attr, cty.String); ok {
 			spec.UserData = []byte(v.AsString())
+			if len(spec.UserData) > cloudinit.MaxUserData {
+				l.diags = append(l.diags, diagAt(attr.Expr.Range().Ptr(), "user_data too large",
+					"user_data is %d bytes, more than the %d kiln takes: keep cloud-config to settings and short scripts, and upload files with a file provisioner.", len(spec.UserData), cloudinit.MaxUserData))
+			}
 		}
 		l.noRepeat(cloudInits)
 	}

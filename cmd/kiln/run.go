@@ -11,9 +11,11 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/kiln-dev/kiln/cloudinit"
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/instance"
+	"github.com/kiln-dev/kiln/internal/fileutil"
 	"github.com/kiln-dev/kiln/qemu"
 	"github.com/kiln-dev/kiln/workdir"
 )
@@ -59,7 +61,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	}
 	var extra []byte
 	if *userData != "" {
-		if extra, err = os.ReadFile(*userData); errors.Is(err, os.ErrNotExist) {
+		if extra, err = fileutil.ReadRegular(*userData, cloudinit.MaxUserData); errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("--user-data %s: no such file", *userData)
 		} else if err != nil {
 			return fmt.Errorf("--user-data: %w", err)
