@@ -466,6 +466,11 @@ func (l *loader) localFile(attr *hcl.Attribute, rng hcl.Range, p, summary string
 		l.diags = append(l.diags, diagAt(rng.Ptr(), "Not a regular file", "%q (resolved to %s) is not a regular file.", p, abs))
 		return ""
 	}
+	if role == roleScript && fi.Size() > maxReadSize {
+		l.diags = append(l.diags, diagAt(rng.Ptr(), "Script too large",
+			"%q is %d bytes, more than the %d kiln reads as a script; upload it with a file provisioner and run it from a short script.", p, fi.Size(), maxReadSize))
+		return ""
+	}
 	if role != roleBase {
 		l.inputs = append(l.inputs, localInput{path: abs, rng: rng})
 	}
