@@ -76,7 +76,7 @@ func cmdImagesList(args []string) error {
 	for _, m := range list {
 		parent := "-"
 		if m.Parent != nil {
-			parent = m.Parent.Ref
+			parent = termsafe.Line(m.Parent.Ref)
 		}
 		fmt.Fprintf(w, "%s:%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Version, shortDigest(m.Digest),
 			disk.FormatSize(m.FileSize), disk.FormatSize(m.VirtualSize), parent, m.BuildEnd.Local().Format(time.DateTime))
@@ -113,7 +113,7 @@ func cmdImagesShow(args []string) error {
 	fmt.Printf("digest:     %s\n", m.Digest)
 	fmt.Printf("file:       %s\n", store.BlobPath(m.Digest))
 	fmt.Printf("format:     %s (%s), %s on disk, %s virtual\n", m.Format, orDash(m.Compression), disk.FormatSize(m.FileSize), disk.FormatSize(m.VirtualSize))
-	fmt.Printf("base:       %s %s\n", m.Base.Source, m.Base.Checksum)
+	fmt.Printf("base:       %s %s\n", termsafe.Line(m.Base.Source), termsafe.Line(m.Base.Checksum))
 	if m.Parent != nil {
 		fmt.Printf("parent:     %s (%s)\n", m.Parent.Ref, shortDigest(m.Parent.Digest))
 	}
@@ -121,17 +121,17 @@ func cmdImagesShow(args []string) error {
 		fmt.Printf("template:   %s\n", m.TemplateDigest)
 	}
 	for k, v := range m.Variables {
-		fmt.Printf("var:        %s = %s\n", k, v)
+		fmt.Printf("var:        %s = %s\n", termsafe.Line(k), termsafe.Line(v))
 	}
 	for _, p := range m.Provisioners {
-		fmt.Printf("provision:  %s\n", p)
+		fmt.Printf("provision:  %s\n", termsafe.Line(p))
 	}
 	fmt.Printf("built:      %s – %s (%s, %s) by kiln %s\n", m.BuildStart.Local().Format(time.DateTime),
-		m.BuildEnd.Local().Format(time.TimeOnly), m.BuildEnd.Sub(m.BuildStart).Round(time.Second), orDash(m.Accelerator), m.KilnVersion)
+		m.BuildEnd.Local().Format(time.TimeOnly), m.BuildEnd.Sub(m.BuildStart).Round(time.Second), termsafe.Line(orDash(m.Accelerator)), termsafe.Line(m.KilnVersion))
 	if len(m.Phases) > 0 {
 		var parts []string
 		for _, p := range m.Phases {
-			parts = append(parts, fmt.Sprintf("%s %.1fs", p.Name, p.Seconds))
+			parts = append(parts, fmt.Sprintf("%s %.1fs", termsafe.Line(p.Name), p.Seconds))
 		}
 		fmt.Printf("phases:     %s\n", strings.Join(parts, ", "))
 	}
