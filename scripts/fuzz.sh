@@ -25,6 +25,8 @@ targets="
 ./fetch:FuzzParseSumsList
 ./images:FuzzParseRef
 ./images:FuzzReadManifest
+./disk:FuzzReadHeader
+./disk:FuzzVMDKDescriptor
 "
 
 out=$(mktemp)
