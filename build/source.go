@@ -2,6 +2,7 @@ package build
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -75,6 +76,12 @@ func (b *builder) resolveSource(ctx context.Context) error {
 		// not that they are safe to open: the download goes through the
 		// same gate as any image from outside.
 		img, err := disk.Admit(ctx, res.Path, disk.AdmitOptions{})
+		var re *disk.RefusedError
+		if errors.As(err, &re) {
+			f.Discard(res)
+			re.Path = src.URL // the cache's name for it says nothing to the user
+			return fmt.Errorf("base url: %w (the download was removed from the cache)", re)
+		}
 		if err != nil {
 			return fmt.Errorf("base url %s: %w", src.URL, err)
 		}

@@ -30,6 +30,8 @@ type ExportOptions struct {
 	// goroutine, never concurrently and never after Export returns. Reaching
 	// 100 means the conversion is done; hashing the result follows.
 	Progress func(percent float64)
+	// SourceName names src in messages ("" = its path), e.g. the image's ref.
+	SourceName string
 	// SourceFormat is src's format (a stored image's, from its manifest),
 	// passed to qemu-img with -f; "" means kiln reads it from src's header.
 	SourceFormat string
@@ -136,8 +138,12 @@ func Export(ctx context.Context, src, dst string, o ExportOptions) (string, erro
 	if err != nil {
 		return "", fmt.Errorf("export: %w", err)
 	}
+	srcName := o.SourceName
+	if srcName == "" {
+		srcName = src
+	}
 	fail := func(err error) (string, error) {
-		return "", fmt.Errorf("export %s to %s: %w", src, quoteOutside(dst), err)
+		return "", fmt.Errorf("export %s to %s: %w", srcName, quoteOutside(dst), err)
 	}
 	if absSrc == absDst {
 		return fail(errors.New("source and destination are the same file"))
@@ -275,7 +281,7 @@ func checkDestination(dst string, protected []string) error {
 			real = filepath.Clean(p)
 		}
 		if dir == real || strings.HasPrefix(dir, real+string(filepath.Separator)) {
-			return fmt.Errorf("%s is inside kiln's own folder %s, where an export would replace what kiln keeps there; write it elsewhere", quoteOutside(dst), real)
+			return fmt.Errorf("that is inside kiln's own folder %s; write the export elsewhere", real)
 		}
 	}
 	return nil

@@ -82,7 +82,7 @@ func FuzzVMDKDescriptor(f *testing.F) {
 func TestHeaderSeeds(t *testing.T) {
 	for name, want := range map[string]string{
 		"qcow2-plain": "qcow2", "qcow2-v2": "qcow2", "qcow2-backing": "qcow2 backing:plain.qcow2",
-		"qcow2-json": `qcow2 backing:json:{"driver":"raw","file":{"driver":"file","filename":"/etc/shadow"}}`,
+		"qcow2-json":     `qcow2 backing:json:{"driver":"raw","file":{"driver":"file","filename":"/etc/shadow"}}`,
 		"qcow2-datafile": "refused:qcow2 external data file", "qcow2-luks": "refused:qcow2 encryption",
 		"vmdk-sparse": "vmdk", "vmdk-stream": "vmdk", "vmdk-child": "refused:vmdk parentFileNameHint",
 		"vmdk-flat-desc": "refused:vmdk flat extent", "vhd-dynamic": "vpc", "vhd-fixed": "vpc", "vhdx": "vhdx", "raw-mbr": "raw",

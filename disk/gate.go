@@ -105,10 +105,10 @@ func checkBacking(abs string, h Header, o AdmitOptions) *RefusedError {
 		field = "vmdk parentFileNameHint"
 	}
 	if strings.HasPrefix(h.Backing, "json:") {
-		return refused(field, h.Backing, "qemu would open whatever a json: filename describes; "+selfContained)
+		return refused(field, h.Backing, "qemu would open what it names")
 	}
 	if hasProtocol(h.Backing) {
-		return refused(field, h.Backing, "qemu would open a protocol filename as a device or network share; "+selfContained)
+		return refused(field, h.Backing, "qemu would open it as a device or network share")
 	}
 	if o.BlobDir != "" && h.Format == "qcow2" && blobName.MatchString(h.Backing) && sameDir(filepath.Dir(abs), o.BlobDir) {
 		if !slices.Contains([]string{"qcow2", "raw"}, h.BackingFormat) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 )
 
@@ -40,7 +41,7 @@ type RefusedError struct {
 func (e *RefusedError) Error() string {
 	msg := "image " + quoteOutside(e.Path) + ": " + e.Field
 	if e.Value != "" {
-		msg += " points at " + quoteOutside(e.Value)
+		msg += " points at " + quoteOutside(shortJSON(e.Value))
 	}
 	return msg + ": " + e.Why
 }
@@ -51,7 +52,7 @@ func refused(field, value, why string) *RefusedError {
 }
 
 const (
-	selfContained = "kiln takes only images that hold all their own data; flatten one you trust with qemu-img convert -O qcow2"
+	selfContained = "kiln takes only self-contained images; flatten one you trust (qemu-img convert)"
 	// maxScan bounds what the header parsers read, however large the
 	// fields of a hostile header claim to be.
 	maxScan = 1 << 20
@@ -402,4 +403,22 @@ func readVHDFooter(foot []byte) (Header, error) {
 	default:
 		return Header{}, refused("vhd disk type", fmt.Sprint(t), "not a fixed or dynamic VHD; the image is damaged")
 	}
+}
+
+var jsonFilename = regexp.MustCompile(`"filename"\s*:\s*"((?:[^"\\]|\\.)*)"`)
+
+// shortJSON shortens a long json: filename to the files it names, which
+// are what a reader needs to see.
+func shortJSON(v string) string {
+	if !strings.HasPrefix(v, "json:") || len(v) <= 80 {
+		return v
+	}
+	var names []string
+	for _, m := range jsonFilename.FindAllStringSubmatch(v, 8) {
+		names = append(names, m[1])
+	}
+	if len(names) == 0 {
+		return v[:80] + "…"
+	}
+	return "json:{… " + strings.Join(names, ", ") + " …}"
 }

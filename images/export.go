@@ -41,11 +41,12 @@ func (s *Store) Export(ctx context.Context, m Manifest, dst string, o disk.Expor
 			return "", fmt.Errorf("export %s: reading blob %s: %w", m.Ref(), d, err)
 		}
 		if got != d {
-			return "", fmt.Errorf("export %s: blob %s is damaged (its content hashes to %s), so nothing was exported; run kiln images verify, then rebuild or re-import the image", m.Ref(), d, got)
+			return "", fmt.Errorf("export %s: blob %s is damaged (its bytes no longer match its digest): nothing was exported; see kiln images verify", m.Ref(), d)
 		}
 		stats[d] = seen{st.Size(), st.ModTime()}
 	}
 	o.SourceFormat = m.Format
+	o.SourceName = m.Ref().String()
 	o.Protected = append(o.Protected, s.Root)
 	o.BeforeCommit = func() error {
 		for d, was := range stats {

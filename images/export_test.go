@@ -59,8 +59,8 @@ func TestStoreExportDamagedBlob(t *testing.T) {
 		truncate bool
 		want     string
 	}{
-		{"top bit-flipped", false, false, "is damaged (its content hashes to"},
-		{"base bit-flipped", true, false, "is damaged (its content hashes to"},
+		{"top bit-flipped", false, false, "is damaged (its bytes no longer match its digest): nothing was exported"},
+		{"base bit-flipped", true, false, "is damaged (its bytes no longer match its digest)"},
 		{"top truncated", false, true, "bytes, but its manifest says"},
 		{"base truncated", true, true, "bytes, but its manifest says"},
 	} {

@@ -54,7 +54,7 @@ func (s *Store) Import(ctx context.Context, file, name, version string, force bo
 
 	// The gate: kiln reads the format and refuses an image that would make
 	// qemu read another file (a data file, a backing file, vmdk extents).
-	img, err := disk.Admit(ctx, abs, disk.AdmitOptions{})
+	img, err := disk.Admit(ctx, file, disk.AdmitOptions{})
 	if err != nil {
 		return Manifest{}, fmt.Errorf("import: %w", err)
 	}

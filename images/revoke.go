@@ -219,7 +219,7 @@ func (s *Store) checkBlobSize(r Ref, digest string, size int64) error {
 	case !st.Mode().IsRegular():
 		return fmt.Errorf("image %s: its blob %s is not a regular file; the store is damaged (kiln images verify)", r, digest)
 	case size >= 0 && st.Size() != size:
-		return fmt.Errorf("image %s: its blob %s is %d bytes, but its manifest says %d: it was truncated or changed; run kiln images verify, then rebuild or re-import it", r, digest, st.Size(), size)
+		return fmt.Errorf("image %s: its blob %s is %d bytes, but its manifest says %d: it was truncated or changed (see kiln images verify)", r, digest, st.Size(), size)
 	}
 	return nil
 }

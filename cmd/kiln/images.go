@@ -188,11 +188,14 @@ func cmdImagesExport(ctx context.Context, args []string) error {
 	}
 	start := time.Now()
 	paths := images.DefaultPaths()
+	bar, drawn := progressBar("exporting "+m.Ref().String()), false
 	sum, err := store.Export(ctx, m, *out, disk.ExportOptions{
-		Format: *format, Compression: *compress, Progress: progressBar("exporting " + m.Ref().String()),
+		Format: *format, Compression: *compress, Progress: func(p float64) { drawn = true; bar(p) },
 		Protected: []string{paths.Data, paths.Cache, paths.Runtime},
 	})
-	fmt.Fprintln(os.Stderr)
+	if drawn {
+		fmt.Fprintln(os.Stderr)
+	}
 	if err != nil {
 		return err
 	}
