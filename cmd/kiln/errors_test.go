@@ -689,3 +689,48 @@ func (env *badInputEnv) hostile(t *testing.T, url string) hostileFiles {
 	env.write(t, map[string]string{"base-short.kiln.hcl": "image \"x\" {\n  version = \"1.0\"\n  base { image = \"short:1\" }\n}\n"})
 	return h
 }
+
+// TestStoreStrangers: a FIFO and a device node left in the store's folders
+// make `images ls` and `images verify` warn and go on, never hang.
+func TestStoreStrangers(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img is not installed (apt-get install qemu-utils)")
+	}
+	bin, err := kilnBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := setupBadInput(t, bin)
+	manifests := filepath.Join(env.home, "data", "images", "manifests", "tiny")
+	if err := syscallMkfifo(filepath.Join(manifests, "2.json")); err != nil {
+		t.Fatal(err)
+	}
+	syscallMknodNull(filepath.Join(manifests, "3.json")) // needs root; the FIFO alone is enough
+	for _, args := range [][]string{{"images", "ls"}, {"images", "verify"}, {"images", "show", "tiny"}, {"run", "tiny:2"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env = env.environ(env.path)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		hung := ctx.Err() != nil
+		cancel()
+		if hung {
+			t.Fatalf("kiln %s hangs on a FIFO in the store", strings.Join(args, " "))
+		}
+		t.Logf("kiln %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+		switch args[0] {
+		case "images":
+			if err != nil || !strings.Contains(stdout.String(), "tiny") {
+				t.Errorf("kiln %s: %v; want tiny:1 listed", strings.Join(args, " "), err)
+			}
+			if !strings.Contains(stderr.String(), "skipping a file that is not a regular file") || !strings.Contains(stderr.String(), "2.json") {
+				t.Errorf("kiln %s does not warn about the FIFO", strings.Join(args, " "))
+			}
+		case "run":
+			if err == nil || !strings.Contains(stderr.String(), "not a regular file") {
+				t.Errorf("kiln run tiny:2 (a FIFO manifest): %v", err)
+			}
+		}
+	}
+}
