@@ -140,6 +140,9 @@ func ParseUserData(data []byte) (m map[string]any, err error) {
 			m, err = nil, fmt.Errorf("user-data: %v: must be a cloud-config YAML mapping", r)
 		}
 	}()
+	if len(data) > MaxUserData {
+		return nil, fmt.Errorf("user-data is %d bytes, more than the %d kiln takes: keep cloud-config to settings and short scripts, and upload files with a file provisioner", len(data), MaxUserData)
+	}
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
 	for _, u := range unmergeable {
 		if len(data) >= len(u.prefix) && strings.EqualFold(string(data[:len(u.prefix)]), u.prefix) {
@@ -169,6 +172,9 @@ func ParseUserData(data []byte) (m map[string]any, err error) {
 	}
 	if root.Kind == yaml.ScalarNode && root.ShortTag() == "!!null" {
 		return nil, nil
+	}
+	if deeper(root, maxUserDataDepth) {
+		return nil, fmt.Errorf("user-data nests more than %d levels deep: must be a cloud-config YAML mapping of settings", maxUserDataDepth)
 	}
 	if root.Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("user-data: top level is a %s: must be a cloud-config YAML mapping", kindName(root))

@@ -30,6 +30,20 @@ type ExportOptions struct {
 	// goroutine, never concurrently and never after Export returns. Reaching
 	// 100 means the conversion is done; hashing the result follows.
 	Progress func(percent float64)
+	// SourceName names src in messages ("" = its path), e.g. the image's ref.
+	SourceName string
+	// SourceFormat is src's format (a stored image's, from its manifest),
+	// passed to qemu-img with -f; "" means kiln reads it from src's header.
+	SourceFormat string
+	// Protected are folders nothing may be exported into (kiln's own data,
+	// cache and runtime folders): an export there would replace a blob, a
+	// manifest or a running VM's disk.
+	Protected []string
+	// BeforeCommit, when set, runs after the output is complete and before
+	// it is renamed into place; an error stops the export with nothing
+	// written. Store exports use it to check that the blob did not change
+	// while it was read.
+	BeforeCommit func() error
 }
 
 // exportFormat is how Export writes one format.
@@ -98,16 +112,19 @@ func exportArgs(o ExportOptions) (exportFormat, []string, error) {
 //   - vhdx: dynamic (Hyper-V)
 //
 // The result is always flattened: it never refers to a backing file.
-// Everything is written inside the folder dst+".partial", next to dst, and
-// renamed into place only when complete; that folder is removed on failure
-// or cancellation, so a full disk or a cancelled export never leaves a half
-// image behind. An existing dst is replaced. Beside dst, Export writes
-// dst+".sha256" in sha256sum's format ("HEX  basename\n") and returns the
-// hex digest. dst's folder must exist.
+// Export writes only regular files it creates: everything is written in a
+// fresh folder made beside dst with exclusive create, and renamed into
+// place only when complete; that folder is removed on failure or
+// cancellation, so a full disk or a cancelled export never leaves a half
+// image behind, and no file of the user's is ever removed. dst (and
+// dst+".sha256") may be absent or a regular file, which is replaced; a
+// device node, folder, symbolic link or anything else is refused, as is a
+// dst inside one of o.Protected. Beside dst, Export writes dst+".sha256"
+// in sha256sum's format ("HEX  basename\n") and returns the hex digest.
+// dst's folder must exist.
 //
 // qemu-img cannot recognise a fixed VHD on its own (its only header is a
-// footer), so reading the result back needs the format stated: ReadInfo and
-// DetectFormat report a fixed VHD as raw.
+// footer), so reading the result back needs the format stated.
 func Export(ctx context.Context, src, dst string, o ExportOptions) (string, error) {
 	f, fmtArgs, err := exportArgs(o)
 	if err != nil {
@@ -121,24 +138,37 @@ func Export(ctx context.Context, src, dst string, o ExportOptions) (string, erro
 	if err != nil {
 		return "", fmt.Errorf("export: %w", err)
 	}
+	srcName := o.SourceName
+	if srcName == "" {
+		srcName = src
+	}
 	fail := func(err error) (string, error) {
-		return "", fmt.Errorf("export %s to %s: %w", src, dst, err)
+		return "", fmt.Errorf("export %s to %s: %w", srcName, quoteOutside(dst), err)
 	}
 	if absSrc == absDst {
 		return fail(errors.New("source and destination are the same file"))
 	}
 	dir := filepath.Dir(absDst)
 	if st, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		return fail(fmt.Errorf("destination folder %s does not exist", dir))
+		return fail(fmt.Errorf("destination folder %s does not exist", quoteOutside(dir)))
 	} else if err != nil {
 		return fail(err)
 	} else if !st.IsDir() {
-		return fail(fmt.Errorf("%s is not a folder", dir))
+		return fail(fmt.Errorf("%s is not a folder", quoteOutside(dir)))
+	}
+	if err := checkDestination(absDst, o.Protected); err != nil {
+		return fail(err)
 	}
 	if _, err := os.Stat(absSrc); err != nil {
 		return fail(err)
 	}
-	chain, err := runQemuImg(ctx, "info", "--output=json", "--force-share", "--backing-chain", absSrc)
+	srcFormat := o.SourceFormat
+	if srcFormat == "" {
+		if srcFormat, err = sniffFile(absSrc); err != nil {
+			return fail(err)
+		}
+	}
+	chain, err := runQemuImg(ctx, "info", "--output=json", "--force-share", "--backing-chain", "-f", srcFormat, absSrc)
 	if err != nil {
 		return fail(err)
 	}
@@ -152,23 +182,20 @@ func Export(ctx context.Context, src, dst string, o ExportOptions) (string, erro
 
 	// Everything in progress lives in one folder next to dst: on the same
 	// file system, so the final renames are atomic, and removed as a whole.
-	work := absDst + ".partial"
-	if err := os.RemoveAll(work); err != nil {
-		return fail(fmt.Errorf("remove stale partial output: %w", err))
-	}
-	if err := os.Mkdir(work, 0o700); err != nil {
+	// It is made with exclusive create, so it is kiln's to remove.
+	out, work, err := createPartial(absDst, true) // vmdk records its file name inside
+	if err != nil {
 		return fail(err)
 	}
 	defer os.RemoveAll(work)
 	name := filepath.Base(absDst)
-	out := filepath.Join(work, name) // vmdk records its file name inside
 	sumFile := out + ".sha256"
 
-	input, inputFormat := absSrc, in.Format
+	input, inputFormat := absSrc, srcFormat
 	if size := ExportSize(o.Format, in.VirtualSize); size != in.VirtualSize {
 		// Grow a throwaway overlay instead of src; the new tail reads as zeros.
 		ov := out + ".resize.qcow2"
-		if err := CreateOverlay(ctx, absSrc, in.Format, ov, size); err != nil {
+		if err := CreateOverlay(ctx, absSrc, srcFormat, ov, size); err != nil {
 			return fail(err)
 		}
 		input, inputFormat = ov, "qcow2"
@@ -199,6 +226,15 @@ func Export(ctx context.Context, src, dst string, o ExportOptions) (string, erro
 	if err := ctx.Err(); err != nil {
 		return fail(err)
 	}
+	if o.BeforeCommit != nil {
+		if err := o.BeforeCommit(); err != nil {
+			return fail(err)
+		}
+	}
+	// Checked again: the destination may have changed while converting.
+	if err := checkDestination(absDst, o.Protected); err != nil {
+		return fail(err)
+	}
 	// Drop an old checksum first: a crash between the renames then leaves
 	// dst without a checksum rather than with a wrong one.
 	if err := os.Remove(absDst + ".sha256"); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -208,13 +244,47 @@ func Export(ctx context.Context, src, dst string, o ExportOptions) (string, erro
 		return fail(err)
 	}
 	if err := os.Rename(sumFile, absDst+".sha256"); err != nil {
-		return fail(fmt.Errorf("%s is written but its checksum file is not: %w", dst, err))
+		return fail(fmt.Errorf("%s is written but its checksum file is not: %w", quoteOutside(dst), err))
 	}
 	if d, err := os.Open(dir); err == nil { // make the renames durable; best effort
 		_ = d.Sync()
 		d.Close()
 	}
 	return sum, nil
+}
+
+// checkDestination refuses to export over anything but a regular file (or
+// nothing), for dst and its checksum file, and into a protected folder.
+func checkDestination(dst string, protected []string) error {
+	for _, p := range []string{dst, dst + ".sha256"} {
+		st, err := os.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !st.Mode().IsRegular() {
+			return fmt.Errorf("%s is %s, not a regular file: kiln replaces only regular files; write to a new file name", quoteOutside(p), describeMode(st.Mode()))
+		}
+	}
+	dir, err := filepath.EvalSymlinks(filepath.Dir(dst))
+	if err != nil {
+		return err
+	}
+	for _, p := range protected {
+		if p == "" {
+			continue
+		}
+		real, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			real = filepath.Clean(p)
+		}
+		if dir == real || strings.HasPrefix(dir, real+string(filepath.Separator)) {
+			return fmt.Errorf("that is inside kiln's own folder %s; write the export elsewhere", real)
+		}
+	}
+	return nil
 }
 
 // checkNotInChain refuses a dst that is src or one of its backing files:

@@ -331,6 +331,12 @@ func testExportReplaces(t *testing.T, ctx context.Context, fx exportFixture) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A folder of the user's that happens to be named like kiln's old
+	// partial output is not kiln's to remove.
+	if b, err := os.ReadFile(dst + ".partial/junk"); err != nil || string(b) != "x" {
+		t.Errorf("the user's %s.partial/junk: %q, %v; want it untouched", dst, b, err)
+	}
+	os.RemoveAll(dst + ".partial")
 	checkExport(t, ctx, fx, dst, "raw", sum)
 
 	// Exporting over the source or its base would destroy them.

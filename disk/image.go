@@ -40,14 +40,14 @@ func CreateOverlay(ctx context.Context, base, baseFormat, path string, size int6
 	if size < 0 {
 		return fmt.Errorf("create overlay %s: negative size %d", path, size)
 	}
-	in, err := ReadInfo(ctx, absBase)
+	if baseFormat == "" {
+		if baseFormat, err = sniffFile(absBase); err != nil {
+			return fmt.Errorf("create overlay %s: base: %w", path, err)
+		}
+	}
+	in, err := ReadInfoAs(ctx, absBase, baseFormat)
 	if err != nil {
 		return fmt.Errorf("create overlay %s: base: %w", path, err)
-	}
-	if baseFormat == "" {
-		baseFormat = in.Format
-	} else if baseFormat != in.Format {
-		return fmt.Errorf("create overlay %s: base %s is %s, not %s", path, base, in.Format, baseFormat)
 	}
 	args := []string{"create", "-q", "-f", "qcow2", "-b", absBase, "-F", baseFormat, path}
 	if size != 0 {
@@ -101,6 +101,9 @@ type ConvertOptions struct {
 	BackingFile string
 	// BackingFormat is the base's format; "" detects it.
 	BackingFormat string
+	// SourceFormat is src's format, passed to qemu-img with -f; "" means
+	// kiln reads it from src's header (for kiln's own files).
+	SourceFormat string
 	// Options are extra -o options, e.g. "subformat=streamOptimized".
 	Options []string
 }
@@ -108,10 +111,12 @@ type ConvertOptions struct {
 var convertFormats = []string{"qcow2", "raw", "vmdk", "vpc", "vhdx"}
 
 // Convert copies src into a new image dst. It never leaves a half-written
-// dst: qemu-img writes dst+".partial" (for vmdk, which records its own file
-// name inside the image, the folder dst+".partial" holding a file named like
-// dst), which is renamed into place only on success and removed on failure
-// or cancellation. An existing dst is replaced.
+// dst: qemu-img writes a fresh partial file beside dst (for vmdk, which
+// records its own file name inside the image, a fresh folder holding a file
+// named like dst), which is renamed into place only on success and removed
+// on failure or cancellation. An existing dst is replaced. Convert is for
+// kiln's own outputs (the store's tmp folder); exports to a user's path go
+// through Export, which checks what it replaces.
 func Convert(ctx context.Context, src, dst string, o ConvertOptions) error {
 	format := o.Format
 	if format == "" {
@@ -147,8 +152,14 @@ func Convert(ctx context.Context, src, dst string, o ConvertOptions) error {
 	if _, err := os.Stat(src); err != nil {
 		return fmt.Errorf("convert: %w", err)
 	}
+	srcFormat := o.SourceFormat
+	if srcFormat == "" {
+		if srcFormat, err = sniffFile(absSrc); err != nil {
+			return fmt.Errorf("convert: %w", err)
+		}
+	}
 
-	args := []string{"convert", "-q", "-O", format}
+	args := []string{"convert", "-q", "-f", srcFormat, "-O", format}
 	if compress {
 		args = append(args, "-c")
 	}
@@ -162,11 +173,9 @@ func Convert(ctx context.Context, src, dst string, o ConvertOptions) error {
 			if !filepath.IsAbs(p) {
 				p = filepath.Join(filepath.Dir(absDst), p)
 			}
-			in, err := ReadInfo(ctx, p)
-			if err != nil {
+			if bf, err = sniffFile(p); err != nil {
 				return fmt.Errorf("convert %s: backing file: %w", src, err)
 			}
-			bf = in.Format
 		}
 		args = append(args, "-B", o.BackingFile, "-F", bf)
 	}
@@ -183,17 +192,13 @@ func Convert(ctx context.Context, src, dst string, o ConvertOptions) error {
 	}
 
 	// The partial output sits next to dst so a relative backing path
-	// resolves the same way. vmdk records its own file name inside the image,
-	// so for vmdk the partial is a folder holding a file with dst's name.
-	partial, cleanup := absDst+".partial", absDst+".partial"
-	if err := os.RemoveAll(cleanup); err != nil {
-		return fmt.Errorf("convert %s: remove stale partial output: %w", src, err)
-	}
-	if format == "vmdk" {
-		if err := os.Mkdir(cleanup, 0o755); err != nil {
-			return fmt.Errorf("convert %s: %w", src, err)
-		}
-		partial = filepath.Join(cleanup, filepath.Base(absDst))
+	// resolves the same way, in a name made with exclusive create: a file
+	// of the user's that happens to have the name is never replaced or
+	// removed. vmdk records its own file name inside the image, so for
+	// vmdk the partial is a fresh folder holding a file with dst's name.
+	partial, cleanup, err := createPartial(absDst, format == "vmdk")
+	if err != nil {
+		return fmt.Errorf("convert %s: %w", src, err)
 	}
 	defer os.RemoveAll(cleanup) // nothing left to remove after a successful rename of a file
 	args = append(args, absSrc, partial)
@@ -245,15 +250,30 @@ type checkJSON struct {
 	CheckErrors int `json:"check-errors"`
 }
 
-// Check runs qemu-img check (read-only; it never repairs). It returns nil
-// for a consistent image and for formats qemu-img cannot check (raw has no
-// metadata to get wrong), a *CheckError for leaks or corruption, and another
-// error when the check could not run (e.g. the image is in use by a VM).
+// Check runs qemu-img check (read-only; it never repairs) on one of kiln's
+// own files, whose format kiln reads from its header; CheckAs is for an
+// image whose format is known. It returns nil for a consistent image and
+// for formats qemu-img cannot check (raw has no metadata to get wrong), a
+// *CheckError for leaks or corruption, and another error when the check
+// could not run (e.g. the image is in use by a VM).
 func Check(ctx context.Context, path string) error {
-	if _, err := os.Stat(path); err != nil {
+	format, err := sniffFile(path)
+	if err != nil {
 		return fmt.Errorf("disk check: %w", err)
 	}
-	out, err := runQemuImg(ctx, "check", "--output=json", path)
+	return CheckAs(ctx, path, format)
+}
+
+// CheckAs is Check for an image of the given format.
+func CheckAs(ctx context.Context, path, format string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return fmt.Errorf("disk check: %w", err)
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return fmt.Errorf("disk check: %w", err)
+	}
+	out, err := runQemuImg(ctx, "check", "--output=json", "-f", format, abs)
 	var ee *ExecError
 	switch {
 	case err == nil:
@@ -284,8 +304,29 @@ func plural(n int, what string) string {
 // without reading or rewriting any data (qemu-img rebase -u). It is how an
 // image keeps working after its backing file moved or is named relatively.
 func Rebase(ctx context.Context, path, backing, backingFormat string) error {
-	if _, err := runQemuImg(ctx, "rebase", "-u", "-b", backing, "-F", backingFormat, path); err != nil {
+	if _, err := runQemuImg(ctx, "rebase", "-u", "-f", "qcow2", "-b", backing, "-F", backingFormat, path); err != nil {
 		return fmt.Errorf("rebase %s onto %s: %w", path, backing, err)
 	}
 	return nil
+}
+
+// createPartial makes the name output is written to before it is renamed
+// to dst: a fresh file beside dst, or with inDir a fresh folder beside dst
+// holding a file named like dst. Both are made with exclusive create, so
+// they are kiln's; cleanup is what to remove on failure.
+func createPartial(dst string, inDir bool) (partial, cleanup string, err error) {
+	dir, base := filepath.Split(dst)
+	if inDir {
+		d, err := os.MkdirTemp(dir, "."+base+".kiln-*.partial")
+		if err != nil {
+			return "", "", err
+		}
+		return filepath.Join(d, base), d, nil
+	}
+	f, err := os.CreateTemp(dir, "."+base+".kiln-*.partial")
+	if err != nil {
+		return "", "", err
+	}
+	f.Close()
+	return f.Name(), f.Name(), nil
 }

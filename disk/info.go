@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 )
 
 // Info is what qemu-img knows about an image.
@@ -33,6 +34,16 @@ type Info struct {
 	// CreateType is vmdk's subformat ("monolithicSparse", "streamOptimized",
 	// ...), empty for other formats.
 	CreateType string
+	// DataFile is qcow2's external data file, where one is recorded.
+	DataFile string
+	// Extents are vmdk's extent files.
+	Extents []Extent
+}
+
+// Extent is one file of a vmdk image.
+type Extent struct {
+	Filename string
+	Format   string
 }
 
 type infoJSON struct {
@@ -51,6 +62,11 @@ type infoJSON struct {
 			CompressionType string `json:"compression-type"`
 			Corrupt         bool   `json:"corrupt"`
 			CreateType      string `json:"create-type"`
+			DataFile        string `json:"data-file"`
+			Extents         []struct {
+				Filename string `json:"filename"`
+				Format   string `json:"format"`
+			} `json:"extents"`
 		} `json:"data"`
 	} `json:"format-specific"`
 }
@@ -90,49 +106,84 @@ func ParseInfo(b []byte) (Info, error) {
 		in.Compression = fs.Data.CompressionType
 		in.Corrupt = fs.Data.Corrupt
 		in.CreateType = fs.Data.CreateType
+		in.DataFile = fs.Data.DataFile
+		for _, e := range fs.Data.Extents {
+			in.Extents = append(in.Extents, Extent{Filename: e.Filename, Format: e.Format})
+		}
 	}
 	return in, nil
 }
 
-// ReadInfo runs qemu-img info. It uses --force-share so it works on an image
-// a running VM holds open (the numbers may then be slightly stale).
+// ReadInfo runs qemu-img info on one of kiln's own files (an overlay or
+// output it made), whose format kiln reads from the header itself and
+// passes with -f: qemu-img never guesses. An image from outside goes
+// through Admit instead, and a stored one has its format in its manifest
+// (ReadInfoAs). It uses --force-share so it works on an image a running VM
+// holds open (the numbers may then be slightly stale).
 func ReadInfo(ctx context.Context, path string) (Info, error) {
-	if _, err := os.Stat(path); err != nil {
+	format, err := sniffFile(path)
+	if err != nil {
 		return Info{}, fmt.Errorf("disk info: %w", err)
 	}
-	out, err := runQemuImg(ctx, "info", "--output=json", "--force-share", path)
+	return ReadInfoAs(ctx, path, format)
+}
+
+// ReadInfoAs is ReadInfo for an image whose format is known.
+func ReadInfoAs(ctx context.Context, path, format string) (Info, error) {
+	abs, err := filepath.Abs(path)
 	if err != nil {
-		return Info{}, fmt.Errorf("disk info %s: %w", path, err)
+		return Info{}, fmt.Errorf("disk info: %w", err)
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return Info{}, fmt.Errorf("disk info: %w", err)
+	}
+	// An absolute path: qemu reads a name with a colon before any slash
+	// as a protocol ("nbd:…").
+	out, err := runQemuImg(ctx, "info", "--output=json", "--force-share", "-f", format, abs)
+	if err != nil {
+		return Info{}, fmt.Errorf("disk info %s: %w", quoteOutside(path), err)
 	}
 	in, err := ParseInfo(out)
 	if err != nil {
-		return Info{}, fmt.Errorf("disk info %s: %w", path, err)
+		return Info{}, fmt.Errorf("disk info %s: %w", quoteOutside(path), err)
 	}
 	return in, nil
 }
 
-// DetectFormat returns the image format of path. qemu-img calls any file it
-// does not recognise "raw", so a raw answer is only believed when the file
-// looks like a whole disk: a multiple of 512 bytes with an MBR/protective-MBR
-// boot signature (0x55AA at offset 510). Anything else — including a blank
-// raw disk with no partition table, or an ISO — is "not a disk image".
-func DetectFormat(ctx context.Context, path string) (string, error) {
-	in, err := ReadInfo(ctx, path)
+// sniffFile is kiln's reading of a file's format (see sniff).
+func sniffFile(path string) (string, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return "", err
 	}
-	if in.Format != "raw" {
-		return in.Format, nil
-	}
-	if err := checkRawDisk(path); err != nil {
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
 		return "", err
 	}
-	return "raw", nil
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file", quoteOutside(path))
+	}
+	return sniff(f, st.Size()), nil
 }
 
-func checkRawDisk(path string) error {
+// DetectFormat returns the format of an image from outside kiln, as Admit
+// determines it (and refuses what Admit refuses).
+func DetectFormat(ctx context.Context, path string) (string, error) {
+	img, err := Admit(ctx, path, AdmitOptions{})
+	if err != nil {
+		return "", err
+	}
+	return img.Format, nil
+}
+
+// checkRawDisk believes a raw answer only when the file looks like a whole
+// disk: a multiple of 512 bytes with an MBR/protective-MBR boot signature
+// (0x55AA at offset 510). Anything else — including a blank raw disk with no
+// partition table, or an ISO — is "not a disk image".
+func checkRawDisk(path, name string) error {
 	notDisk := func(why string) error {
-		return fmt.Errorf("%s is not a disk image (%s)", path, why)
+		return fmt.Errorf("%s is not a disk image (%s)", quoteOutside(name), why)
 	}
 	f, err := os.Open(path)
 	if err != nil {

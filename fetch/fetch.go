@@ -209,6 +209,18 @@ func (f *Fetcher) Fetch(ctx context.Context, rawURL string, sum Checksum) (Resul
 	return f.download(ctx, dir, u, sum, final)
 }
 
+// Discard removes a download from the cache, for a file that arrived as
+// asked but that its user refuses (an image the image gate turns away):
+// kiln keeps no hostile file. Only a file in this Fetcher's cache folder
+// is removed.
+func (f *Fetcher) Discard(r Result) error {
+	dir, err := filepath.Abs(f.CacheDir)
+	if err != nil || f.CacheDir == "" || filepath.Dir(r.Path) != dir {
+		return fmt.Errorf("download cache: %s is not one of its files", r.Path)
+	}
+	return os.Remove(r.Path)
+}
+
 // cached returns the cache entry for sum if it can be trusted. The file
 // name is the checksum and files only get that name after verification,
 // so a plausible size is enough unless Verify asks for a re-hash.

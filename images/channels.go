@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/fileutil"
 )
 
 // maxChannelHistory bounds a channel's history so its file stays small; the
@@ -188,7 +190,7 @@ func (s *Store) Channels(name string) ([]Channel, error) {
 	var errs []error
 	for _, e := range entries {
 		channel, ok := strings.CutSuffix(e.Name(), ".json")
-		if !ok || e.IsDir() || checkChannel(channel) != "" {
+		if !ok || e.IsDir() || checkChannel(channel) != "" || stranger(s.channelDir(name), e) {
 			continue
 		}
 		cf, err := s.readChannel(name, channel)
@@ -237,7 +239,7 @@ func (s *Store) resolveChannel(r Ref) (Manifest, error) {
 // error matching os.ErrNotExist.
 func (s *Store) readChannel(name, channel string) (channelFile, error) {
 	path := s.channelPath(name, channel)
-	f, err := os.Open(path)
+	f, err := fileutil.OpenRegular(path)
 	if err != nil {
 		return channelFile{}, err
 	}

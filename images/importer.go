@@ -20,9 +20,10 @@ var importFormats = []string{"qcow2", "raw", "vmdk", "vpc", "vhdx"}
 // Import adds a disk image from outside kiln as name:version. A qcow2 image
 // without a backing file is stored as it is (copied; file is left alone);
 // raw, vmdk, vpc (VHD) and vhdx images are first converted to a
-// zstd-compressed qcow2 in the store's tmp folder. A qcow2 image with a
-// backing file is refused (flatten it first), as is a qcow2 image qemu-img
-// check finds corrupt. The manifest's Base records the file's absolute path
+// zstd-compressed qcow2 in the store's tmp folder. The file goes through
+// disk.Admit first: an image whose data or backing lives in another file
+// (a backing file, an external data file, vmdk extents) is refused, as is
+// a qcow2 image qemu-img check finds corrupt. The manifest's Base records the file's absolute path
 // and the sha256 of its original content. force replaces an existing
 // version, as for Add. KilnVersion is left empty: the caller may not know
 // it, and Add does not need it.
@@ -51,26 +52,22 @@ func (s *Store) Import(ctx context.Context, file, name, version string, force bo
 		return Manifest{}, exists(r)
 	}
 
-	format, err := disk.DetectFormat(ctx, abs)
+	// The gate: kiln reads the format and refuses an image that would make
+	// qemu read another file (a data file, a backing file, vmdk extents).
+	img, err := disk.Admit(ctx, file, disk.AdmitOptions{})
 	if err != nil {
-		return Manifest{}, fmt.Errorf("import %s: %w", file, err)
+		return Manifest{}, fmt.Errorf("import: %w", err)
 	}
+	format := img.Format
 	if !slices.Contains(importFormats, format) {
 		return Manifest{}, fmt.Errorf("import %s: %s images are not supported (use %s); convert it with qemu-img first", file, format, strings.Join(importFormats, ", "))
 	}
-	info, err := disk.ReadInfo(ctx, abs)
-	if err != nil {
-		return Manifest{}, fmt.Errorf("import %s: %w", file, err)
-	}
-	if info.BackingFilename != "" {
-		return Manifest{}, fmt.Errorf("import %s: it is an overlay on %s; flatten it first (qemu-img convert -O qcow2 %s flat.qcow2) and import that", file, info.BackingFilename, file)
-	}
 	if format == "qcow2" {
-		if info.Corrupt {
+		if img.Info.Corrupt {
 			return Manifest{}, fmt.Errorf("import %s: qcow2 marks the image corrupt; repair it (qemu-img check -r all) first", file)
 		}
 		var ce *disk.CheckError
-		if err := disk.Check(ctx, abs); errors.As(err, &ce) && ce.Corruptions == 0 && ce.CheckErrors == 0 {
+		if err := disk.CheckAs(ctx, abs, format); errors.As(err, &ce) && ce.Corruptions == 0 && ce.CheckErrors == 0 {
 			// Leaked clusters only waste space; the image is fine to use.
 		} else if err != nil {
 			return Manifest{}, fmt.Errorf("import %s: %w; repair it (qemu-img check -r all) first", file, err)
@@ -94,7 +91,7 @@ func (s *Store) Import(ctx context.Context, file, name, version string, force bo
 	} else {
 		dst := s.tmpName("import") + ".qcow2"
 		defer os.Remove(dst) // Add moves it in; this is for failures
-		if err := disk.Convert(ctx, abs, dst, disk.ConvertOptions{Format: "qcow2", Compression: "zstd"}); err != nil {
+		if err := disk.Convert(ctx, abs, dst, disk.ConvertOptions{Format: "qcow2", Compression: "zstd", SourceFormat: format}); err != nil {
 			return Manifest{}, fmt.Errorf("import %s: %w", file, err)
 		}
 		m.Compression = "zstd"

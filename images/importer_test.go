@@ -46,6 +46,12 @@ func TestImport(t *testing.T) {
 	corrupt := filepath.Join(src, "corrupt.qcow2")
 	qemuImg(t, "convert", "-q", "-f", "raw", "-O", "qcow2", raw, corrupt)
 	corruptRefcounts(t, corrupt)
+	// Images whose data or backing is a host file (standing for /etc/shadow).
+	host := filepath.Join(src, "host-secret")
+	writeFile(t, host, strings.Repeat("root:secret-hash:19000:0:99999:7:::\n", 2000))
+	qemuImg(t, "create", "-q", "-f", "qcow2", "-o", "data_file="+host+",data_file_raw=on", filepath.Join(src, "datafile.qcow2"), "1M")
+	qemuImg(t, "create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b", `json:{"driver":"raw","file":{"driver":"file","filename":"`+host+`"}}`, filepath.Join(src, "json.qcow2"), "1M")
+	writeFile(t, filepath.Join(src, "flat.vmdk"), "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW 128 FLAT \""+host+"\" 0\n")
 
 	tests := []struct {
 		file      string
@@ -57,8 +63,11 @@ func TestImport(t *testing.T) {
 		{file: "disk.vmdk", converted: true},
 		{file: "disk.vpc", converted: true},
 		{file: "disk.vhdx", converted: true},
-		{file: "overlay.qcow2", wantErr: "is an overlay on " + filepath.Join(src, "disk.qcow2") + "; flatten it first"},
-		{file: "disk.vdi", wantErr: "vdi images are not supported (use qcow2, raw, vmdk, vpc, vhdx)"},
+		{file: "overlay.qcow2", wantErr: "qcow2 backing file points at " + filepath.Join(src, "disk.qcow2") + ": an overlay on another file"},
+		{file: "disk.vdi", wantErr: "VirtualBox VDI images are not taken; use raw, qcow2, vmdk, vhd or vhdx"},
+		{file: "datafile.qcow2", wantErr: "qcow2 external data file points at " + host},
+		{file: "json.qcow2", wantErr: "qcow2 backing file points at json:{… " + host + " …}"},
+		{file: "flat.vmdk", wantErr: "vmdk flat extent points at " + host},
 		{file: "notes.txt", wantErr: "is not a disk image"},
 		{file: "blank.raw", wantErr: "is not a disk image (no MBR/GPT partition table)"},
 		{file: "corrupt.qcow2", wantErr: "corruptions"},

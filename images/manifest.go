@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/fileutil"
 )
 
 // SchemaVersion is the manifest schema this kiln writes and reads. Older
@@ -146,7 +148,7 @@ func checkDigest(d string) error {
 // ignored so a newer kiln can add optional ones; a newer schema_version is
 // refused.
 func ReadManifest(path string) (Manifest, error) {
-	f, err := os.Open(path)
+	f, err := fileutil.OpenRegular(path)
 	if err != nil {
 		return Manifest{}, err
 	}

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/fileutil"
 )
 
 // ErrRevoked matches CheckUsable's error for a revoked image.
@@ -101,7 +103,7 @@ func (s *Store) Revoked(r Ref) (Revocation, bool) {
 		return Revocation{}, false
 	}
 	path := s.revokedPath(r)
-	f, err := os.Open(path)
+	f, err := fileutil.OpenRegular(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return Revocation{}, false
 	}
@@ -127,8 +129,15 @@ func (s *Store) Revoked(r Ref) (Revocation, bool) {
 }
 
 // CheckUsable returns an error matching ErrRevoked when m is revoked, unless
-// force; callers check it before running or building on an image.
+// force; callers check it before running or building on an image. It also
+// refuses, forced or not, an image whose blob (or a blob down its backing
+// chain) is missing, is not a regular file or no longer has the size its
+// manifest records: a truncated or replaced blob would boot as a damaged
+// disk. (A full re-hash is `images verify`'s job.)
 func (s *Store) CheckUsable(m Manifest, force bool) error {
+	if err := s.checkBlobSizes(m); err != nil {
+		return err
+	}
 	if force {
 		return nil
 	}
@@ -145,4 +154,72 @@ func needVersion(r Ref, verb string) error {
 		return fmt.Errorf("refusing to %s %s without a version; name one, e.g. %s:1.0.0", verb, r, r.Name)
 	}
 	return r.validate(true)
+}
+
+// checkBlobSizes compares m's blob, and the blobs it is built on, with the
+// sizes their manifests record.
+func (s *Store) checkBlobSizes(m Manifest) error {
+	chain, err := s.blobChain(m)
+	if err != nil {
+		return err
+	}
+	for _, b := range chain {
+		if err := s.checkBlobSize(m.Ref(), b.digest, b.size); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// chainBlob is one blob of an image's backing chain and the size its
+// manifest records (-1 for a blob no manifest describes).
+type chainBlob struct {
+	digest string
+	size   int64
+}
+
+// blobChain lists m's blob and the blobs it is built on, top first, from
+// the manifests' backing_digest.
+func (s *Store) blobChain(m Manifest) ([]chainBlob, error) {
+	chain := []chainBlob{{m.Digest, m.FileSize}}
+	if m.BackingDigest == "" {
+		return chain, nil
+	}
+	byDigest := map[string]Manifest{}
+	all, _ := s.List() // unreadable manifests are verify's to report
+	for _, o := range all {
+		byDigest[o.Digest] = o
+	}
+	for next := m.BackingDigest; next != ""; next = byDigest[next].BackingDigest {
+		if len(chain) >= maxChainDepth {
+			return nil, fmt.Errorf("image %s: backing chain deeper than %d levels; run kiln images verify", m.Ref(), maxChainDepth)
+		}
+		size := int64(-1)
+		if o, ok := byDigest[next]; ok {
+			size = o.FileSize
+		}
+		chain = append(chain, chainBlob{next, size})
+	}
+	return chain, nil
+}
+
+// checkBlobSize checks one blob of image r; size -1 checks only that it is
+// there and a regular file.
+func (s *Store) checkBlobSize(r Ref, digest string, size int64) error {
+	path := s.BlobPath(digest)
+	if path == "" {
+		return fmt.Errorf("image %s: %q is not a valid digest; the store is damaged", r, digest)
+	}
+	st, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("image %s: its blob %s is missing; run kiln images verify", r, digest)
+	case err != nil:
+		return fmt.Errorf("image %s: %w", r, err)
+	case !st.Mode().IsRegular():
+		return fmt.Errorf("image %s: its blob %s is not a regular file; the store is damaged (kiln images verify)", r, digest)
+	case size >= 0 && st.Size() != size:
+		return fmt.Errorf("image %s: its blob %s is %d bytes, but its manifest says %d: it was truncated or changed (see kiln images verify)", r, digest, st.Size(), size)
+	}
+	return nil
 }

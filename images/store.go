@@ -7,10 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/kiln-dev/kiln/internal/fileutil"
+	"github.com/kiln-dev/kiln/internal/termsafe"
 )
 
 // Store is an image store rooted at Root. Its methods are safe for
@@ -57,13 +62,16 @@ func (s *Store) init() error {
 
 func (s *Store) tmpDir() string { return filepath.Join(s.Root, "tmp") }
 
+// BlobDir is the folder holding the blobs, named by their hex digests.
+func BlobDir(root string) string { return filepath.Join(root, "blobs", "sha256") }
+
 // BlobPath returns where the blob with digest "sha256:<hex>" lives, or ""
 // for a malformed digest (so a bad manifest cannot point outside the store).
 func (s *Store) BlobPath(digest string) string {
 	if checkDigest(digest) != nil {
 		return ""
 	}
-	return filepath.Join(s.Root, "blobs", "sha256", strings.TrimPrefix(digest, "sha256:"))
+	return filepath.Join(BlobDir(s.Root), strings.TrimPrefix(digest, "sha256:"))
 }
 
 // LogPath returns where log name ("build.log", "serial.log") of r is kept,
@@ -181,7 +189,7 @@ func (s *Store) readName(name string) ([]Manifest, error) {
 	var errs []error
 	for _, e := range entries {
 		version, ok := strings.CutSuffix(e.Name(), ".json")
-		if !ok || e.IsDir() || checkVersion(version) != "" {
+		if !ok || e.IsDir() || checkVersion(version) != "" || stranger(dir, e) {
 			continue // staging leftovers and strangers are not manifests
 		}
 		path := filepath.Join(dir, e.Name())
@@ -196,6 +204,17 @@ func (s *Store) readName(name string) ([]Manifest, error) {
 		ms = append(ms, m)
 	}
 	return ms, errors.Join(errs...)
+}
+
+// stranger reports (with a warning) an entry of one of the store's folders
+// that is neither a regular file nor a folder: a FIFO or device left there
+// would block or never end a read, so it is skipped, never opened.
+func stranger(dir string, e fs.DirEntry) bool {
+	if e.Type().IsRegular() || e.IsDir() {
+		return false
+	}
+	slog.Warn("skipping a file that is not a regular file in kiln's image store", "path", termsafe.Line(filepath.Join(dir, e.Name())), "type", e.Type().String())
+	return true
 }
 
 // compareManifests is the store's total order: name, version, BuildEnd and
@@ -265,7 +284,7 @@ func (s *Store) removeLocked(r Ref) error {
 
 // FileDigest is the store's digest ("sha256:<hex>") of a file's content.
 func FileDigest(path string) (string, error) {
-	f, err := os.Open(path)
+	f, err := fileutil.OpenRegular(path)
 	if err != nil {
 		return "", err
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/kiln-dev/kiln/disk"
+	"github.com/kiln-dev/kiln/internal/fileutil"
 )
 
 // maxChainDepth bounds a backing chain. Real chains are a few levels deep;
@@ -59,7 +60,7 @@ func (s *Store) VerifyAll(ctx context.Context) map[string]error {
 		}
 		for _, f := range files {
 			version, ok := strings.CutSuffix(f.Name(), ".json")
-			if !ok || f.IsDir() || checkVersion(version) != "" {
+			if !ok || f.IsDir() || checkVersion(version) != "" || stranger(filepath.Join(root, n.Name()), f) {
 				continue
 			}
 			r := Ref{Name: n.Name(), Version: version}
@@ -184,6 +185,10 @@ func (v *verifier) blob(ctx context.Context, d string, depth int) *blobResult {
 		return b
 	}
 	b.info, b.hasInfo = info, true
+	if info.DataFile != "" {
+		add("%s keeps its data in the external file %s, outside the store", d, info.DataFile)
+		return b
+	}
 
 	chainOK := true
 	if bf := info.BackingFilename; bf != "" {
@@ -222,7 +227,7 @@ func (v *verifier) blob(ctx context.Context, d string, depth int) *blobResult {
 
 // fileDigestContext is FileDigest, interruptible.
 func fileDigestContext(ctx context.Context, path string) (string, error) {
-	f, err := os.Open(path)
+	f, err := fileutil.OpenRegular(path)
 	if err != nil {
 		return "", err
 	}

@@ -22,6 +22,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote"
 
+	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
 )
 
@@ -160,6 +161,12 @@ func Pull(ctx context.Context, store *images.Store, src Reference, po PullOption
 		m.Labels = withOrigin(m.Labels, "")
 		if i == len(plan)-1 {
 			m.Labels = withOrigin(m.Labels, origin(src, manDesc.Digest))
+		}
+		// A blob from a registry is outside input like any other: no
+		// external data file, no backing but its parent's blob, no format
+		// but one kiln stores.
+		if _, err := disk.Admit(ctx, p.src, disk.AdmitOptions{BlobDir: images.BlobDir(store.Root), Staged: true}); err != nil {
+			return PullResult{}, fmt.Errorf("%s from the registry: %w", p.ref, err)
 		}
 		if _, err := store.Add(ctx, m, p.src, images.AddOptions{Force: p.replace}); err != nil {
 			if have, gerr := store.Get(p.ref); errors.Is(err, images.ErrExists) && gerr == nil && have.Digest == m.Digest {

@@ -591,3 +591,33 @@ func TestRawImageStaysSparse(t *testing.T) {
 		t.Errorf("the pulled 64 MiB raw image takes %d bytes on disk (%v)", st.Blocks*512, err)
 	}
 }
+
+// TestPullRefusesAnImageThatReadsHostFiles: a registry is outside input. A
+// qcow2 whose data lives in an external data file (here a host file it
+// names) would have QEMU read that file when the image boots; a pull
+// refuses it before anything is stored.
+func TestPullRefusesAnImageThatReadsHostFiles(t *testing.T) {
+	reg := testregistry.Start(t, testregistry.Options{})
+	ctx := context.Background()
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "host-secret")
+	os.WriteFile(secret, []byte("not for images"), 0o600)
+	img := filepath.Join(dir, "hostile.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+secret+",data_file_raw=on", img, "1M").CombinedOutput(); err != nil {
+		t.Skipf("qemu-img cannot make a data-file image here: %v %s", err, out)
+	}
+	a := emptyStore(t)
+	m, err := a.Add(ctx, images.Manifest{Name: "hostile", Version: "1", KilnVersion: "test"}, img, images.AddOptions{KeepSource: true})
+	if err != nil {
+		t.Fatalf("storing the hostile image in the pushing store: %v", err)
+	}
+	if _, err := Push(ctx, a, m.Ref(), ref(t, reg.Host+"/hostile"), nil, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	b := emptyStore(t)
+	_, err = Pull(ctx, b, ref(t, reg.Host+"/hostile:1"), PullOptions{}, Options{})
+	if err == nil || !strings.Contains(err.Error(), "data file") || !strings.Contains(err.Error(), "from the registry") {
+		t.Fatalf("pull of an image with an external data file: %v", err)
+	}
+	assertEmpty(t, b)
+}

@@ -1,6 +1,8 @@
 package provision
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -96,5 +98,19 @@ func TestHostKeyMismatchRefused(t *testing.T) {
 	}
 	if _, err := (Target{Signer: guest.Signer}).config(0); err == nil {
 		t.Error("a target with no host key was accepted")
+	}
+}
+
+// TestSerialTail: the guest writes the serial log, so only its end is read
+// and what it holds is escaped before it reaches a terminal.
+func TestSerialTail(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "serial.log")
+	body := strings.Repeat("boot noise\n", 1<<20) + "login: \x1b[2J\x1b]0;owned\x07\nlast line\n"
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := serialTail(path)
+	if len(got) > 4096 || !strings.Contains(got, "last line") || strings.ContainsAny(got, "\x1b\x07") || !strings.Contains(got, `\x1b[2J`) {
+		t.Errorf("serialTail = %q", got)
 	}
 }

@@ -15,11 +15,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/kiln-dev/kiln/internal/fileutil"
+	"github.com/kiln-dev/kiln/internal/termsafe"
 )
 
 // KeyPair is a per-VM client key: the guest learns AuthorizedKey from the
@@ -164,15 +166,33 @@ func WaitForSSH(ctx context.Context, t Target, timeout time.Duration, vmDone <-c
 // serialTail quotes the last lines of the serial log, if any, so the reason
 // is often visible without opening the file.
 func serialTail(path string) string {
-	b, err := os.ReadFile(path)
+	// The guest writes the log: read only its end, and escape what it
+	// wrote, which goes to the user's terminal.
+	b, err := readTail(path, 64<<10)
 	if err != nil || len(b) == 0 {
 		return ""
 	}
+	b = []byte(termsafe.Text(string(b)))
 	lines := strings.Split(strings.TrimRight(strings.ReplaceAll(string(b), "\r", ""), "\n"), "\n")
 	if len(lines) > 8 {
 		lines = lines[len(lines)-8:]
 	}
 	return "\nlast lines of the serial console:\n  " + strings.Join(lines, "\n  ")
+}
+
+// readTail returns at most the last n bytes of a regular file.
+func readTail(path string, n int64) ([]byte, error) {
+	f, err := fileutil.OpenRegular(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	off := max(st.Size()-n, 0)
+	return io.ReadAll(io.NewSectionReader(f, off, st.Size()-off))
 }
 
 // Run runs cmd in a shell on the guest, streaming its output, and returns

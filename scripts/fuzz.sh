@@ -26,6 +26,8 @@ targets="
 ./images:FuzzParseRef
 ./images:FuzzReadManifest
 ./ociimage:FuzzParseArtifact
+./disk:FuzzReadHeader
+./disk:FuzzVMDKDescriptor
 "
 
 out=$(mktemp)

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/internal/fileutil"
 )
 
 // digest computes Spec.TemplateDigest, a fingerprint of everything a
@@ -120,11 +121,20 @@ func hashTree(h hash.Hash, path, rel string, top bool) error {
 	}
 	switch {
 	case fi.Mode().IsRegular():
-		data, err := os.ReadFile(path)
+		// Streamed: an upload may be larger than memory.
+		f, err := fileutil.OpenRegular(path)
 		if err != nil {
 			return err
 		}
-		writeFile(h, rel, fi.Mode(), data)
+		defer f.Close()
+		fmt.Fprintf(h, "file %q %04o %d\n", rel, fi.Mode().Perm(), fi.Size())
+		n, err := io.Copy(h, f)
+		if err != nil {
+			return err
+		}
+		if n != fi.Size() {
+			return fmt.Errorf("%s changed while it was read", path)
+		}
 	case fi.IsDir():
 		fmt.Fprintf(h, "dir %q %04o\n", rel, fi.Mode().Perm())
 		ents, err := os.ReadDir(path) // sorted by name

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -193,5 +194,42 @@ image "r" {
 	want := "sha256:" + hex.EncodeToString(h.Sum(nil))
 	if spec.TemplateDigest != want {
 		t.Errorf("TemplateDigest = %s, want %s", spec.TemplateDigest, want)
+	}
+}
+
+// TestDigestStreamsUploads: an upload source is hashed as it is read, not
+// held in memory: a source larger than memory must not end kiln.
+func TestDigestStreamsUploads(t *testing.T) {
+	dir := writeDir(t, map[string]string{"kiln.hcl": `image "x" {
+  version = "1.0"
+  base { image = "debian:12" }
+  provision "file" {
+    source      = "big.img"
+    destination = "/srv/big.img"
+  }
+}
+`})
+	const size = 512 << 20
+	f, err := os.Create(filepath.Join(dir, "big.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil { // sparse: no disk space used
+		t.Fatal(err)
+	}
+	f.Close()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	spec, err := Load(filepath.Join(dir, "kiln.hcl"), Options{Env: noEnv})
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.TemplateDigest == "" {
+		t.Fatal("no digest")
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
+		t.Errorf("loading allocated %d MiB for a %d MiB upload; it must stream", grew>>20, size>>20)
 	}
 }

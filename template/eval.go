@@ -84,12 +84,13 @@ func (l *loader) eval(attr *hcl.Attribute) evalResult {
 	} else if !l.checkRefs(attr.Expr) {
 		return evalResult{}
 	}
+	l.taintRefs(attr)
 	v, diags := attr.Expr.Value(ctx)
 	l.diags = append(l.diags, diags...)
 	if diags.HasErrors() {
 		return evalResult{}
 	}
-	return evalResult{v: v, ok: true}
+	return evalResult{v: l.unmark(attr, v), ok: true}
 }
 
 // checkRefs reports references to things that do not exist before the

@@ -129,7 +129,7 @@ var fleetHealthOnly = map[string][]string{
 func LoadFleet(path string, opts Options) (*FleetFile, error) {
 	l := newLoader(path, opts)
 	f := l.loadFleet()
-	if ds := fromHCL(l.diags); len(ds) > 0 {
+	if ds := l.redact(fromHCL(l.diags)); len(ds) > 0 {
 		return nil, ds
 	}
 	return f, nil

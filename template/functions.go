@@ -26,6 +26,8 @@ import (
 	"github.com/zclconf/go-cty/cty/function"
 	"github.com/zclconf/go-cty/cty/function/stdlib"
 	"gopkg.in/yaml.v3"
+
+	"github.com/kiln-dev/kiln/internal/fileutil"
 )
 
 // evalState is what the template's functions see and record. One is made
@@ -68,7 +70,10 @@ func (st *evalState) readText(p string) (string, error) {
 	if !fi.Mode().IsRegular() {
 		return "", fmt.Errorf("%q is not a regular file", p)
 	}
-	data, err := os.ReadFile(abs)
+	if fi.Size() > maxReadSize {
+		return "", fmt.Errorf("%q is %d bytes, more than the %d a template reads; upload it with a file provisioner instead", p, fi.Size(), maxReadSize)
+	}
+	data, err := fileutil.ReadRegular(abs, maxReadSize)
 	if err != nil {
 		return "", err
 	}
@@ -168,7 +173,7 @@ func (st *evalState) fileFunc() function.Function {
 			if err != nil {
 				return cty.NilVal, function.NewArgError(0, err)
 			}
-			return cty.StringVal(s), nil
+			return cty.StringVal(s).Mark(fileMark{args[0].AsString()}), nil
 		},
 	})
 }
@@ -205,6 +210,9 @@ func (st *evalState) templatefileFunc(inner map[string]function.Function) functi
 					vars[name] = ev
 				}
 			}
+			if toks, _ := hclsyntax.LexTemplate([]byte(text), p, hcl.InitialPos); checkTokens(toks) != nil {
+				return cty.NilVal, function.NewArgErrorf(0, "%q nests too deeply (more than %d levels, or %d operators in one expression)", p, maxNesting, maxOperators)
+			}
 			expr, diags := hclsyntax.ParseTemplate([]byte(text), p, hcl.InitialPos)
 			if !diags.HasErrors() {
 				diags = checkLiterals(expr)
@@ -216,6 +224,7 @@ func (st *evalState) templatefileFunc(inner map[string]function.Function) functi
 			if diags.HasErrors() {
 				return cty.NilVal, diagsError(diags)
 			}
+			val, marks := val.UnmarkDeep()
 			if !val.IsWhollyKnown() {
 				return cty.UnknownVal(cty.String), nil
 			}
@@ -226,7 +235,7 @@ func (st *evalState) templatefileFunc(inner map[string]function.Function) functi
 			if err != nil {
 				return cty.NilVal, fmt.Errorf("template %q must render a string: %v", p, err)
 			}
-			return s, nil
+			return s.WithMarks(marks).Mark(fileMark{p}), nil
 		},
 	})
 }

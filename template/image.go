@@ -15,6 +15,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/cloudinit"
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/provision"
@@ -167,6 +168,10 @@ func (l *loader) image(b *hcl.Block) *build.Spec {
 				"The cloud_init block needs user_data: cloud-config YAML, e.g. user_data = file(\"cloud-config.yaml\")."))
 		} else if v, ok := l.value(attr, cty.String); ok {
 			spec.UserData = []byte(v.AsString())
+			if len(spec.UserData) > cloudinit.MaxUserData {
+				l.diags = append(l.diags, diagAt(attr.Expr.Range().Ptr(), "user_data too large",
+					"user_data is %d bytes, more than the %d kiln takes: keep cloud-config to settings and short scripts, and upload files with a file provisioner.", len(spec.UserData), cloudinit.MaxUserData))
+			}
 		}
 		l.noRepeat(cloudInits)
 	}
@@ -458,6 +463,11 @@ func (l *loader) localFile(attr *hcl.Attribute, rng hcl.Range, p, summary string
 		return ""
 	default:
 		l.diags = append(l.diags, diagAt(rng.Ptr(), "Not a regular file", "%q (resolved to %s) is not a regular file.", p, abs))
+		return ""
+	}
+	if role == roleScript && fi.Size() > maxReadSize {
+		l.diags = append(l.diags, diagAt(rng.Ptr(), "Script too large",
+			"%q is %d bytes, more than the %d kiln reads as a script; upload it with a file provisioner and run it from a short script.", p, fi.Size(), maxReadSize))
 		return ""
 	}
 	if role != roleBase {

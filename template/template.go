@@ -58,7 +58,7 @@ type Options struct {
 func Load(path string, opts Options) (*build.Spec, error) {
 	l := newLoader(path, opts)
 	spec := l.load()
-	if ds := fromHCL(l.diags); len(ds) > 0 {
+	if ds := l.redact(fromHCL(l.diags)); len(ds) > 0 {
 		return nil, ds
 	}
 	return spec, nil
@@ -90,6 +90,9 @@ type loader struct {
 	evaluated map[*hcl.Attribute]evalResult
 
 	inputs []localInput // scripts and upload sources, for the digest
+
+	secrets []secret // values never to print (see redact.go)
+	taints  []taint
 }
 
 // localInput is a local file or directory a provisioner will read, kept
@@ -148,9 +151,13 @@ var rootSchema = &hcl.BodySchema{
 // top-level blocks of blockType. what names the file in diagnostics
 // ("template", "fleet file"). file is nil when nothing more can be checked.
 func (l *loader) readBlocks(what string, schema *hcl.BodySchema, blockType string) (*hcl.File, []*hcl.Block) {
-	src, err := os.ReadFile(l.path)
+	src, err := readSource(l.path, maxTemplateSize)
 	if err != nil {
 		l.diags = append(l.diags, diagAt(&hcl.Range{Filename: l.path}, "Cannot read "+what, "%s", readProblem(err)))
+		return nil, nil
+	}
+	if ds := checkDepth(src, l.path); ds != nil {
+		l.diags = append(l.diags, ds...)
 		return nil, nil
 	}
 	file, diags := l.parse(src, l.path)
@@ -178,7 +185,7 @@ func (l *loader) readBlocks(what string, schema *hcl.BodySchema, blockType strin
 
 	varObj := map[string]cty.Value{}
 	for name, v := range l.vars {
-		varObj[name] = v.value
+		varObj[name] = l.markSensitive(v)
 	}
 	l.ctx = &hcl.EvalContext{
 		Variables: map[string]cty.Value{"var": cty.ObjectVal(varObj)},

@@ -2,7 +2,6 @@ package template
 
 import (
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -138,9 +137,13 @@ func (l *loader) setRaw(v *variable, raw, source string) {
 // readVarFile applies a var file: HCL attributes name = value, constants
 // only, like a Terraform .tfvars file.
 func (l *loader) readVarFile(path string) {
-	src, err := os.ReadFile(path)
+	src, err := readSource(path, maxVarFileSize)
 	if err != nil {
 		l.diags = append(l.diags, diagAt(&hcl.Range{Filename: path}, "Cannot read var file", "%s", readProblem(err)))
+		return
+	}
+	if ds := checkDepth(src, path); ds != nil {
+		l.diags = append(l.diags, ds...)
 		return
 	}
 	file, diags := l.parse(src, path)

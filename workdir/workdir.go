@@ -20,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/fileutil"
 )
 
 const (
@@ -118,7 +120,7 @@ func Reclaim(parent string) ([]Stale, error) {
 // owner reads dir's owner: its pid and whether that process (the same one,
 // not a reuse of its pid) still runs. ok is false when dir has no owner file.
 func owner(dir string) (pid int, alive, ok bool) {
-	b, err := os.ReadFile(filepath.Join(dir, ownerFile))
+	b, err := fileutil.ReadRegular(filepath.Join(dir, ownerFile), 4096)
 	if err != nil {
 		return 0, false, false
 	}
@@ -142,7 +144,7 @@ func qemuProcesses(dir string) []int {
 	more, _ := filepath.Glob(filepath.Join(dir, "*", pidFile))
 	var pids []int
 	for _, f := range append(files, more...) {
-		b, err := os.ReadFile(f)
+		b, err := fileutil.ReadRegular(f, 4096)
 		if err != nil {
 			continue
 		}

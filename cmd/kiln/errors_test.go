@@ -69,12 +69,16 @@ type badInputEnv struct {
 
 // badInputCase is one mistake and what kiln must answer.
 type badInputCase struct {
-	name  string
-	args  []string
-	path  string   // PATH for this case; "" means env.path
-	code  int      // exit status
-	want  []string // phrases stderr must contain
-	diags bool     // a template diagnostics block rather than one error line
+	name string
+	args []string
+	path string   // PATH for this case; "" means env.path
+	code int      // exit status
+	want []string // phrases stderr must contain
+	hide []string // phrases stderr must not contain (secrets, raw control characters)
+	// maxLine raises the 240-character bound on the error line, for a line
+	// that quotes two of the test's long temporary paths.
+	maxLine int
+	diags   bool // a template diagnostics block rather than one error line
 }
 
 func TestBadInput(t *testing.T) {
@@ -93,6 +97,10 @@ func TestBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/json.qcow2" {
+			http.ServeFile(w, r, filepath.Join(env.dir, "json.qcow2"))
+			return
+		}
 		if r.URL.Path != "/tiny.qcow2" {
 			http.NotFound(w, r)
 			return
@@ -154,6 +162,21 @@ func TestBadInput(t *testing.T) {
 		"ok.kiln.hcl":           img("  base { image = \"tiny:1\" }\n  provision \"shell\" { script = \"setup.sh\" }\n"),
 	})
 	export := filepath.Join(env.out, "nope.qcow2")
+	h := env.hostile(t, srv.URL)
+	deep := strings.Repeat("[", 50_000) + strings.Repeat("]", 50_000)
+	env.write(t, map[string]string{
+		"base-datafile.kiln.hcl": img("  base { file = \"datafile.qcow2\" }\n"),
+		"base-json.kiln.hcl":     img("  base { file = \"json.qcow2\" }\n"),
+		"base-url-json.kiln.hcl": img("  base {\n    url = \"" + srv.URL + "/json.qcow2\"\n    checksum = \"sha256:" + h.jsonSum + "\"\n  }\n"),
+		"sensitive.kiln.hcl": "variable \"token\" {\n  default = \"tok-3f9a-secret\"\n  sensitive = true\n}\n" +
+			img("  base { image = \"tiny:1\" }\n  disk_size = var.token\n  cloud_init { user_data = file(\"secret.txt\") }\n  memory = file(\"secret.txt\")\n"),
+		"secret.txt":           "db-pass-7c1e\n",
+		"deep.kiln.hcl":        img("  base { image = \"tiny:1\" }\n  disk_size = " + deep + "\n"),
+		"deep-vars.hcl":        "v = " + deep + "\n",
+		"vars.kiln.hcl":        "variable \"v\" { default = \"4G\" }\n" + img("  base { image = \"tiny:1\" }\n  disk_size = var.v\n"),
+		"deep.fleet.hcl":       "fleet \"w\" {\n  image = \"tiny:1\"\n  count = " + deep + "\n}\n",
+		"ctl\x1b[2Jname.qcow2": "hello\n",
+	})
 
 	groups := []struct {
 		name  string
@@ -189,6 +212,15 @@ func TestBadInput(t *testing.T) {
 				want: []string{`bad-memory.kiln.hcl:4:12: Invalid size: memory must be a whole number of MiB, at least 1M`}},
 			{name: "memory_without_unit", args: []string{"validate", "bare-memory.kiln.hcl"}, code: 1, diags: true,
 				want: []string{`bare-memory.kiln.hcl:4:12: Invalid size: memory needs a unit: "2048" is ambiguous; write e.g. "2048M"`}},
+			{name: "sensitive_value_and_file_contents", args: []string{"validate", "sensitive.kiln.hcl"}, code: 1, diags: true,
+				want: []string{`Invalid size: disk_size: invalid size <sensitive var.token>`, `<the contents of secret.txt>`},
+				hide: []string{"tok-3f9a-secret", "db-pass-7c1e"}},
+			{name: "deep_nesting", args: []string{"validate", "deep.kiln.hcl"}, code: 1, diags: true,
+				want: []string{"deep.kiln.hcl:4:114: Too deeply nested: The file nests more than 100 levels deep here"}},
+			{name: "deep_var_file", args: []string{"validate", "vars.kiln.hcl", "--var-file", "deep-vars.hcl"}, code: 1, diags: true,
+				want: []string{"deep-vars.hcl:1:105: Too deeply nested"}},
+			{name: "template_is_a_fifo", args: []string{"validate", "fifo.kiln.hcl"}, code: 1, diags: true,
+				want: []string{"fifo.kiln.hcl: Cannot read template: not a regular file"}},
 		}},
 		{"build", []badInputCase{
 			{name: "syntax_error", args: []string{"build", "syntax.kiln.hcl"}, code: 1, diags: true,
@@ -217,6 +249,14 @@ func TestBadInput(t *testing.T) {
 				want: []string{"notadisk.txt is not a disk image"}},
 			{name: "base_empty_file", args: []string{"build", "base-empty.kiln.hcl"}, code: 1,
 				want: []string{"empty.img is not a disk image (the file is empty)"}},
+			{name: "base_file_with_data_file", args: []string{"build", "base-datafile.kiln.hcl"}, code: 1,
+				want: []string{"base file: image " + filepath.Join(env.dir, "datafile.qcow2") + ": qcow2 external data file points at " + h.secret}, maxLine: 300},
+			{name: "base_file_with_json_backing", args: []string{"build", "base-json.kiln.hcl"}, code: 1,
+				want: []string{"base file: image " + filepath.Join(env.dir, "json.qcow2") + ": qcow2 backing file points at json:{… " + h.secret + " …}: qemu would open what it names"}, maxLine: 300},
+			{name: "base_url_with_json_backing", args: []string{"build", "base-url-json.kiln.hcl"}, code: 1,
+				want: []string{"base url: image " + srv.URL + "/json.qcow2: qcow2 backing file points at json:{… " + h.secret + " …}", "(the download was removed from the cache)"}, maxLine: 300},
+			{name: "base_of_truncated_blob", args: []string{"build", "base-short.kiln.hcl"}, code: 1,
+				want: []string{"image short:1: its blob sha256:", "but its manifest says"}},
 			{name: "checksum_mismatch", args: []string{"build", "base-mismatch.kiln.hcl"}, code: 1,
 				want: []string{"checksum mismatch for " + srv.URL + "/tiny.qcow2: expected sha256:" + hex.EncodeToString(wrongSum[:])}},
 			{name: "unreachable_url", args: []string{"build", "base-unreachable.kiln.hcl"}, code: 1,
@@ -249,6 +289,18 @@ func TestBadInput(t *testing.T) {
 				want: []string{"kiln run: empty.img is not a disk image (the file is empty)"}},
 			{name: "missing_file", args: []string{"run", "nope.qcow2"}, code: 1,
 				want: []string{"kiln run: image nope.qcow2: no such file"}},
+			{name: "json_backing", args: []string{"run", "json.qcow2"}, code: 1,
+				want: []string{"kiln run: image json.qcow2: qcow2 backing file points at json:{… " + h.secret + " …}"}},
+			{name: "vmdk_flat_extent", args: []string{"run", "flat.vmdk"}, code: 1,
+				want: []string{"kiln run: image flat.vmdk: vmdk flat extent points at " + h.secret}},
+			{name: "device_node", args: []string{"run", h.device}, code: 1,
+				want: []string{"not a regular file (a character device)"}},
+			{name: "control_characters_in_name", args: []string{"run", "ctl\x1b[2Jname.qcow2"}, code: 1,
+				want: []string{`ctl\x1b[2Jname.qcow2 is not a disk image`}, hide: []string{"\x1b"}},
+			{name: "truncated_blob", args: []string{"run", "short:1"}, code: 1,
+				want: []string{"kiln run: image short:1: its blob sha256:", "but its manifest says", "it was truncated or changed"}},
+			{name: "user_data_fifo", args: []string{"run", "tiny:1", "--user-data", "fifo.kiln.hcl"}, code: 1,
+				want: []string{"--user-data: open fifo.kiln.hcl: not a regular file"}},
 			{name: "unknown_ref", args: []string{"run", "nope:1"}, code: 1,
 				want: []string{"kiln run: image nope:1 not found"}},
 			{name: "missing_user_data", args: []string{"run", "tiny:1", "--user-data", "nope.yaml"}, code: 1,
@@ -271,12 +323,32 @@ func TestBadInput(t *testing.T) {
 				want: []string{"notadisk.txt is not a disk image"}},
 			{name: "import_existing_version", args: []string{"images", "import", "tiny.qcow2", "--name", "tiny", "--version", "1"}, code: 1,
 				want: []string{"tiny:1 already exists"}},
+			{name: "import_data_file", args: []string{"images", "import", "datafile.qcow2", "--name", "t", "--version", "2"}, code: 1,
+				want: []string{"kiln images import: import: image datafile.qcow2: qcow2 external data file points at " + h.secret}},
+			{name: "import_json_backing", args: []string{"images", "import", "json.qcow2", "--name", "t", "--version", "2"}, code: 1,
+				want: []string{"image json.qcow2: qcow2 backing file points at json:{… " + h.secret + " …}"}},
+			{name: "import_vmdk_flat_extent", args: []string{"images", "import", "flat.vmdk", "--name", "t", "--version", "2"}, code: 1,
+				want: []string{"image flat.vmdk: vmdk flat extent points at " + h.secret}},
+			{name: "export_onto_device", args: []string{"images", "export", "tiny:1", "--format", "raw", "-o", h.device}, code: 1,
+				want: []string{h.device + " is a character device, not a regular file: kiln replaces only regular files"}},
+			{name: "export_onto_folder", args: []string{"images", "export", "tiny:1", "--format", "raw", "-o", env.dir}, code: 1,
+				want: []string{"is a folder, not a regular file"}},
+			{name: "export_into_the_store", args: []string{"images", "export", "tiny:1", "--format", "qcow2", "-o", filepath.Join(env.home, "data", "images", "manifests", "tiny", "1.json")}, code: 1,
+				want: []string{"is inside kiln's own folder"}},
+			{name: "export_bit_flipped_blob", args: []string{"images", "export", "flipped:1", "--format", "qcow2", "-o", filepath.Join(env.out, "flipped.qcow2")}, code: 1,
+				want: []string{"kiln images export: export flipped:1: blob sha256:", "is damaged (its bytes no longer match its digest): nothing was exported"}},
+			{name: "export_truncated_blob", args: []string{"images", "export", "short:1", "--format", "raw", "-o", filepath.Join(env.out, "short.raw")}, code: 1,
+				want: []string{"image short:1: its blob sha256:", "but its manifest says"}},
 		}},
 		{"fleet", []badInputCase{
 			{name: "up_unknown_image", args: []string{"fleet", "up", "w", "--image", "nope:1"}, code: 1,
 				want: []string{"image nope:1 not found"}},
 			{name: "up_front_port_in_use", args: []string{"fleet", "up", "web", "--image", "tiny:1", "--port", fmt.Sprintf("%d:8080", busyPort)}, code: 1,
 				want: []string{fmt.Sprintf("front port 127.0.0.1:%d is already in use; pick another --port", busyPort)}},
+			{name: "up_truncated_blob", args: []string{"fleet", "up", "w", "--image", "short:1"}, code: 1,
+				want: []string{"image short:1: its blob sha256:", "but its manifest says"}},
+			{name: "up_deep_fleet_file", args: []string{"fleet", "up", "-f", "deep.fleet.hcl"}, code: 1,
+				want: []string{"kiln fleet up: deep.fleet.hcl:3:110: Too deeply nested"}},
 			{name: "up_invalid_memory", args: []string{"fleet", "up", "w", "--image", "tiny:1", "--memory", "12X"}, code: 2,
 				want: []string{`--memory: invalid size "12X"`}},
 			{name: "up_no_qemu", args: []string{"fleet", "up", "w", "--image", "tiny:1"}, path: env.noQEMUSystem, code: 1,
@@ -345,7 +417,12 @@ func (env *badInputEnv) check(t *testing.T, c badInputCase) {
 			t.Errorf("stderr does not say %q", w)
 		}
 	}
-	for _, bad := range []string{"goroutine ", "panic:", "runtime error", "executable file not found"} {
+	for _, h := range c.hide {
+		if strings.Contains(out, h) {
+			t.Errorf("stderr shows %q", h)
+		}
+	}
+	for _, bad := range []string{"goroutine ", "panic:", "runtime error", "executable file not found", "fatal error"} {
 		if strings.Contains(out, bad) {
 			t.Errorf("stderr holds %q", bad)
 		}
@@ -381,7 +458,11 @@ func (env *badInputEnv) check(t *testing.T, c badInputCase) {
 	if n := strings.Count(out, "\n"); n > 6 {
 		t.Errorf("stderr has %d lines; an error should be short", n)
 	}
-	if len(errLines) == 1 && len(errLines[0]) > 240 {
+	maxLine := 240
+	if c.maxLine > 0 {
+		maxLine = c.maxLine
+	}
+	if len(errLines) == 1 && len(errLines[0]) > maxLine {
 		t.Errorf("the error line is %d characters long; say less", len(errLines[0]))
 	}
 
@@ -521,4 +602,135 @@ func processesUsing(dir string) []string {
 		out = append(out, filepath.Base(filepath.Dir(p))+": "+strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " "))
 	}
 	return out
+}
+
+// hostileFiles are the images and paths a careful attacker hands kiln.
+type hostileFiles struct {
+	secret  string // a host file standing for /etc/shadow
+	jsonSum string // sha256 of json.qcow2, served by the test's server
+	device  string // a character device made with mknod ("" when not root)
+	blob    string // a blob of the store, as an export destination
+}
+
+// hostile writes, in env.dir: a qcow2 with an external data file and one
+// with a json: backing (both on the host file), a vmdk descriptor whose
+// flat extent is the host file, a FIFO and a device node; and in the store
+// short:1 (its blob truncated) and flipped:1 (a bit of its blob flipped),
+// with a template building on short:1.
+func (env *badInputEnv) hostile(t *testing.T, url string) hostileFiles {
+	h := hostileFiles{secret: filepath.Join(env.dir, "host-secret")}
+	if err := os.WriteFile(h.secret, bytes.Repeat([]byte("root:$y$j9T$secret-hash:19000:0:99999:7:::\n"), 1000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	qemuImg := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img %v: %v\n%s", args, err, out)
+		}
+	}
+	in := func(n string) string { return filepath.Join(env.dir, n) }
+	qemuImg("create", "-q", "-f", "qcow2", "-o", "data_file="+h.secret+",data_file_raw=on", in("datafile.qcow2"), "64M")
+	qemuImg("create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b", `json:{"driver":"raw","file":{"driver":"file","filename":"`+h.secret+`"}}`, in("json.qcow2"), "64M")
+	env.write(t, map[string]string{"flat.vmdk": "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW 80 FLAT \"" + h.secret + "\" 0\n"})
+	b, err := os.ReadFile(in("json.qcow2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	h.jsonSum = hex.EncodeToString(sum[:])
+	if err := syscallMkfifo(in("fifo.kiln.hcl")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscallMknodNull(in("null")); err == nil {
+		h.device = in("null")
+	} else {
+		h.device = in("folder-standing-for-a-device") // not root: the case then checks a folder
+		os.Mkdir(h.device, 0o700)
+	}
+
+	// Two more stored images, damaged after they were stored.
+	for _, name := range []string{"short", "flipped"} {
+		// Distinct sizes, so each has a blob of its own.
+		qemuImg("create", "-q", "-f", "qcow2", in(name+".qcow2"), map[string]string{"short": "32M", "flipped": "48M"}[name])
+		cmd := exec.Command(env.bin, "images", "import", in(name+".qcow2"), "--name", name, "--version", "1")
+		cmd.Env = env.environ(env.path)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("import %s: %v\n%s", name, err, out)
+		}
+	}
+	blobs, _ := filepath.Glob(filepath.Join(env.home, "data", "images", "blobs", "sha256", "*"))
+	manifests := map[string]string{}
+	for _, name := range []string{"short", "flipped"} {
+		m, err := os.ReadFile(filepath.Join(env.home, "data", "images", "manifests", name, "1.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		manifests[name] = string(m)
+	}
+	for _, blob := range blobs {
+		hex := filepath.Base(blob)
+		switch {
+		case strings.Contains(manifests["short"], hex):
+			os.Chmod(blob, 0o644)
+			st, _ := os.Stat(blob)
+			if err := os.Truncate(blob, st.Size()-512); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(blob, 0o444)
+		case strings.Contains(manifests["flipped"], hex):
+			os.Chmod(blob, 0o644)
+			data, _ := os.ReadFile(blob)
+			data[len(data)-100] ^= 1
+			os.WriteFile(blob, data, 0o444)
+		default:
+			h.blob = blob
+		}
+	}
+	env.write(t, map[string]string{"base-short.kiln.hcl": "image \"x\" {\n  version = \"1.0\"\n  base { image = \"short:1\" }\n}\n"})
+	return h
+}
+
+// TestStoreStrangers: a FIFO and a device node left in the store's folders
+// make `images ls` and `images verify` warn and go on, never hang.
+func TestStoreStrangers(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img is not installed (apt-get install qemu-utils)")
+	}
+	bin, err := kilnBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := setupBadInput(t, bin)
+	manifests := filepath.Join(env.home, "data", "images", "manifests", "tiny")
+	if err := syscallMkfifo(filepath.Join(manifests, "2.json")); err != nil {
+		t.Fatal(err)
+	}
+	syscallMknodNull(filepath.Join(manifests, "3.json")) // needs root; the FIFO alone is enough
+	for _, args := range [][]string{{"images", "ls"}, {"images", "verify"}, {"images", "show", "tiny"}, {"run", "tiny:2"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env = env.environ(env.path)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		hung := ctx.Err() != nil
+		cancel()
+		if hung {
+			t.Fatalf("kiln %s hangs on a FIFO in the store", strings.Join(args, " "))
+		}
+		t.Logf("kiln %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+		switch args[0] {
+		case "images":
+			if err != nil || !strings.Contains(stdout.String(), "tiny") {
+				t.Errorf("kiln %s: %v; want tiny:1 listed", strings.Join(args, " "), err)
+			}
+			if !strings.Contains(stderr.String(), "skipping a file that is not a regular file") || !strings.Contains(stderr.String(), "2.json") {
+				t.Errorf("kiln %s does not warn about the FIFO", strings.Join(args, " "))
+			}
+		case "run":
+			if err == nil || !strings.Contains(stderr.String(), "not a regular file") {
+				t.Errorf("kiln run tiny:2 (a FIFO manifest): %v", err)
+			}
+		}
+	}
 }

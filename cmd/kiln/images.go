@@ -13,6 +13,7 @@ import (
 
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/internal/termsafe"
 	"github.com/kiln-dev/kiln/ociimage"
 )
 
@@ -80,7 +81,7 @@ func cmdImagesList(args []string) error {
 	for _, m := range list {
 		parent := "-"
 		if m.Parent != nil {
-			parent = m.Parent.Ref
+			parent = termsafe.Line(m.Parent.Ref)
 		}
 		fmt.Fprintf(w, "%s:%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Version, shortDigest(m.Digest),
 			disk.FormatSize(m.FileSize), disk.FormatSize(m.VirtualSize), parent, m.BuildEnd.Local().Format(time.DateTime))
@@ -117,7 +118,7 @@ func cmdImagesShow(args []string) error {
 	fmt.Printf("digest:     %s\n", m.Digest)
 	fmt.Printf("file:       %s\n", store.BlobPath(m.Digest))
 	fmt.Printf("format:     %s (%s), %s on disk, %s virtual\n", m.Format, orDash(m.Compression), disk.FormatSize(m.FileSize), disk.FormatSize(m.VirtualSize))
-	fmt.Printf("base:       %s %s\n", m.Base.Source, m.Base.Checksum)
+	fmt.Printf("base:       %s %s\n", termsafe.Line(m.Base.Source), termsafe.Line(m.Base.Checksum))
 	if m.Parent != nil {
 		fmt.Printf("parent:     %s (%s)\n", m.Parent.Ref, shortDigest(m.Parent.Digest))
 	}
@@ -128,17 +129,17 @@ func cmdImagesShow(args []string) error {
 		fmt.Printf("pulled:     %s\n", from)
 	}
 	for k, v := range m.Variables {
-		fmt.Printf("var:        %s = %s\n", k, v)
+		fmt.Printf("var:        %s = %s\n", termsafe.Line(k), termsafe.Line(v))
 	}
 	for _, p := range m.Provisioners {
-		fmt.Printf("provision:  %s\n", p)
+		fmt.Printf("provision:  %s\n", termsafe.Line(p))
 	}
 	fmt.Printf("built:      %s – %s (%s, %s) by kiln %s\n", m.BuildStart.Local().Format(time.DateTime),
-		m.BuildEnd.Local().Format(time.TimeOnly), m.BuildEnd.Sub(m.BuildStart).Round(time.Second), orDash(m.Accelerator), m.KilnVersion)
+		m.BuildEnd.Local().Format(time.TimeOnly), m.BuildEnd.Sub(m.BuildStart).Round(time.Second), termsafe.Line(orDash(m.Accelerator)), termsafe.Line(m.KilnVersion))
 	if len(m.Phases) > 0 {
 		var parts []string
 		for _, p := range m.Phases {
-			parts = append(parts, fmt.Sprintf("%s %.1fs", p.Name, p.Seconds))
+			parts = append(parts, fmt.Sprintf("%s %.1fs", termsafe.Line(p.Name), p.Seconds))
 		}
 		fmt.Printf("phases:     %s\n", strings.Join(parts, ", "))
 	}
@@ -194,16 +195,21 @@ func cmdImagesExport(ctx context.Context, args []string) error {
 		return err
 	}
 	start := time.Now()
-	sum, err := disk.Export(ctx, store.BlobPath(m.Digest), *out, disk.ExportOptions{
-		Format: *format, Compression: *compress, Progress: progressBar("exporting " + m.Ref().String()),
+	paths := images.DefaultPaths()
+	bar, drawn := progressBar("exporting "+m.Ref().String()), false
+	sum, err := store.Export(ctx, m, *out, disk.ExportOptions{
+		Format: *format, Compression: *compress, Progress: func(p float64) { drawn = true; bar(p) },
+		Protected: []string{paths.Data, paths.Cache, paths.Runtime},
 	})
-	fmt.Fprintln(os.Stderr)
+	if drawn {
+		fmt.Fprintln(os.Stderr)
+	}
 	if err != nil {
 		return err
 	}
 	info, _ := os.Stat(*out)
 	say("exported %s as %s in %s", m.Ref(), *format, time.Since(start).Round(time.Second))
-	fmt.Printf("%s\n%s\nsha256:%s\n", *out, disk.FormatSize(info.Size()), sum)
+	fmt.Printf("%s\n%s\nsha256:%s\n", termsafe.Line(*out), disk.FormatSize(info.Size()), sum)
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/internal/termsafe"
 	"github.com/kiln-dev/kiln/workdir"
 )
 
@@ -93,13 +94,15 @@ func realMain(ctx context.Context, args []string, stderr io.Writer) int {
 	case errors.Is(err, pflag.ErrHelp):
 		return 0
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "kiln %s: %s\n", commandName(args), ue.msg)
+		fmt.Fprintf(stderr, "kiln %s: %s\n", commandName(args), termsafe.Text(ue.msg))
 		return 2
 	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
 		fmt.Fprintln(stderr, "kiln: interrupted; cleaned up")
 		return 130
 	default:
-		fmt.Fprintf(stderr, "kiln %s: %s\n", commandName(args), err)
+		// Messages quote names, paths and text from outside kiln: escaped,
+		// so they cannot drive the terminal.
+		fmt.Fprintf(stderr, "kiln %s: %s\n", commandName(args), termsafe.Text(err.Error()))
 		return 1
 	}
 }
@@ -188,5 +191,5 @@ func cmdVersion(ctx context.Context, args []string) error {
 // say prints a progress line to stderr, so stdout stays for results and
 // guest output.
 func say(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "==> "+format+"\n", args...)
+	fmt.Fprintln(os.Stderr, "==> "+termsafe.Text(fmt.Sprintf(format, args...)))
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/internal/termsafe"
 	"github.com/kiln-dev/kiln/supervisor"
 )
 
@@ -101,11 +102,11 @@ func cmdImagesTree(args []string) error {
 	walk = func(n *images.Node, indent string) {
 		note := ""
 		if r, ok := store.Revoked(n.Manifest.Ref()); ok {
-			note = " (revoked: " + r.Reason + ")"
+			note = " (revoked: " + termsafe.Line(r.Reason) + ")"
 		}
 		src := ""
 		if n.Parent == nil {
-			src = "  from " + n.Base.Source
+			src = "  from " + termsafe.Line(n.Base.Source)
 		}
 		fmt.Printf("%s%s:%s  %s  %s%s%s\n", indent, n.Name, n.Version, shortDigest(n.Digest), disk.FormatSize(n.FileSize), src, note)
 		for _, c := range n.Children {
@@ -179,7 +180,7 @@ func cmdImagesVerify(ctx context.Context, args []string) error {
 	for _, r := range refs {
 		if err := results[r]; err != nil {
 			bad++
-			fmt.Printf("FAIL  %s\n", err)
+			fmt.Printf("FAIL  %s\n", termsafe.Text(err.Error()))
 		} else {
 			fmt.Printf("ok    %s\n", r)
 		}
@@ -274,7 +275,7 @@ func cmdImagesGC(ctx context.Context, args []string) error {
 		fmt.Printf("%s  %s\n", it.Digest, disk.FormatSize(it.Size))
 	}
 	for _, s := range rep.Stale {
-		fmt.Printf("stale  %s\n", s)
+		fmt.Printf("stale  %s\n", termsafe.Line(s))
 	}
 	say("gc %s %s in %d blobs; %d kept", verb, disk.FormatSize(rep.Freed), len(rep.Removed), rep.Kept)
 	return nil
@@ -302,7 +303,7 @@ func cmdImagesImport(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	say("imported %s as %s:%s", fs.Arg(0), m.Name, m.Version)
+	say("imported %s as %s:%s", termsafe.Line(fs.Arg(0)), m.Name, m.Version)
 	fmt.Printf("%s:%s\n%s\n", m.Name, m.Version, m.Digest)
 	return nil
 }

@@ -11,9 +11,11 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/kiln-dev/kiln/cloudinit"
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/instance"
+	"github.com/kiln-dev/kiln/internal/fileutil"
 	"github.com/kiln-dev/kiln/qemu"
 	"github.com/kiln-dev/kiln/workdir"
 )
@@ -59,7 +61,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	}
 	var extra []byte
 	if *userData != "" {
-		if extra, err = os.ReadFile(*userData); errors.Is(err, os.ErrNotExist) {
+		if extra, err = fileutil.ReadRegular(*userData, cloudinit.MaxUserData); errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("--user-data %s: no such file", *userData)
 		} else if err != nil {
 			return fmt.Errorf("--user-data: %w", err)
@@ -157,15 +159,14 @@ func cmdRun(ctx context.Context, args []string) error {
 // resolveImage turns the IMAGE argument into a disk path, its format and
 // virtual size: an existing file that is a disk image, or a ref in the store.
 func resolveImage(ctx context.Context, paths images.Paths, arg string, force bool) (path, format string, virtual int64, err error) {
-	if _, err := os.Stat(arg); err == nil {
-		info, err := disk.ReadInfo(ctx, arg)
+	if _, err := os.Lstat(arg); err == nil {
+		// A file from outside: through the image gate, which determines its
+		// format once and refuses one that would read other files.
+		img, err := disk.Admit(ctx, arg, disk.AdmitOptions{BlobDir: images.BlobDir(paths.Images())})
 		if err != nil {
 			return "", "", 0, err
 		}
-		if format, err = disk.DetectFormat(ctx, arg); err != nil {
-			return "", "", 0, err
-		}
-		return arg, format, info.VirtualSize, nil
+		return img.Path, img.Format, img.VirtualSize, nil
 	}
 	if arg, err = localRef(ctx, arg); err != nil {
 		return "", "", 0, err

@@ -4,9 +4,11 @@ package fileutil
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // Copy writes src's bytes to dst, a new file made with perm; an existing
@@ -101,4 +103,47 @@ func WriteAtomic(path string, data []byte, perm os.FileMode) (err error) {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// ErrNotRegular is OpenRegular's error for a path that is not a regular
+// file.
+var ErrNotRegular = errors.New("not a regular file")
+
+// OpenRegular opens path for reading only if it is a regular file (after
+// symbolic links). The open itself cannot block: a FIFO someone left in
+// kiln's folders would otherwise hang the reader until a writer came, and
+// a device would be read forever.
+func OpenRegular(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, &os.PathError{Op: "open", Path: path, Err: ErrNotRegular}
+	}
+	return f, nil
+}
+
+// ReadRegular is os.ReadFile for a regular file of at most limit bytes
+// (see OpenRegular); a larger file is an error rather than read whole.
+func ReadRegular(path string, limit int64) ([]byte, error) {
+	f, err := OpenRegular(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, &os.PathError{Op: "read", Path: path, Err: fmt.Errorf("larger than %d bytes", limit)}
+	}
+	return b, nil
 }
