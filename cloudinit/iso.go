@@ -23,7 +23,7 @@ import (
 // mode 0600 in path's directory and renamed into place, so path never holds
 // a partial seed and is never readable by others.
 func WriteISO(path string, c Config) (err error) {
-	userData, err := c.UserDataYAML() // validates c
+	userData, err := c.UserDataFile() // validates c
 	if err != nil {
 		return err
 	}
