@@ -84,7 +84,7 @@ func TestNewKeyPair(t *testing.T) {
 func TestHostKeyMismatchRefused(t *testing.T) {
 	guest, _ := NewKeyPair("")
 	other, _ := NewKeyPair("")
-	cfg, err := Target{Addr: "x", User: "kiln", Signer: guest.Signer, HostKeys: []string{guest.AuthorizedKey}}.config(0)
+	cfg, err := Target{Addr: "x", User: "kiln", Signer: guest.Signer, HostKeys: []string{guest.AuthorizedKey}}.config(0, new(string))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestHostKeyMismatchRefused(t *testing.T) {
 	if err := cfg.HostKeyCallback("x", nil, other.Signer.PublicKey()); err == nil || !strings.Contains(err.Error(), "host key mismatch") {
 		t.Errorf("another key was accepted: %v", err)
 	}
-	if _, err := (Target{Signer: guest.Signer}).config(0); err == nil {
+	if _, err := (Target{Signer: guest.Signer}).config(0, new(string)); err == nil {
 		t.Error("a target with no host key was accepted")
 	}
 }
