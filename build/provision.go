@@ -49,6 +49,15 @@ func (b *builder) runProvisioner(ctx context.Context, n int, p Provisioner) erro
 		defer cancel()
 	}
 	switch p.Type {
+	case "breakpoint":
+		b.breakpoint(p)
+		return nil
+	case "shell":
+		if p.ExecuteCommand != "" {
+			return b.packerShell(ctx, n, p, fail)
+		}
+	}
+	switch p.Type {
 	case "file":
 		var err error
 		if p.Direction == "download" {
