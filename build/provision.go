@@ -62,6 +62,8 @@ func (b *builder) runProvisioner(ctx context.Context, n int, p Provisioner) erro
 		var err error
 		if p.Direction == "download" {
 			err = b.inst.SSH.Download(ctx, p.Source, p.Destination)
+		} else if p.HasContent {
+			err = b.uploadContent(ctx, p)
 		} else {
 			err = b.inst.SSH.Upload(ctx, p.Source, p.Destination)
 		}
@@ -191,4 +193,22 @@ func (b *builder) generalize(ctx context.Context) error {
 		b.say("the guest's root holds %s", disk.FormatSize(b.guestUsed))
 	}
 	return nil
+}
+
+// uploadContent uploads a file provisioner's content (Packer's content =
+// "…") through a file in the run folder.
+func (b *builder) uploadContent(ctx context.Context, p Provisioner) error {
+	f, err := os.CreateTemp(b.dir, "content-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.WriteString(p.Content); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return b.inst.SSH.Upload(ctx, f.Name(), p.Destination)
 }

@@ -117,6 +117,8 @@ type Provisioner struct {
 	Source      string // local path for uploads, guest path for downloads
 	Destination string // guest path for uploads, local path for downloads
 	Direction   string // "upload" (default) or "download"
+	Content     string // upload this text instead of Source (Packer's content), when HasContent
+	HasContent  bool
 
 	// Packer's shell provisioner: the script is uploaded to RemoteFolder
 	// and run with ExecuteCommand as the login user (not through sudo).
