@@ -121,10 +121,13 @@ func newLoader(path string, opts Options) *loader {
 	if fi, err := os.Stat(path); err != nil || !fi.IsDir() {
 		root = filepath.Dir(path)
 	}
+	now := time.Now()
+	fs := template.NewFuncSet(cwd, environ, now)
+	packerFunctions(fs.Funcs, now)
 	return &loader{
 		path: path, root: root, cwd: cwd, opts: opts, env: env,
 		parser:  hclparse.NewParser(),
-		fs:      template.NewFuncSet(cwd, environ, time.Now()),
+		fs:      fs,
 		vars:    map[string]*variable{},
 		locals:  map[string]cty.Value{},
 		secrets: map[string]bool{},
