@@ -131,6 +131,7 @@ func TestBench(t *testing.T) {
 		b.compaction(work, base)
 	}
 	b.cachedRebuild()
+	b.dialects(base)
 	b.layered()
 	b.fleets()
 

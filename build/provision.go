@@ -167,6 +167,10 @@ echo "kiln-guest-used: $(df -B1 --output=used / | tail -n 1)"
 `
 
 func (b *builder) generalize(ctx context.Context) error {
+	if !b.spec.Generalize && b.spec.Login != nil {
+		b.say("not generalising: the image stays as the template's provisioners left it (--generalize turns kiln's on)")
+		return nil
+	}
 	if !b.spec.Generalize {
 		b.say("generalize = false: keeping machine identity and the build user")
 		return nil

@@ -32,6 +32,7 @@ type OwnSeed struct {
 
 func (inst *Instance) launchOwn(ctx context.Context, o Options) error {
 	own := o.Own
+	inst.InstanceID = "of the template's seed"
 	seed := ""
 	if own.ISOFiles != nil {
 		seed = filepath.Join(o.Dir, "seed.iso")

@@ -252,9 +252,8 @@ func (l *loader) load() *build.Spec {
 	}
 	l.resolveVariables(autoFiles)
 	l.evalLocals(localBlocks)
-	if l.diags.HasErrors() {
-		return nil
-	}
+	// Go on after a bad variable: what depends on it is unknown and skipped,
+	// and every other problem is still reported.
 	sel := l.selectBuild(builds, sources)
 	if sel == nil {
 		return nil
