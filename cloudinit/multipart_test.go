@@ -187,3 +187,31 @@ func TestHostKeysConfig(t *testing.T) {
 		t.Error("no keys accepted")
 	}
 }
+
+// FuzzSplitUserData: any bytes give parts or an error, never a panic, and
+// the multipart kiln writes from them reads back with the same bodies.
+func FuzzSplitUserData(f *testing.F) {
+	f.Add([]byte("#!/bin/sh\necho hi\n"))
+	f.Add([]byte("Content-Type: multipart/mixed; boundary=\"b\"\n\n--b\nContent-Type: text/x-shellscript\n\n#!/bin/sh\n--b--\n"))
+	f.Add([]byte("#include\nhttp://x/y\n"))
+	f.Add([]byte("\x1f\x8b\x08\x00\x00\x00\x00\x00"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		parts, err := SplitUserData(data)
+		if err != nil {
+			return
+		}
+		out, err := Multipart(parts)
+		if err != nil {
+			return
+		}
+		back := readMultipart(t, out)
+		if len(back) != len(parts) {
+			t.Fatalf("%d parts written, %d read back", len(parts), len(back))
+		}
+		for i := range parts {
+			if !bytes.Equal(back[i].Body, parts[i].Body) {
+				t.Fatalf("part %d body changed: %q -> %q", i, parts[i].Body, back[i].Body)
+			}
+		}
+	})
+}
