@@ -218,7 +218,7 @@ func (b *builder) writeArtifact(ctx context.Context) error {
 // postProcess runs the post-processors in order. One that is not first in
 // its chain takes the files the one before it made.
 func (b *builder) postProcess(ctx context.Context) error {
-	runUUID := newUUID()
+	runUUID := NewRunUUID()
 	chainFiles := b.artifacts
 	for i, pp := range b.spec.PostProcessors {
 		if i == 0 || pp.Chain != b.spec.PostProcessors[i-1].Chain {
@@ -495,8 +495,8 @@ func (b *builder) shellLocalPP(ctx context.Context, pp PostProcessor, files []st
 	return nil
 }
 
-// newUUID is a random (version 4) UUID, naming a run in Packer's manifest.
-func newUUID() string {
+// NewRunUUID is a random (version 4) UUID, naming a run in Packer's manifest.
+func NewRunUUID() string {
 	var b [16]byte
 	rand.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40

@@ -35,8 +35,8 @@ type packerManifest struct {
 	LastRunUUID string `json:"last_run_uuid"`
 }
 
-// kilnIn runs kiln in dir (Packer templates resolve paths against the
-// working directory).
+// kilnIn runs kiln in dir ("" = the test's own; Packer templates resolve
+// paths against the working directory) with a time limit.
 func kilnIn(t *testing.T, dir string, timeout time.Duration, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -53,10 +53,10 @@ func kilnIn(t *testing.T, dir string, timeout time.Duration, args ...string) res
 	} else if err != nil {
 		t.Fatalf("kiln %s: %v", strings.Join(args, " "), err)
 	}
-	t.Logf("kiln %s (in %s): exit %d in %s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), dir, r.code, time.Since(start).Round(time.Second), r.stdout, r.stderr)
 	if ctx.Err() != nil {
-		t.Fatalf("kiln %s: still running after %s", strings.Join(args, " "), timeout)
+		t.Fatalf("kiln %s: still running after %s\nstderr:\n%s", strings.Join(args, " "), timeout, r.stderr)
 	}
+	t.Logf("kiln %s: exit %d in %s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, time.Since(start).Round(time.Second), r.stdout, r.stderr)
 	return r
 }
 

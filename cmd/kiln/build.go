@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -149,13 +148,7 @@ func cmdBuild(ctx context.Context, args []string) error {
 }
 
 // newRunUUID is a random UUID naming this run in the Packer manifest.
-func newRunUUID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
+func newRunUUID() string { return build.NewRunUUID() }
 
 func cmdValidate(ctx context.Context, args []string) error {
 	fs := newFlags("validate", "validate TEMPLATE.kiln.hcl|TEMPLATE.pkr.hcl|DIR [flags]")
