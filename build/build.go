@@ -172,8 +172,16 @@ func Run(ctx context.Context, spec Spec, opts Options) (Result, error) {
 		var cached *images.Manifest
 		cached, err = b.checkCacheAndVersion()
 		if cached != nil {
+			// A Packer template's artifact and post-processors are written
+			// from the stored image all the same: a pipeline reads them.
+			b.manifest = *cached
+			offset = len(steps) - len(b.artifactSteps())
+			err = runSteps(ctx, b.artifactSteps(), report, false)
 			logFile.Close()
 			os.RemoveAll(dir)
+			if err != nil {
+				return Result{Phases: b.phases}, err
+			}
 			return Result{Manifest: *cached, Phases: b.phases, Cached: true}, nil
 		}
 	}
@@ -256,6 +264,13 @@ func (b *builder) steps() []step {
 		{name: "compact", run: b.compact, cleanup: b.removeOutput},
 		{name: "store", run: b.store},
 	}
+	return append(steps, b.artifactSteps()...)
+}
+
+// artifactSteps write what a Packer build leaves: the image in
+// output_directory, then the post-processors' files.
+func (b *builder) artifactSteps() []step {
+	var steps []step
 	if b.spec.Output != nil {
 		steps = append(steps, step{name: "artifact", run: b.writeArtifact})
 	}

@@ -117,7 +117,7 @@ func TestPackerTemplates(t *testing.T) {
 	}
 
 	t.Run("cd_files", func(t *testing.T) {
-		r := kilnIn(t, work, 40*time.Minute, "build", filepath.Join(testdata, "cdfiles"),
+		r := kilnIn(t, work, 60*time.Minute, "build", filepath.Join(testdata, "cdfiles"),
 			"-var", "image_url="+imageURL, "-var=ssh_private_key_file=packer_key", "-only=app.qemu.debian")
 		if r.code != 0 {
 			t.Fatalf("kiln build of the cd_files template failed")
@@ -148,7 +148,7 @@ func TestPackerTemplates(t *testing.T) {
 
 		script := filepath.Join(work, "script.sh")
 		os.WriteFile(script, []byte("#!/bin/sh\necho \"script ran as $(id -un)\" > /var/tmp/user-script\n"), 0o644)
-		r = kilnCmd(t, 20*time.Minute, "run", img, "--memory", "512M", "--boot-timeout", "15m", "--user-data", script, "--",
+		r = kilnCmd(t, 40*time.Minute, "run", img, "--memory", "512M", "--boot-timeout", "30m", "--user-data", script, "--",
 			"cat /etc/packer-build /etc/app-version /etc/motd /var/tmp/user-script; echo login=$(id -un)")
 		if r.code != 0 {
 			t.Fatalf("kiln run of the Packer-built image with a #! user-data failed")
@@ -164,8 +164,8 @@ func TestPackerTemplates(t *testing.T) {
 	})
 
 	t.Run("http_directory", func(t *testing.T) {
-		r := kilnIn(t, work, 40*time.Minute, "build", filepath.Join(testdata, "http", "debian-http.pkr.hcl"),
-			"-var", "image_url="+imageURL, "-var", "image_checksum=sha256:"+sum, "--version", "2.0.0")
+		r := kilnIn(t, work, 60*time.Minute, "build", filepath.Join(testdata, "http", "debian-http.pkr.hcl"),
+			"-var", "image_url="+imageURL, "-var", "image_checksum=sha256:"+sum, "--version", "2.0.0", "-debug")
 		if r.code != 0 {
 			t.Fatalf("kiln build of the http_directory template failed")
 		}
@@ -190,7 +190,7 @@ func TestPackerTemplates(t *testing.T) {
 			"write_files:\n  - path: /var/tmp/mp-config\n    content: part-config\n"+
 			"--===b===\nContent-Type: text/cloud-boothook\n\n#cloud-boothook\n#!/bin/sh\necho part-boothook > /var/tmp/mp-boothook\n"+
 			"--===b===--\n"), 0o644)
-		r = kilnCmd(t, 20*time.Minute, "run", "debian-http:2.0.0", "--memory", "512M", "--boot-timeout", "15m", "--user-data", mp, "--",
+		r = kilnCmd(t, 40*time.Minute, "run", "debian-http:2.0.0", "--memory", "512M", "--boot-timeout", "30m", "--user-data", mp, "--",
 			"cat /etc/seed-source /var/tmp/mp-script /var/tmp/mp-config /var/tmp/mp-boothook; echo; id alice && echo login=$(id -un)")
 		if r.code != 0 {
 			t.Fatalf("kiln run with a MIME multipart user-data failed")

@@ -55,7 +55,7 @@ func TestCDFilesTemplate(t *testing.T) {
 	if ud := string(spec.Seed.ISOFiles["user-data"]); !strings.Contains(ud, "- ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake packer@test\n") {
 		t.Errorf("templatefile did not put the key into user-data:\n%s", ud)
 	}
-	if spec.Login == nil || spec.Login.User != "packer" || spec.Login.PrivateKeyFile != filepath.Join(dir, "key") || spec.BootTimeout != 15*time.Minute {
+	if spec.Login == nil || spec.Login.User != "packer" || spec.Login.PrivateKeyFile != filepath.Join(dir, "key") || spec.BootTimeout != 30*time.Minute {
 		t.Errorf("login = %+v, boot timeout %s", spec.Login, spec.BootTimeout)
 	}
 	if spec.ShutdownCommand != "sudo shutdown -P now" || spec.Generalize || !spec.SkipCloudInitWait {

@@ -38,7 +38,7 @@ source "qemu" "debian" {
   communicator         = "ssh"
   ssh_username         = "packer"
   ssh_private_key_file = var.ssh_private_key_file
-  ssh_timeout          = "15m"
+  ssh_timeout          = "30m"
 
   shutdown_command = "sudo shutdown -P now"
   output_directory = "output-${local.name}"

@@ -40,7 +40,7 @@ source "qemu" "cloud" {
 
   ssh_username     = "packer"
   ssh_password     = var.ssh_password
-  ssh_timeout      = "15m"
+  ssh_timeout      = "30m"
   shutdown_command = "echo '${var.ssh_password}' | sudo -S shutdown -P now"
   shutdown_timeout = "3m"
 
