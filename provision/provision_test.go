@@ -98,3 +98,30 @@ func TestHostKeyMismatchRefused(t *testing.T) {
 		t.Error("a target with no host key was accepted")
 	}
 }
+
+// TestTrustFirstKey: only a target that asks for it accepts an unknown
+// host key, and says which it saw so the caller can pin it; a password
+// target offers password and keyboard-interactive auth.
+func TestTrustFirstKey(t *testing.T) {
+	guest, _ := NewKeyPair("")
+	var seen string
+	cfg, err := Target{User: "packer", Password: "pw", TrustFirstKey: true}.config(0, &seen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.HostKeyCallback("x", nil, guest.Signer.PublicKey()); err != nil {
+		t.Fatalf("first key refused: %v", err)
+	}
+	if !strings.HasPrefix(guest.AuthorizedKey, seen) || seen == "" {
+		t.Errorf("seen = %q, want %q", seen, guest.AuthorizedKey)
+	}
+	if len(cfg.Auth) != 2 {
+		t.Errorf("%d auth methods for a password login, want password and keyboard-interactive", len(cfg.Auth))
+	}
+	// Once pinned (HostKeys set), TrustFirstKey no longer applies.
+	other, _ := NewKeyPair("")
+	cfg, _ = Target{User: "packer", Password: "pw", TrustFirstKey: true, HostKeys: []string{seen}}.config(0, &seen)
+	if err := cfg.HostKeyCallback("x", nil, other.Signer.PublicKey()); err == nil {
+		t.Error("a pinned target accepted another key")
+	}
+}
