@@ -122,7 +122,7 @@ func TestPackerTemplates(t *testing.T) {
 		if r.code != 0 {
 			t.Fatalf("kiln build of the cd_files template failed")
 		}
-		if !strings.Contains(r.stderr, "downloaded "+imageURL) {
+		if !strings.Contains(r.stderr, "downloaded "+imageURL) && !strings.Contains(r.stderr, "base "+imageURL+" (cached download)") {
 			t.Errorf("the base was not downloaded from iso_url")
 		}
 		if strings.Contains(r.stderr, "trusted the guest's first host key") {
