@@ -6,7 +6,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/packer"
+	"github.com/kiln-dev/kiln/template"
 )
 
 // The same trivial build (one shell command on debian:12's blob, no
@@ -92,5 +96,32 @@ func (b *bencher) dialects(base string) {
 		}
 		b.add(c.name+": total", Duration, wall, "")
 		b.add(c.name+": boot to SSH", Duration, boot, "")
+	}
+}
+
+// TestDialectTemplatesLoad keeps the two bench templates valid without
+// booting anything: both load, to the same trivial build.
+func TestDialectTemplatesLoad(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.qcow2")
+	key := filepath.Join(dir, "key")
+	for _, f := range []string{base, key, key + ".pub"} {
+		os.WriteFile(f, []byte("x\n"), 0o600)
+	}
+	kilnT := filepath.Join(dir, "trivial.kiln.hcl")
+	packerT := filepath.Join(dir, "trivial.pkr.hcl")
+	os.WriteFile(kilnT, []byte(fmt.Sprintf(trivialKiln, base)), 0o644)
+	os.WriteFile(packerT, []byte(fmt.Sprintf(trivialPacker, base, key+".pub", key, filepath.Join(dir, "output"))), 0o644)
+	ks, err := template.Load(kilnT, template.Options{Env: []string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := packer.Load(packerT, packer.Options{Env: []string{}, Dir: dir, Version: "1.0.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ks.Base.File != base || ps.Base.File != base || ks.Generalize || ps.Generalize ||
+		len(ks.Provisioners) != 1 || len(ps.Provisioners) != 1 || ps.DiskSize != 0 || ks.DiskSize != 0 {
+		t.Errorf("the two builds differ:\nkiln   %+v\npacker %+v", ks, ps)
 	}
 }
