@@ -13,10 +13,10 @@ import (
 	"github.com/kiln-dev/kiln/template"
 )
 
-// The same trivial build (one shell command on debian:12's blob, no
-// generalising, ACPI power-off) from a kiln template and from a Packer
-// template, which logs in through its own cd_content seed and also writes
-// its output_directory artifact.
+// The same trivial build (one shell command on debian:12's blob after
+// cloud-init is done, no generalising, ACPI power-off) from a kiln template
+// and from a Packer template, which logs in through its own cd_content seed,
+// waits for cloud-init itself and also writes its output_directory image.
 const trivialKiln = `
 image "trivial-kiln" {
   version = "1.0.0"
@@ -50,7 +50,9 @@ source "qemu" "trivial" {
 }
 build {
   sources = ["source.qemu.trivial"]
-  provisioner "shell" { inline = ["echo trivial"] }
+  # kiln waits for cloud-init before a kiln template's provisioners; a
+  # Packer template that needs it waits itself, as this one does.
+  provisioner "shell" { inline = ["cloud-init status --wait >/dev/null", "echo trivial"] }
 }
 `
 
