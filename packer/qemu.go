@@ -202,6 +202,12 @@ func (l *loader) qemuSource(c *candidate, spec *build.Spec) *build.Spec {
 		out.Format = v
 	}
 	out.Compress = l.boolean(f.take("disk_compression"), ctx)
+	if a := f.take("use_backing_file"); l.boolean(a, ctx) {
+		l.notes = append(l.notes, fmt.Sprintf("%s: use_backing_file: kiln writes a standalone image to output_directory (its store keeps the version)", pos(a.NameRange)))
+	}
+	if a := f.take("skip_compaction"); l.boolean(a, ctx) {
+		l.notes = append(l.notes, fmt.Sprintf("%s: skip_compaction: kiln always compacts the image it stores and writes", pos(a.NameRange)))
+	}
 	if n, ok := l.integer(f.take("cpus"), ctx); ok {
 		spec.CPUs = max(n, 1)
 	}
