@@ -104,6 +104,7 @@ type builder struct {
 	guestUsed   int64 // bytes in use on the guest's root after generalising
 
 	httpServer *http.Server // the template's HTTP seed files, while the VM runs
+	httpPort   int          // its port, for Packer's PACKER_HTTP_* variables
 	artifacts  []string     // the files of Packer's artifact (Spec.Output)
 }
 

@@ -75,6 +75,7 @@ func (b *builder) ownSeed(ctx context.Context) (*instance.OwnSeed, error) {
 			return nil, err
 		}
 		pinned = pinned || servedPinned
+		b.httpPort = port
 		b.say("serving the template's HTTP files on 127.0.0.1:%d (%s:%d from the guest)", port, guestHostIP, port)
 		args = substituteHTTP(args, guestHostIP, port)
 	}

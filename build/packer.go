@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -55,6 +56,10 @@ func (b *builder) breakpoint(p Provisioner) {
 // with the variables Packer's shell provisioner sets itself.
 func (b *builder) packerVars(env map[string]string) string {
 	all := map[string]string{"PACKER_BUILDER_TYPE": "qemu", "PACKER_BUILD_NAME": b.spec.BuildName}
+	if b.httpPort != 0 {
+		port := strconv.Itoa(b.httpPort)
+		all["PACKER_HTTP_IP"], all["PACKER_HTTP_PORT"], all["PACKER_HTTP_ADDR"] = guestHostIP, port, guestHostIP+":"+port
+	}
 	for k, v := range env {
 		all[k] = v
 	}
