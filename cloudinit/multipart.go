@@ -34,12 +34,13 @@ type Part struct {
 	Body        []byte
 }
 
-// lastPartMerge is cloud-init's merge_how for kiln's last part: lists
-// (users, ssh_genkeytypes) are appended to, and kiln's values replace the
-// user's for the same key (ssh_keys entries, ssh_deletekeys).
-var lastPartMerge = []any{
+// usersMerge is cloud-init's merge_how for kiln's users part: lists are
+// appended to (kiln's login user joins the users the user's parts declare)
+// and what the user set is kept. ("replace" would not do: cloud-init's
+// dict merger then replaces a list without looking into it.)
+var usersMerge = []any{
 	map[string]any{"name": "list", "settings": []any{"append"}},
-	map[string]any{"name": "dict", "settings": []any{"recurse_array", "replace"}},
+	map[string]any{"name": "dict", "settings": []any{"no_replace", "recurse_array"}},
 }
 
 // typePrefixes map the first line of a user-data file to the MIME type
@@ -244,8 +245,10 @@ func Multipart(parts []Part) ([]byte, error) {
 
 // Combine returns a multipart user-data: first (kiln's defaults, which the
 // user's parts may override), the user's user-data split into its parts,
-// then last (what kiln must keep), merged by cloud-init with list append
-// and replace. first may be nil.
+// then last (what kiln must keep): its "users" in a part that cloud-init
+// appends to the user's users, and the rest in a final part whose
+// top-level keys replace the user's (cloud-init's default merge), so kiln's
+// host keys win. first may be nil.
 func Combine(first, last map[string]any, user []byte) ([]byte, error) {
 	userParts, err := SplitUserData(user)
 	if err != nil {
@@ -260,16 +263,30 @@ func Combine(first, last map[string]any, user []byte) ([]byte, error) {
 		parts = append(parts, Part{ContentType: "text/cloud-config", Filename: "kiln-defaults.yaml", Body: append([]byte(cloudConfigHeader), body...)})
 	}
 	parts = append(parts, userParts...)
-	withMerge := make(map[string]any, len(last)+1)
+	cloudConfig := func(name string, m map[string]any) error {
+		body, err := encodeYAML(m)
+		if err != nil {
+			return fmt.Errorf("user-data: %w", err)
+		}
+		parts = append(parts, Part{ContentType: "text/cloud-config", Filename: name, Body: append([]byte(cloudConfigHeader), body...)})
+		return nil
+	}
+	rest := map[string]any{}
 	for k, v := range last {
-		withMerge[k] = v
+		if k != "users" {
+			rest[k] = v
+		}
 	}
-	withMerge["merge_how"] = lastPartMerge
-	body, err := encodeYAML(withMerge)
-	if err != nil {
-		return nil, fmt.Errorf("user-data: %w", err)
+	if users, ok := last["users"]; ok {
+		if err := cloudConfig("kiln-user.yaml", map[string]any{"users": users, "merge_how": usersMerge}); err != nil {
+			return nil, err
+		}
 	}
-	parts = append(parts, Part{ContentType: "text/cloud-config", Filename: "kiln-login.yaml", Body: append([]byte(cloudConfigHeader), body...)})
+	if len(rest) > 0 {
+		if err := cloudConfig("kiln-host-keys.yaml", rest); err != nil {
+			return nil, err
+		}
+	}
 	return Multipart(parts)
 }
 

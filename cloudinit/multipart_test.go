@@ -128,18 +128,19 @@ func TestUserDataFileMultipart(t *testing.T) {
 		t.Fatal(err)
 	}
 	parts := readMultipart(t, ud)
-	if len(parts) != 3 {
-		t.Fatalf("%d parts, want 3:\n%s", len(parts), ud)
+	if len(parts) != 4 {
+		t.Fatalf("%d parts, want 4:\n%s", len(parts), ud)
 	}
 	if parts[1].ContentType != "text/x-shellscript" || string(parts[1].Body) != string(c.UserData) {
 		t.Errorf("user's part = %q %q", parts[1].ContentType, parts[1].Body)
 	}
-	var first, last map[string]any
-	if err := yaml.Unmarshal(parts[0].Body, &first); err != nil {
-		t.Fatal(err)
-	}
-	if err := yaml.Unmarshal(parts[2].Body, &last); err != nil {
-		t.Fatal(err)
+	var first, users, keys map[string]any
+	for i, m := range []*map[string]any{&first, nil, &users, &keys} {
+		if m != nil {
+			if err := yaml.Unmarshal(parts[i].Body, m); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	if _, ok := first["users"]; ok {
 		t.Errorf("kiln's user is in the first part; a user's users: would replace it")
@@ -147,17 +148,22 @@ func TestUserDataFileMultipart(t *testing.T) {
 	if first["ssh_pwauth"] != false || first["manage_etc_hosts"] != true {
 		t.Errorf("defaults missing: %v", first)
 	}
-	users, _ := last["users"].([]any)
-	if len(users) != 1 || users[0].(map[string]any)["name"] != "kiln" {
-		t.Errorf("last part users = %v", last["users"])
+	u, _ := users["users"].([]any)
+	if len(u) != 1 || u[0].(map[string]any)["name"] != "kiln" || len(users) != 2 {
+		t.Errorf("users part = %v", users)
 	}
-	sk, _ := last["ssh_keys"].(map[string]any)
-	if sk["ed25519_public"] != testHostKey(t).Public || last["ssh_deletekeys"] != true {
-		t.Errorf("last part host keys = %v", last)
+	// cloud-init's dict merger replaces lists wholesale under "replace":
+	// the users part must say no_replace and recurse_array, lists append.
+	want := []any{
+		map[string]any{"name": "list", "settings": []any{"append"}},
+		map[string]any{"name": "dict", "settings": []any{"no_replace", "recurse_array"}},
 	}
-	mh, _ := last["merge_how"].([]any)
-	if len(mh) != 2 {
-		t.Errorf("merge_how = %v", last["merge_how"])
+	if !reflect.DeepEqual(users["merge_how"], want) {
+		t.Errorf("merge_how = %v", users["merge_how"])
+	}
+	sk, _ := keys["ssh_keys"].(map[string]any)
+	if sk["ed25519_public"] != testHostKey(t).Public || keys["ssh_deletekeys"] != true || keys["merge_how"] != nil {
+		t.Errorf("host keys part (default merge: kiln's keys replace the user's) = %v", keys)
 	}
 	// cloud-config stays the single merged document it was.
 	c.UserData = []byte("#cloud-config\nruncmd: [x]\n")
