@@ -133,6 +133,7 @@ func TestBench(t *testing.T) {
 		b.compaction(work, base)
 	}
 	b.cachedRebuild()
+	b.dialects(base)
 	b.layered()
 	b.sharing()
 	b.fleets()

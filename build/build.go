@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,6 +103,10 @@ type builder struct {
 	start       time.Time
 	phases      []Phase
 	guestUsed   int64 // bytes in use on the guest's root after generalising
+
+	httpServer *http.Server // the template's HTTP seed files, while the VM runs
+	httpPort   int          // its port, for Packer's PACKER_HTTP_* variables
+	artifacts  []string     // the files of Packer's artifact (Spec.Output)
 }
 
 // Run bakes spec into a new image version in opts.Store. On failure or
@@ -139,6 +144,9 @@ func Run(ctx context.Context, spec Spec, opts Options) (Result, error) {
 		}
 	}
 	b.out = newLineWriter(io.MultiWriter(opts.Out, logFile), "", b.secrets, nil)
+	for _, n := range spec.Notes {
+		b.say("note: %s", n)
+	}
 
 	steps := b.steps()
 	offset := 0
@@ -166,8 +174,16 @@ func Run(ctx context.Context, spec Spec, opts Options) (Result, error) {
 		var cached *images.Manifest
 		cached, err = b.checkCacheAndVersion()
 		if cached != nil {
+			// A Packer template's artifact and post-processors are written
+			// from the stored image all the same: a pipeline reads them.
+			b.manifest = *cached
+			offset = len(steps) - len(b.artifactSteps())
+			err = runSteps(ctx, b.artifactSteps(), report, false)
 			logFile.Close()
 			os.RemoveAll(dir)
+			if err != nil {
+				return Result{Phases: b.phases}, err
+			}
 			return Result{Manifest: *cached, Phases: b.phases, Cached: true}, nil
 		}
 	}
@@ -240,7 +256,7 @@ func (b *builder) say(format string, args ...any) {
 }
 
 func (b *builder) steps() []step {
-	return []step{
+	steps := []step{
 		{name: "source", run: b.resolveSource},
 		{name: "boot", run: b.boot, cleanup: b.removeVM},
 		{name: "cloud-init", run: b.waitCloudInit},
@@ -250,17 +266,38 @@ func (b *builder) steps() []step {
 		{name: "compact", run: b.compact, cleanup: b.removeOutput},
 		{name: "store", run: b.store},
 	}
+	return append(steps, b.artifactSteps()...)
+}
+
+// artifactSteps write what a Packer build leaves: the image in
+// output_directory, then the post-processors' files.
+func (b *builder) artifactSteps() []step {
+	var steps []step
+	if b.spec.Output != nil {
+		steps = append(steps, step{name: "artifact", run: b.writeArtifact})
+	}
+	if len(b.spec.PostProcessors) > 0 {
+		steps = append(steps, step{name: "post-process", run: b.postProcess})
+	}
+	return steps
 }
 
 func (b *builder) boot(ctx context.Context) error {
 	if b.opts.Debug {
 		go followFile(ctx, filepath.Join(b.dir, "vm", "serial.log"), newLineWriter(b.opts.Out, "serial: ", b.secrets, nil))
 	}
+	var own *instance.OwnSeed
+	if b.spec.Seed != nil || b.spec.Login != nil {
+		var err error
+		if own, err = b.ownSeed(ctx); err != nil {
+			return err
+		}
+	}
 	inst, err := instance.Launch(ctx, instance.Options{
 		Name: b.spec.Name + "-build", Image: b.source.path, ImageFormat: b.source.format,
 		Dir: filepath.Join(b.dir, "vm"), DiskSize: b.spec.DiskSize, CPUs: b.spec.CPUs,
 		MemoryMiB: b.spec.MemoryMiB, Accel: b.opts.Accel, CPU: b.opts.CPU, UserData: b.spec.UserData,
-		BootTimeout: b.spec.BootTimeout, Log: b.say,
+		BootTimeout: b.spec.BootTimeout, Log: b.say, Own: own, Firmware: b.spec.Firmware,
 	})
 	if err != nil {
 		return err
@@ -270,16 +307,25 @@ func (b *builder) boot(ctx context.Context) error {
 }
 
 func (b *builder) removeVM() {
+	b.stopHTTP()
 	if b.inst != nil {
 		b.inst.Remove()
 	}
 }
 
 func (b *builder) waitCloudInit(ctx context.Context) error {
+	if b.spec.SkipCloudInitWait {
+		b.say("not waiting for cloud-init (a Packer template waits for it itself, if it needs to)")
+		return nil
+	}
 	return b.inst.SSH.WaitCloudInit(ctx)
 }
 
 func (b *builder) shutdown(ctx context.Context) error {
+	defer b.stopHTTP()
+	if b.spec.ShutdownCommand != "" {
+		return b.shutdownCommand(ctx)
+	}
 	if err := b.inst.Shutdown(ctx, b.spec.ShutdownTimeout); err != nil {
 		return err
 	}

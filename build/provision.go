@@ -49,10 +49,21 @@ func (b *builder) runProvisioner(ctx context.Context, n int, p Provisioner) erro
 		defer cancel()
 	}
 	switch p.Type {
+	case "breakpoint":
+		b.breakpoint(p)
+		return nil
+	case "shell":
+		if p.ExecuteCommand != "" {
+			return b.packerShell(ctx, n, p, fail)
+		}
+	}
+	switch p.Type {
 	case "file":
 		var err error
 		if p.Direction == "download" {
 			err = b.inst.SSH.Download(ctx, p.Source, p.Destination)
+		} else if p.HasContent {
+			err = b.uploadContent(ctx, p)
 		} else {
 			err = b.inst.SSH.Upload(ctx, p.Source, p.Destination)
 		}
@@ -156,6 +167,10 @@ echo "kiln-guest-used: $(df -B1 --output=used / | tail -n 1)"
 `
 
 func (b *builder) generalize(ctx context.Context) error {
+	if !b.spec.Generalize && b.spec.Login != nil {
+		b.say("not generalising: the image stays as the template's provisioners left it (--generalize turns kiln's on)")
+		return nil
+	}
 	if !b.spec.Generalize {
 		b.say("generalize = false: keeping machine identity and the build user")
 		return nil
@@ -182,4 +197,22 @@ func (b *builder) generalize(ctx context.Context) error {
 		b.say("the guest's root holds %s", disk.FormatSize(b.guestUsed))
 	}
 	return nil
+}
+
+// uploadContent uploads a file provisioner's content (Packer's content =
+// "…") through a file in the run folder.
+func (b *builder) uploadContent(ctx context.Context, p Provisioner) error {
+	f, err := os.CreateTemp(b.dir, "content-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.WriteString(p.Content); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return b.inst.SSH.Upload(ctx, f.Name(), p.Destination)
 }

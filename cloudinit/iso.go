@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/kdomanski/iso9660"
@@ -23,24 +24,27 @@ import (
 // mode 0600 in path's directory and renamed into place, so path never holds
 // a partial seed and is never readable by others.
 func WriteISO(path string, c Config) (err error) {
-	userData, err := c.UserDataYAML() // validates c
+	userData, err := c.UserDataFile() // validates c
 	if err != nil {
 		return err
 	}
-	files := []struct {
-		name string
-		data []byte
-	}{
-		{MetaDataFile, c.MetaData()},
-		{UserDataFile, userData},
-	}
+	files := map[string][]byte{MetaDataFile: c.MetaData(), UserDataFile: userData}
 	if len(c.NetworkConfig) > 0 {
-		files = append(files, struct {
-			name string
-			data []byte
-		}{NetworkConfigFile, c.NetworkConfig})
+		files[NetworkConfigFile] = c.NetworkConfig
 	}
+	return WriteFilesISO(path, VolumeLabel, files)
+}
 
+// WriteFilesISO writes files (by their path inside the image) as an ISO
+// 9660 image labelled label at path, created 0600 and renamed into place
+// like WriteISO: a template's own seed (Packer's cd_files and cd_content)
+// may hold secrets too.
+func WriteFilesISO(path, label string, files map[string][]byte) (err error) {
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
 	// The writer stages files in a fresh 0700 directory under os.TempDir;
 	// Cleanup removes it, private key included.
 	w, err := iso9660.NewWriter()
@@ -48,9 +52,9 @@ func WriteISO(path string, c Config) (err error) {
 		return fmt.Errorf("cloudinit: %w", err)
 	}
 	defer w.Cleanup()
-	for _, f := range files {
-		if err := w.AddFile(bytes.NewReader(f.data), f.name); err != nil {
-			return fmt.Errorf("cloudinit: add %s: %w", f.name, err)
+	for _, n := range names {
+		if err := w.AddFile(bytes.NewReader(files[n]), n); err != nil {
+			return fmt.Errorf("cloudinit: add %s: %w", n, err)
 		}
 	}
 
@@ -67,7 +71,7 @@ func WriteISO(path string, c Config) (err error) {
 	if err := tmp.Chmod(0o600); err != nil {
 		return fmt.Errorf("cloudinit: %w", err)
 	}
-	if err := w.WriteTo(tmp, VolumeLabel); err != nil {
+	if err := w.WriteTo(tmp, label); err != nil {
 		return fmt.Errorf("cloudinit: write %s: %w", tmp.Name(), err)
 	}
 	if err := tmp.Sync(); err != nil {

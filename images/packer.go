@@ -9,19 +9,20 @@ import (
 	"time"
 )
 
-// packerBuild is one entry of a Packer manifest's "builds", as Packer's
+// PackerBuild is one entry of a Packer manifest's "builds", as Packer's
 // manifest post-processor writes it.
-type packerBuild struct {
+type PackerBuild struct {
 	Name          string            `json:"name"`
 	BuilderType   string            `json:"builder_type"`
 	BuildTime     int64             `json:"build_time,omitempty"`
-	Files         []packerFile      `json:"files"`
+	Files         []PackerFile      `json:"files"`
 	ArtifactID    string            `json:"artifact_id"`
 	PackerRunUUID string            `json:"packer_run_uuid"`
 	CustomData    map[string]string `json:"custom_data"`
 }
 
-type packerFile struct {
+// PackerFile is one file of a PackerBuild.
+type PackerFile struct {
 	Name string `json:"name"`
 	Size int64  `json:"size"`
 }
@@ -57,15 +58,25 @@ func WritePackerManifest(path string, m Manifest, blobPath, runUUID string) erro
 	if m.Parent != nil {
 		parent = m.Parent.Ref
 	}
-	build, err := json.Marshal(packerBuild{
+	return AppendPackerBuild(path, PackerBuild{
 		Name:          m.Name,
 		BuilderType:   "kiln",
 		BuildTime:     at.Unix(),
-		Files:         []packerFile{{Name: blobPath, Size: size}},
+		Files:         []PackerFile{{Name: blobPath, Size: size}},
 		ArtifactID:    m.Ref().String(),
 		PackerRunUUID: runUUID,
 		CustomData:    map[string]string{"digest": m.Digest, "version": m.Version, "parent": parent},
 	})
+}
+
+// AppendPackerBuild adds b to the Packer manifest at path as Packer does:
+// earlier builds and unknown fields kept, last_run_uuid set to b's run.
+func AppendPackerBuild(path string, b PackerBuild) error {
+	if path == "" {
+		return errors.New("packer manifest: no file name given")
+	}
+	runUUID := b.PackerRunUUID
+	build, err := json.Marshal(b)
 	if err != nil {
 		return err
 	}

@@ -23,12 +23,12 @@ func TestWritePackerManifest(t *testing.T) {
 		"packer_run_uuid": "run-2",
 		"custom_data":     map[string]any{"digest": m.Digest, "version": "1.0.0", "parent": "debian:12"},
 	}
-	packerBuild := map[string]any{ // as Packer itself writes one, with a field kiln does not know
+	PackerBuild := map[string]any{ // as Packer itself writes one, with a field kiln does not know
 		"name": "docker", "builder_type": "docker", "build_time": float64(1507245986),
 		"files": []any{map[string]any{"name": "packer_example", "size": float64(102219776)}}, "artifact_id": "Container",
 		"packer_run_uuid": "run-1", "custom_data": map[string]any{"my_custom_data": "example"}, "extra": true,
 	}
-	existing, _ := json.Marshal(map[string]any{"builds": []any{packerBuild}, "last_run_uuid": "run-1"})
+	existing, _ := json.Marshal(map[string]any{"builds": []any{PackerBuild}, "last_run_uuid": "run-1"})
 
 	tests := []struct {
 		name     string
@@ -39,7 +39,7 @@ func TestWritePackerManifest(t *testing.T) {
 		{name: "new file", want: map[string]any{"builds": []any{build}, "last_run_uuid": "run-2"}},
 		{name: "empty file", existing: "\n", want: map[string]any{"builds": []any{build}, "last_run_uuid": "run-2"}},
 		{name: "null builds", existing: `{"builds": null}`, want: map[string]any{"builds": []any{build}, "last_run_uuid": "run-2"}},
-		{name: "appends to Packer's", existing: string(existing), want: map[string]any{"builds": []any{packerBuild, build}, "last_run_uuid": "run-2"}},
+		{name: "appends to Packer's", existing: string(existing), want: map[string]any{"builds": []any{PackerBuild, build}, "last_run_uuid": "run-2"}},
 		{name: "keeps unknown fields", existing: `{"builds": [], "comment": "x"}`, want: map[string]any{"builds": []any{build}, "last_run_uuid": "run-2", "comment": "x"}},
 		{name: "not json", existing: "{", wantErr: "is not valid JSON"},
 		{name: "builds not a list", existing: `{"builds": {}}`, wantErr: `"builds" is not a list`},
@@ -90,7 +90,7 @@ func TestWritePackerManifest(t *testing.T) {
 		var got struct {
 			Builds []struct {
 				BuildTime  int64             `json:"build_time"`
-				Files      []packerFile      `json:"files"`
+				Files      []PackerFile      `json:"files"`
 				RunUUID    string            `json:"packer_run_uuid"`
 				CustomData map[string]string `json:"custom_data"`
 			} `json:"builds"`

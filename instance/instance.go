@@ -46,11 +46,14 @@ type Options struct {
 	Accel       qemu.Accel
 	CPU         string         // -cpu model; "" = the accelerator's default
 	Forwards    []qemu.Forward // guest ports besides SSH
-	UserData    []byte         // extra cloud-config merged into kiln's
+	UserData    []byte         // the user's user-data: cloud-config merged into kiln's, any other form passed through beside it
 	BootTimeout time.Duration
 	Firmware    string
 	SerialLog   string // where the serial console goes; "" = inside Dir (removed with it)
 	Log         func(format string, args ...any)
+	// Own, when set, boots with the template's own seed and login instead
+	// of kiln's (Packer templates); UserData is then unused.
+	Own *OwnSeed
 }
 
 // Instance is a booted guest with an open SSH connection.
@@ -93,6 +96,12 @@ func Launch(ctx context.Context, o Options) (_ *Instance, err error) {
 	if err := disk.CreateOverlay(ctx, o.Image, format, inst.Overlay, o.DiskSize); err != nil {
 		return nil, err
 	}
+	if o.Own != nil {
+		if err := inst.launchOwn(ctx, o); err != nil {
+			return nil, err
+		}
+		return inst, nil
+	}
 	if inst.Key, err = provision.NewKeyPair("kiln@" + o.Name); err != nil {
 		return nil, err
 	}
@@ -120,31 +129,37 @@ func Launch(ctx context.Context, o Options) (_ *Instance, err error) {
 		return nil, err
 	}
 
+	target := provision.Target{User: User, Signer: inst.Key.Signer, HostKeys: []string{hostKey.Public}}
+	if err := inst.start(ctx, o, seed, target, nil); err != nil {
+		return nil, err
+	}
+	return inst, nil
+}
+
+// start boots QEMU with the seed and waits for SSH as target (whose Addr
+// and SerialLog it fills in).
+func (inst *Instance) start(ctx context.Context, o Options, seed string, target provision.Target, extraArgs []string) (err error) {
 	start := time.Now()
 	forwards := append([]qemu.Forward{{GuestPort: 22}}, o.Forwards...)
 	inst.VM, err = qemu.Start(ctx, qemu.Config{
 		Name: o.Name, Dir: o.Dir, Disk: inst.Overlay, DiskFormat: "qcow2", Seed: seed,
 		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, Accel: o.Accel, CPU: o.CPU, Forwards: forwards, Firmware: o.Firmware,
-		SerialLog: o.SerialLog,
+		SerialLog: o.SerialLog, ExtraArgs: extraArgs,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	o.Log("boot (%s) %s, instance %s, ssh on 127.0.0.1:%d", inst.VM.Accel(), o.Name, inst.InstanceID, inst.VM.HostPort(22))
-	inst.Target = provision.Target{
-		Addr:      "127.0.0.1:" + strconv.Itoa(inst.VM.HostPort(22)),
-		User:      User,
-		Signer:    inst.Key.Signer,
-		HostKeys:  []string{hostKey.Public},
-		SerialLog: inst.VM.SerialLog(),
-	}
+	target.Addr = "127.0.0.1:" + strconv.Itoa(inst.VM.HostPort(22))
+	target.SerialLog = inst.VM.SerialLog()
+	inst.Target = target
 	inst.SSH, err = waitForSSH(ctx, inst.VM, inst.Target, o.BootTimeout)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	inst.BootTime = time.Since(start)
 	o.Log("ssh ready in %.1fs", inst.BootTime.Seconds())
-	return inst, nil
+	return nil
 }
 
 // waitForSSH waits for the guest's SSH as provision.WaitForSSH does, and

@@ -86,7 +86,7 @@ func TestNewKeyPair(t *testing.T) {
 func TestHostKeyMismatchRefused(t *testing.T) {
 	guest, _ := NewKeyPair("")
 	other, _ := NewKeyPair("")
-	cfg, err := Target{Addr: "x", User: "kiln", Signer: guest.Signer, HostKeys: []string{guest.AuthorizedKey}}.config(0)
+	cfg, err := Target{Addr: "x", User: "kiln", Signer: guest.Signer, HostKeys: []string{guest.AuthorizedKey}}.config(0, new(string))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestHostKeyMismatchRefused(t *testing.T) {
 	if err := cfg.HostKeyCallback("x", nil, other.Signer.PublicKey()); err == nil || !strings.Contains(err.Error(), "host key mismatch") {
 		t.Errorf("another key was accepted: %v", err)
 	}
-	if _, err := (Target{Signer: guest.Signer}).config(0); err == nil {
+	if _, err := (Target{Signer: guest.Signer}).config(0, new(string)); err == nil {
 		t.Error("a target with no host key was accepted")
 	}
 }
@@ -112,5 +112,29 @@ func TestSerialTail(t *testing.T) {
 	got := serialTail(path)
 	if len(got) > 4096 || !strings.Contains(got, "last line") || strings.ContainsAny(got, "\x1b\x07") || !strings.Contains(got, `\x1b[2J`) {
 		t.Errorf("serialTail = %q", got)
+// TestTrustFirstKey: only a target that asks for it accepts an unknown
+// host key, and says which it saw so the caller can pin it; a password
+// target offers password and keyboard-interactive auth.
+func TestTrustFirstKey(t *testing.T) {
+	guest, _ := NewKeyPair("")
+	var seen string
+	cfg, err := Target{User: "packer", Password: "pw", TrustFirstKey: true}.config(0, &seen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.HostKeyCallback("x", nil, guest.Signer.PublicKey()); err != nil {
+		t.Fatalf("first key refused: %v", err)
+	}
+	if !strings.HasPrefix(guest.AuthorizedKey, seen) || seen == "" {
+		t.Errorf("seen = %q, want %q", seen, guest.AuthorizedKey)
+	}
+	if len(cfg.Auth) != 2 {
+		t.Errorf("%d auth methods for a password login, want password and keyboard-interactive", len(cfg.Auth))
+	}
+	// Once pinned (HostKeys set), TrustFirstKey no longer applies.
+	other, _ := NewKeyPair("")
+	cfg, _ = Target{User: "packer", Password: "pw", TrustFirstKey: true, HostKeys: []string{seen}}.config(0, &seen)
+	if err := cfg.HostKeyCallback("x", nil, other.Signer.PublicKey()); err == nil {
+		t.Error("a pinned target accepted another key")
 	}
 }

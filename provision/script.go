@@ -117,3 +117,24 @@ func (c *Client) RunScript(ctx context.Context, s Script, stdout, stderr io.Writ
 	logged := fmt.Sprintf("script %s (as %s, env %s)", file, user, strings.Join(keys, ","))
 	return c.run(ctx, cmd+"; st=$?; rm -rf "+quote(dir)+"; exit $st", logged, nil, stdout, stderr)
 }
+
+// PutFile writes data to remote over SFTP with mode, as the login user.
+func (c *Client) PutFile(ctx context.Context, remote string, data []byte, mode os.FileMode) error {
+	sc, err := sftp.NewClient(c.Client)
+	if err != nil {
+		return fmt.Errorf("start SFTP: %w", err)
+	}
+	defer sc.Close()
+	f, err := sc.OpenFile(remote, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	if err != nil {
+		return fmt.Errorf("upload %s: %w", remote, err)
+	}
+	if _, err := f.ReadFrom(bytes.NewReader(data)); err != nil {
+		f.Close()
+		return fmt.Errorf("upload %s: %w", remote, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("upload %s: %w", remote, err)
+	}
+	return sc.Chmod(remote, mode)
+}

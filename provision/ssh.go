@@ -64,13 +64,44 @@ type Target struct {
 	Signer    ssh.Signer // client key
 	HostKeys  []string   // the guest's host public keys, authorized_keys format
 	SerialLog string     // named in errors, so a user knows where to look
+
+	// For a guest whose own seed (a Packer template's) creates the login:
+	// Password logs in when there is no Signer (or besides it), and
+	// TrustFirstKey, when HostKeys is empty, accepts the first host key the
+	// guest presents; Client.HostKey then says which, so later connections
+	// pin it.
+	Password      string
+	TrustFirstKey bool
 }
 
 // ErrHostKeyMismatch means the guest presented a host key other than the one
 // kiln gave it: something else answered on the port.
 var ErrHostKeyMismatch = errors.New("host key mismatch")
 
-func (t Target) config(timeout time.Duration) (*ssh.ClientConfig, error) {
+func (t Target) config(timeout time.Duration, seen *string) (*ssh.ClientConfig, error) {
+	var auth []ssh.AuthMethod
+	if t.Signer != nil {
+		auth = append(auth, ssh.PublicKeys(t.Signer))
+	}
+	if t.Password != "" {
+		pw := t.Password
+		auth = append(auth, ssh.Password(pw), ssh.KeyboardInteractive(func(_, _ string, qs []string, _ []bool) ([]string, error) {
+			answers := make([]string, len(qs))
+			for i := range answers {
+				answers[i] = pw
+			}
+			return answers, nil
+		}))
+	}
+	if len(t.HostKeys) == 0 && t.TrustFirstKey {
+		return &ssh.ClientConfig{
+			User: t.User, Auth: auth, Timeout: timeout,
+			HostKeyCallback: func(_ string, _ net.Addr, got ssh.PublicKey) error {
+				*seen = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(got)))
+				return nil
+			},
+		}, nil
+	}
 	var keys []ssh.PublicKey
 	for _, line := range t.HostKeys {
 		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
@@ -88,10 +119,11 @@ func (t Target) config(timeout time.Duration) (*ssh.ClientConfig, error) {
 	}
 	return &ssh.ClientConfig{
 		User: t.User,
-		Auth: []ssh.AuthMethod{ssh.PublicKeys(t.Signer)},
+		Auth: auth,
 		HostKeyCallback: func(_ string, _ net.Addr, got ssh.PublicKey) error {
 			for _, k := range keys {
 				if bytes.Equal(k.Marshal(), got.Marshal()) {
+					*seen = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(got)))
 					return nil
 				}
 			}
@@ -105,8 +137,12 @@ func (t Target) config(timeout time.Duration) (*ssh.ClientConfig, error) {
 // Client is an SSH connection to a guest.
 type Client struct {
 	*ssh.Client
-	target Target
+	target  Target
+	hostKey string
 }
+
+// HostKey is the host key the guest presented, authorized_keys format.
+func (c *Client) HostKey() string { return c.hostKey }
 
 // pollInterval is short so a ready sshd is noticed within a second. Under
 // user-mode networking QEMU accepts the TCP connection even before the guest
@@ -115,7 +151,8 @@ const pollInterval = 250 * time.Millisecond
 
 // Dial connects once, with a handshake timeout.
 func Dial(ctx context.Context, t Target, timeout time.Duration) (*Client, error) {
-	cfg, err := t.config(timeout)
+	var seen string
+	cfg, err := t.config(timeout, &seen)
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +168,7 @@ func Dial(ctx context.Context, t Target, timeout time.Duration) (*Client, error)
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
-	return &Client{Client: ssh.NewClient(c, chans, reqs), target: t}, nil
+	return &Client{Client: ssh.NewClient(c, chans, reqs), target: t, hostKey: seen}, nil
 }
 
 // WaitForSSH polls until the guest completes an SSH handshake and accepts

@@ -22,6 +22,7 @@ targets="
 ./template:FuzzLoad
 ./template:FuzzLoadFleet
 ./cloudinit:FuzzMergeUserData
+./cloudinit:FuzzSplitUserData
 ./fetch:FuzzParseSumsList
 ./images:FuzzParseRef
 ./images:FuzzReadManifest

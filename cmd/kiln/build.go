@@ -2,16 +2,18 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/kiln-dev/kiln/build"
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/packer"
 	"github.com/kiln-dev/kiln/template"
 )
 
@@ -24,18 +26,27 @@ type templateFlags struct {
 	vars     []string
 	varFiles []string
 	version  string
+	ordered  []packer.VarArg // --var and --var-file in command-line order
 }
 
 func (t *templateFlags) add(fs interface {
-	StringArrayVar(*[]string, string, []string, string)
+	Var(pflag.Value, string, string)
 	StringVar(*string, string, string, string)
 }) {
-	fs.StringArrayVar(&t.vars, "var", nil, "set a template variable: NAME=VALUE (repeatable)")
-	fs.StringArrayVar(&t.varFiles, "var-file", nil, "read variables from an HCL file of NAME = VALUE lines (repeatable)")
+	fs.Var(orderedVar{list: &t.ordered}, "var", "set a template variable: NAME=VALUE (repeatable)")
+	fs.Var(orderedVar{list: &t.ordered, file: true}, "var-file", "read variables from an HCL file of NAME = VALUE lines (repeatable)")
 	fs.StringVar(&t.version, "version", "", "override the image version")
 }
 
 func (t *templateFlags) options() (template.Options, error) {
+	for _, a := range t.ordered {
+		if a.File != "" {
+			t.varFiles = append(t.varFiles, a.File)
+		} else {
+			t.vars = append(t.vars, a.Name+"="+a.Value)
+		}
+	}
+	t.ordered = nil
 	o := template.Options{Vars: map[string]string{}, VarFiles: t.varFiles, Version: t.version}
 	for _, kv := range t.vars {
 		k, v, ok := strings.Cut(kv, "=")
@@ -48,9 +59,11 @@ func (t *templateFlags) options() (template.Options, error) {
 }
 
 func cmdBuild(ctx context.Context, args []string) error {
-	fs := newFlags("build", "build TEMPLATE.kiln.hcl [flags]")
+	fs := newFlags("build", "build TEMPLATE.kiln.hcl|TEMPLATE.pkr.hcl|DIR [flags]")
 	var tf templateFlags
 	tf.add(fs)
+	var pf packerFlags
+	pf.add(fs)
 	force := fs.Bool("force", false, "replace an existing name:version")
 	onError := fs.String("on-error", "cleanup", "on failure: cleanup (stop the VM, remove everything) or abort (keep the VM running to debug)")
 	accel := addAccelFlag(fs)
@@ -58,27 +71,37 @@ func cmdBuild(ctx context.Context, args []string) error {
 	noCache := fs.Bool("no-cache", false, "build even if identical inputs were built before")
 	packerManifest := fs.String("manifest", "", "also write a Packer-compatible manifest (packer-manifest.json) to FILE")
 	keepWorkDisk := fs.String("keep-work-disk", "", "keep the generalised working disk (before compaction) as FILE")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, packerArgs(args)); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return usageError{"give one template file, e.g. kiln build examples/hello/hello.kiln.hcl"}
 	}
+	if *onError == "run-cleanup-provisioner" { // Packer's; kiln runs no cleanup provisioner
+		*onError = "cleanup"
+	}
 	if *onError != "cleanup" && *onError != "abort" {
 		return usageError{fmt.Sprintf("--on-error %q: use cleanup or abort", *onError)}
 	}
-	opts, err := tf.options()
-	if err != nil {
-		return err
+	debug, _ := fs.GetBool("debug")
+	var spec *build.Spec
+	var err error
+	if packer.IsTemplate(fs.Arg(0)) {
+		spec, err = loadPacker(fs.Arg(0), &tf, &pf, *force, debug)
+	} else {
+		var opts template.Options
+		if opts, err = tf.options(); err != nil {
+			return err
+		}
+		spec, err = template.Load(fs.Arg(0), opts)
 	}
-	spec, err := template.Load(fs.Arg(0), opts)
 	if err != nil {
 		return err
 	}
 	if spec.Base.Image, err = localRef(ctx, spec.Base.Image); err != nil {
 		return err
 	}
-	req, err := parseAccel(*accel)
+	req, err := templateAccel(ctx, *accel, spec.Accel)
 	if err != nil {
 		return err
 	}
@@ -94,7 +117,6 @@ func cmdBuild(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	debug, _ := fs.GetBool("debug")
 	say("building %s:%s from %s", spec.Name, spec.Version, fs.Arg(0))
 	start := time.Now()
 	res, err := build.Run(ctx, *spec, build.Options{
@@ -129,23 +151,30 @@ func cmdBuild(ctx context.Context, args []string) error {
 }
 
 // newRunUUID is a random UUID naming this run in the Packer manifest.
-func newRunUUID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
+func newRunUUID() string { return build.NewRunUUID() }
 
 func cmdValidate(ctx context.Context, args []string) error {
-	fs := newFlags("validate", "validate TEMPLATE.kiln.hcl [flags]")
+	fs := newFlags("validate", "validate TEMPLATE.kiln.hcl|TEMPLATE.pkr.hcl|DIR [flags]")
 	var tf templateFlags
 	tf.add(fs)
-	if err := parseFlags(fs, args); err != nil {
+	var pf packerFlags
+	pf.add(fs)
+	if err := parseFlags(fs, packerArgs(args)); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return usageError{"give one template file"}
+	}
+	if packer.IsTemplate(fs.Arg(0)) {
+		spec, err := loadPacker(fs.Arg(0), &tf, &pf, true, false)
+		if err != nil {
+			return err
+		}
+		for _, n := range spec.Notes {
+			say("note: %s", n)
+		}
+		fmt.Printf("%s: ok (%s:%s)\n", fs.Arg(0), spec.Name, spec.Version)
+		return nil
 	}
 	opts, err := tf.options()
 	if err != nil {

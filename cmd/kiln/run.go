@@ -27,7 +27,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	diskSize := fs.String("disk-size", "", "grow the (ephemeral) disk to this size, e.g. 8G")
 	var ports []string
 	fs.StringArrayVar(&ports, "port", nil, "forward 127.0.0.1:HOST to the guest's GUEST port (HOST:GUEST; repeatable)")
-	userData := fs.String("user-data", "", "cloud-config file merged into kiln's user-data")
+	userData := fs.String("user-data", "", "user-data file: #cloud-config is merged into kiln's; scripts, MIME multipart, #include, boothooks, gzip and jinja are passed through beside it")
 	accel := addAccelFlag(fs)
 	bootTimeout := fs.Duration("boot-timeout", instance.DefaultBootTimeout, "how long to wait for SSH")
 	firmware := fs.String("firmware", "bios", "bios, or uefi (needs the ovmf package)")
