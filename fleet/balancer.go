@@ -36,6 +36,7 @@ type Balancer struct {
 	next     uint64 // round-robin position
 	active   map[string]int
 	conns    map[net.Conn]struct{}
+	routes   map[net.Conn]string // client connection → the backend it was given
 	changed  chan struct{} // closed and replaced when backends or active counts change
 	closed   bool
 	wg       sync.WaitGroup
@@ -65,6 +66,7 @@ func newBalancer(front string, grace, dialTimeout time.Duration) (*Balancer, err
 		cancel:      cancel,
 		active:      map[string]int{},
 		conns:       map[net.Conn]struct{}{},
+		routes:      map[net.Conn]string{},
 		changed:     make(chan struct{}),
 	}
 	b.wg.Add(1)
@@ -100,11 +102,22 @@ func (b *Balancer) Active(addr string) int {
 }
 
 // Drain waits until no connection to addr remains open, or ctx ends. Take
-// addr out of the set first, or new connections keep arriving.
+// addr out of the set first, or new connections keep arriving. At ctx's end
+// it closes the connections still open to addr and returns a *CutError
+// with their number, so a deadline is never passed over in silence.
 func (b *Balancer) Drain(ctx context.Context, addr string) error {
 	for {
 		b.mu.Lock()
 		n, ch := b.active[addr], b.changed
+		if n > 0 && ctx.Err() != nil {
+			for c, a := range b.routes {
+				if a == addr {
+					c.Close()
+				}
+			}
+			b.mu.Unlock()
+			return &CutError{Addr: addr, N: n, What: "connection", Err: ctx.Err()}
+		}
 		b.mu.Unlock()
 		if n == 0 {
 			return nil
@@ -112,7 +125,6 @@ func (b *Balancer) Drain(ctx context.Context, addr string) error {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return fmt.Errorf("drain %s: %d connections still open: %w", addr, n, ctx.Err())
 		}
 	}
 }
@@ -155,6 +167,7 @@ func (b *Balancer) track(c net.Conn) bool {
 func (b *Balancer) untrack(c net.Conn) {
 	b.mu.Lock()
 	delete(b.conns, c)
+	delete(b.routes, c)
 	b.mu.Unlock()
 	c.Close()
 }
@@ -196,6 +209,9 @@ func (b *Balancer) handle(client net.Conn) {
 	}
 	defer b.release(addr)
 	defer b.untrack(backend)
+	b.mu.Lock()
+	b.routes[client] = addr
+	b.mu.Unlock()
 	proxy(client, backend)
 }
 

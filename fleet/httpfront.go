@@ -1,0 +1,293 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// HTTPFront is a reverse proxy on one front address for services that
+// speak HTTP. Unlike the TCP Balancer it picks a backend for every request,
+// not for every connection, so a client's keep-alive connection outlives a
+// switch: its next request simply goes to the new set. In-flight requests
+// are counted per backend, so a drain waits for exactly the requests still
+// running on the instance about to stop.
+type HTTPFront struct {
+	ln        net.Listener
+	srv       *http.Server
+	transport *http.Transport
+	grace     time.Duration
+
+	mu       sync.Mutex
+	backends []string
+	gen      uint64
+	next     uint64
+	active   map[string]int
+	cancels  map[string]map[*int]context.CancelFunc // in-flight requests per backend, to cut at a deadline
+	changed  chan struct{}
+	closed   bool
+}
+
+var _ Front = (*HTTPFront)(nil)
+
+// NewHTTPFront listens on front at once (a taken port is reported before
+// anything is launched) and starts with no backends.
+func NewHTTPFront(front string) (*HTTPFront, error) {
+	return newHTTPFront(front, noBackendGrace, backendDialTimeout)
+}
+
+func newHTTPFront(front string, grace, dialTimeout time.Duration) (*HTTPFront, error) {
+	ln, err := net.Listen("tcp", front)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("front port %s is already in use", front)
+		}
+		return nil, fmt.Errorf("listen on front port %s: %w", front, err)
+	}
+	f := &HTTPFront{
+		ln:    ln,
+		grace: grace,
+		transport: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: dialTimeout}).DialContext,
+			MaxIdleConnsPerHost: 64,
+			IdleConnTimeout:     30 * time.Second,
+		},
+		active:  map[string]int{},
+		cancels: map[string]map[*int]context.CancelFunc{},
+		changed: make(chan struct{}),
+	}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			// The host is a placeholder: RoundTrip picks the backend. The
+			// client's Host header is kept, as load balancers do.
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = "backend"
+			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded()
+		},
+		Transport:     f,
+		FlushInterval: -1, // stream: server-sent events and long polls pass through
+		ErrorLog:      log.New(io.Discard, "", 0),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			code := http.StatusBadGateway
+			if errors.Is(err, errNoBackend) {
+				code = http.StatusServiceUnavailable
+			}
+			http.Error(w, err.Error(), code)
+		},
+	}
+	f.srv = &http.Server{
+		Handler:           proxy,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          log.New(io.Discard, "", 0),
+	}
+	go f.srv.Serve(ln)
+	return f, nil
+}
+
+var errNoBackend = errors.New("no instance is serving")
+
+// Addr is the front address clients connect to.
+func (f *HTTPFront) Addr() string { return f.ln.Addr().String() }
+
+// SetBackends replaces the backend set: every request from now on goes to
+// the new set, including those on connections opened before.
+func (f *HTTPFront) SetBackends(addrs []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.backends = slices.Clone(addrs)
+	f.gen++
+	f.notifyLocked()
+}
+
+// Backends returns the current backend set.
+func (f *HTTPFront) Backends() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.backends)
+}
+
+// Active is the number of requests in flight to addr.
+func (f *HTTPFront) Active(addr string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.active[addr]
+}
+
+// Drain waits until no request is in flight to addr (take it out of the set
+// first). When ctx ends first, the requests left are cancelled and counted
+// in a *CutError. Idle connections to addr are closed either way, so none
+// is reused after the instance stops.
+func (f *HTTPFront) Drain(ctx context.Context, addr string) error {
+	defer f.transport.CloseIdleConnections()
+	for {
+		f.mu.Lock()
+		n, ch := f.active[addr], f.changed
+		if n > 0 && ctx.Err() != nil {
+			for _, cancel := range f.cancels[addr] {
+				cancel()
+			}
+			f.mu.Unlock()
+			return &CutError{Addr: addr, N: n, What: "request", Err: ctx.Err()}
+		}
+		f.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// Close stops listening and closes every client and backend connection.
+func (f *HTTPFront) Close() error {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return nil
+	}
+	f.closed = true
+	f.notifyLocked()
+	f.mu.Unlock()
+	err := f.srv.Close()
+	f.transport.CloseIdleConnections()
+	return err
+}
+
+func (f *HTTPFront) notifyLocked() {
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// RoundTrip sends one request to a backend of the current set, round-robin.
+// A backend that refuses the connection is skipped for the next one, as the
+// TCP Balancer does: nothing was sent yet, so any request may be retried.
+// With no backend it holds the request up to the grace for a set to appear.
+func (f *HTTPFront) RoundTrip(req *http.Request) (*http.Response, error) {
+	deadline := time.Now().Add(f.grace)
+	var lastErr error
+	for {
+		f.mu.Lock()
+		if f.closed {
+			f.mu.Unlock()
+			return nil, errors.New("the front is closing")
+		}
+		set, gen, start, changed := f.backends, f.gen, f.next, f.changed
+		f.next++
+		f.mu.Unlock()
+
+		if len(set) == 0 {
+			wait := time.Until(deadline)
+			if wait <= 0 {
+				return nil, errNoBackend
+			}
+			t := time.NewTimer(wait)
+			select {
+			case <-changed:
+			case <-t.C:
+			case <-req.Context().Done():
+				t.Stop()
+				return nil, req.Context().Err()
+			}
+			t.Stop()
+			continue
+		}
+		for i := range set {
+			addr := set[(start+uint64(i))%uint64(len(set))]
+			resp, err := f.send(req, addr, gen)
+			if err == nil {
+				return resp, nil
+			}
+			lastErr = err
+			// A refused dial sent nothing, but the transport has closed a
+			// request body: only bodiless requests go to the next backend.
+			if !refused(err) || req.Context().Err() != nil || (req.Body != nil && req.Body != http.NoBody) {
+				return nil, err
+			}
+		}
+		f.mu.Lock()
+		switched := f.gen != gen && !f.closed
+		f.mu.Unlock()
+		if !switched {
+			return nil, lastErr
+		}
+	}
+}
+
+// errSwitched makes RoundTrip try the new set when the set changed between
+// picking a backend and counting the request on it.
+var errSwitched = &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}
+
+// send runs req on addr, counting it as in flight until its response body
+// is closed (the proxy closes it once copied).
+func (f *HTTPFront) send(req *http.Request, addr string, gen uint64) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(req.Context())
+	key := new(int)
+	f.mu.Lock()
+	if f.closed || f.gen != gen {
+		f.mu.Unlock()
+		cancel()
+		return nil, errSwitched
+	}
+	f.active[addr]++
+	if f.cancels[addr] == nil {
+		f.cancels[addr] = map[*int]context.CancelFunc{}
+	}
+	f.cancels[addr][key] = cancel
+	f.mu.Unlock()
+	var once sync.Once
+	done := func() {
+		once.Do(func() {
+			cancel()
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			delete(f.cancels[addr], key)
+			if f.active[addr]--; f.active[addr] <= 0 {
+				delete(f.active, addr)
+				delete(f.cancels, addr)
+			}
+			f.notifyLocked()
+		})
+	}
+
+	out := req.Clone(ctx)
+	out.URL.Host = addr
+	resp, err := f.transport.RoundTrip(out)
+	if err != nil {
+		done()
+		return nil, err
+	}
+	resp.Body = &countedBody{ReadCloser: resp.Body, done: done}
+	return resp, nil
+}
+
+// countedBody ends a request's count when the proxy closes the body.
+type countedBody struct {
+	io.ReadCloser
+	done func()
+}
+
+func (b *countedBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.done()
+	return err
+}
+
+// refused says the backend could not be reached at all, so the request was
+// not sent and another backend may take it.
+func refused(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
