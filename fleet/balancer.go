@@ -37,7 +37,7 @@ type Balancer struct {
 	active   map[string]int
 	conns    map[net.Conn]struct{}
 	routes   map[net.Conn]string // client connection → the backend it was given
-	changed  chan struct{} // closed and replaced when backends or active counts change
+	changed  chan struct{}       // closed and replaced when backends or active counts change
 	closed   bool
 	wg       sync.WaitGroup
 }
