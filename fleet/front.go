@@ -2,7 +2,12 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"syscall"
 )
 
 // Front is what stands on a fleet's front port: the TCP Balancer, or the
@@ -77,4 +82,123 @@ func Cut(err error) int {
 		return Cut(e.Unwrap())
 	}
 	return 0
+}
+
+// listenFront listens on a front address, naming a taken port plainly.
+func listenFront(front string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", front)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("front port %s is already in use", front)
+		}
+		return nil, fmt.Errorf("listen on front port %s: %w", front, err)
+	}
+	return ln, nil
+}
+
+// backendSet is what both fronts keep: the backend set, swapped
+// atomically (gen tells a pick made before a switch), a round-robin
+// cursor, and what is in flight on each backend, so a drain can wait for
+// it. Its mutex also guards the fields of the front that embeds it.
+type backendSet struct {
+	mu       sync.Mutex
+	backends []string
+	gen      uint64 // bumped by SetBackends
+	next     uint64 // round-robin position
+	active   map[string]int
+	changed  chan struct{} // closed and replaced when backends or active counts change
+	closed   bool
+}
+
+func newBackendSet() backendSet {
+	return backendSet{active: map[string]int{}, changed: make(chan struct{})}
+}
+
+// SetBackends replaces the backend set. What is picked from now on comes
+// from the new set; what is in flight continues untouched.
+func (s *backendSet) SetBackends(addrs []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.backends = slices.Clone(addrs)
+	s.gen++
+	s.notifyLocked()
+}
+
+// Backends returns the current backend set.
+func (s *backendSet) Backends() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.backends)
+}
+
+// Active is the number of connections or requests in flight to addr.
+func (s *backendSet) Active(addr string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active[addr]
+}
+
+func (s *backendSet) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// pick is the set to try next, starting at the round-robin cursor.
+func (s *backendSet) pick() (set []string, gen, start uint64, changed <-chan struct{}, closed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	set, gen, start, changed, closed = s.backends, s.gen, s.next, s.changed, s.closed
+	s.next++
+	return
+}
+
+// acquire counts one more in flight on addr, unless the set changed since
+// gen or the front is closing.
+func (s *backendSet) acquire(addr string, gen uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.gen != gen {
+		return false
+	}
+	s.active[addr]++
+	return true
+}
+
+// switched says the set changed since gen (and the front is open).
+func (s *backendSet) switched(gen uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gen != gen && !s.closed
+}
+
+func (s *backendSet) release(addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active[addr]--; s.active[addr] <= 0 {
+		delete(s.active, addr)
+	}
+	s.notifyLocked()
+}
+
+// drain waits until nothing is in flight to addr, or ctx ends; then
+// cutLocked (called with the mutex held) cuts what is left, and the
+// returned *CutError counts it as what.
+func (s *backendSet) drain(ctx context.Context, addr, what string, cutLocked func()) error {
+	for {
+		s.mu.Lock()
+		n, ch := s.active[addr], s.changed
+		if n > 0 && ctx.Err() != nil {
+			cutLocked()
+			s.mu.Unlock()
+			return &CutError{Addr: addr, N: n, What: what, Err: ctx.Err()}
+		}
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+	}
 }

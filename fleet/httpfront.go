@@ -3,13 +3,11 @@ package fleet
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -27,14 +25,8 @@ type HTTPFront struct {
 	transport *http.Transport
 	grace     time.Duration
 
-	mu       sync.Mutex
-	backends []string
-	gen      uint64
-	next     uint64
-	active   map[string]int
-	cancels  map[string]map[*int]context.CancelFunc // in-flight requests per backend, to cut at a deadline
-	changed  chan struct{}
-	closed   bool
+	backendSet
+	cancels map[string]map[*int]context.CancelFunc // in-flight requests per backend, to cut at a deadline
 }
 
 var _ Front = (*HTTPFront)(nil)
@@ -46,12 +38,9 @@ func NewHTTPFront(front string) (*HTTPFront, error) {
 }
 
 func newHTTPFront(front string, grace, dialTimeout time.Duration) (*HTTPFront, error) {
-	ln, err := net.Listen("tcp", front)
+	ln, err := listenFront(front)
 	if err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return nil, fmt.Errorf("front port %s is already in use", front)
-		}
-		return nil, fmt.Errorf("listen on front port %s: %w", front, err)
+		return nil, err
 	}
 	f := &HTTPFront{
 		ln:    ln,
@@ -61,9 +50,8 @@ func newHTTPFront(front string, grace, dialTimeout time.Duration) (*HTTPFront, e
 			MaxIdleConnsPerHost: 64,
 			IdleConnTimeout:     30 * time.Second,
 		},
-		active:  map[string]int{},
-		cancels: map[string]map[*int]context.CancelFunc{},
-		changed: make(chan struct{}),
+		backendSet: newBackendSet(),
+		cancels:    map[string]map[*int]context.CancelFunc{},
 	}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -100,55 +88,17 @@ var errNoBackend = errors.New("no instance is serving")
 // Addr is the front address clients connect to.
 func (f *HTTPFront) Addr() string { return f.ln.Addr().String() }
 
-// SetBackends replaces the backend set: every request from now on goes to
-// the new set, including those on connections opened before.
-func (f *HTTPFront) SetBackends(addrs []string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.backends = slices.Clone(addrs)
-	f.gen++
-	f.notifyLocked()
-}
-
-// Backends returns the current backend set.
-func (f *HTTPFront) Backends() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.backends)
-}
-
-// Active is the number of requests in flight to addr.
-func (f *HTTPFront) Active(addr string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.active[addr]
-}
-
 // Drain waits until no request is in flight to addr (take it out of the set
 // first). When ctx ends first, the requests left are cancelled and counted
 // in a *CutError. Idle connections to addr are closed either way, so none
 // is reused after the instance stops.
 func (f *HTTPFront) Drain(ctx context.Context, addr string) error {
 	defer f.transport.CloseIdleConnections()
-	for {
-		f.mu.Lock()
-		n, ch := f.active[addr], f.changed
-		if n > 0 && ctx.Err() != nil {
-			for _, cancel := range f.cancels[addr] {
-				cancel()
-			}
-			f.mu.Unlock()
-			return &CutError{Addr: addr, N: n, What: "request", Err: ctx.Err()}
+	return f.drain(ctx, addr, "request", func() {
+		for _, cancel := range f.cancels[addr] {
+			cancel()
 		}
-		f.mu.Unlock()
-		if n == 0 {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-		}
-	}
+	})
 }
 
 // Close stops listening and closes every client and backend connection.
@@ -166,11 +116,6 @@ func (f *HTTPFront) Close() error {
 	return err
 }
 
-func (f *HTTPFront) notifyLocked() {
-	close(f.changed)
-	f.changed = make(chan struct{})
-}
-
 // RoundTrip sends one request to a backend of the current set, round-robin.
 // A backend that refuses the connection is skipped for the next one, as the
 // TCP Balancer does: nothing was sent yet, so any request may be retried.
@@ -179,14 +124,10 @@ func (f *HTTPFront) RoundTrip(req *http.Request) (*http.Response, error) {
 	deadline := time.Now().Add(f.grace)
 	var lastErr error
 	for {
-		f.mu.Lock()
-		if f.closed {
-			f.mu.Unlock()
+		set, gen, start, changed, closed := f.pick()
+		if closed {
 			return nil, errors.New("the front is closing")
 		}
-		set, gen, start, changed := f.backends, f.gen, f.next, f.changed
-		f.next++
-		f.mu.Unlock()
 
 		if len(set) == 0 {
 			wait := time.Until(deadline)
@@ -217,10 +158,7 @@ func (f *HTTPFront) RoundTrip(req *http.Request) (*http.Response, error) {
 				return nil, err
 			}
 		}
-		f.mu.Lock()
-		switched := f.gen != gen && !f.closed
-		f.mu.Unlock()
-		if !switched {
+		if !f.switched(gen) {
 			return nil, lastErr
 		}
 	}
@@ -235,13 +173,11 @@ var errSwitched = &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}
 func (f *HTTPFront) send(req *http.Request, addr string, gen uint64) (*http.Response, error) {
 	ctx, cancel := context.WithCancel(req.Context())
 	key := new(int)
-	f.mu.Lock()
-	if f.closed || f.gen != gen {
-		f.mu.Unlock()
+	if !f.acquire(addr, gen) {
 		cancel()
 		return nil, errSwitched
 	}
-	f.active[addr]++
+	f.mu.Lock()
 	if f.cancels[addr] == nil {
 		f.cancels[addr] = map[*int]context.CancelFunc{}
 	}
@@ -252,13 +188,12 @@ func (f *HTTPFront) send(req *http.Request, addr string, gen uint64) (*http.Resp
 		once.Do(func() {
 			cancel()
 			f.mu.Lock()
-			defer f.mu.Unlock()
 			delete(f.cancels[addr], key)
-			if f.active[addr]--; f.active[addr] <= 0 {
-				delete(f.active, addr)
+			if len(f.cancels[addr]) == 0 {
 				delete(f.cancels, addr)
 			}
-			f.notifyLocked()
+			f.mu.Unlock()
+			f.release(addr)
 		})
 	}
 
