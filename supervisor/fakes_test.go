@@ -154,6 +154,14 @@ func testSupervisor(t *testing.T, host *fakeHost, st State, count int) *Supervis
 	}
 	s := newSupervisor(t.Context(), dirs, spec, st, slog.New(slog.DiscardHandler))
 	s.launch = host
+	t.Cleanup(func() {
+		// Probes that are still finishing find no instance, so nothing
+		// writes the state while the folder is removed.
+		s.stop()
+		s.mu.Lock()
+		s.insts = map[string]member{}
+		s.mu.Unlock()
+	})
 	front, err := fleet.NewFront(fleet.FrontTCP, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

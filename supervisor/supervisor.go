@@ -477,15 +477,31 @@ func (s *Supervisor) replaceDead(ctx context.Context) {
 	go func() {
 		insts, err := s.launch.Launch(ctx, version, missing)
 		s.mu.Lock()
-		defer s.mu.Unlock()
-		s.replacing -= missing
 		if err != nil {
+			s.replacing -= missing
+			s.mu.Unlock()
 			s.log.Error("replace instances", "err", err)
 			return
 		}
 		for _, in := range insts {
 			s.addLocked(ctx, in)
-			s.serving = append(s.serving, in.ID())
+		}
+		s.mu.Unlock()
+		// Traffic only once it answers: a guest still booting would take
+		// connections (QEMU accepts them) and reset them.
+		if err := fleet.WaitHealthy(ctx, s.check, asInstances(insts)); err != nil {
+			s.log.Warn("replacement not healthy", "err", err)
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.replacing -= missing
+		if s.rolling {
+			return // the rollout owns the serving set; it stops what it did not take
+		}
+		for _, in := range insts {
+			if _, ok := s.insts[in.ID()]; ok {
+				s.serving = append(s.serving, in.ID())
+			}
 		}
 		s.applyLocked()
 	}()
