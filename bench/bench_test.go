@@ -408,7 +408,7 @@ func (b *bencher) micro() {
 	if err != nil {
 		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
-	cmd := exec.Command(goBin, "test", "-run", "^$", "-bench", "^(BenchmarkWriteISO|BenchmarkLoadHello|BenchmarkBalancerHandoff)$",
+	cmd := exec.Command(goBin, "test", "-run", "^$", "-bench", "^(BenchmarkWriteISO|BenchmarkLoadHello|BenchmarkBalancerHandoff|BenchmarkHTTPFrontRequest)$",
 		"-benchmem", "-count", strconv.Itoa(b.s.runs), "./cloudinit", "./template", "./fleet")
 	cmd.Dir = b.repo
 	out, err := cmd.CombinedOutput()
@@ -421,6 +421,7 @@ func (b *bencher) micro() {
 		{"BenchmarkWriteISO", "seed ISO generation (cloudinit.WriteISO: user-data merge, YAML, ISO 9660)"},
 		{"BenchmarkLoadHello", "template decoding (template.Load of examples/hello, digest included)"},
 		{"BenchmarkBalancerHandoff", "load balancer hand-off (fleet.Balancer: accept, dial backend, proxy 31 B both ways, close)"},
+		{"BenchmarkHTTPFrontRequest", "HTTP front, one request on a kept-alive connection (fleet.HTTPFront: parse, pick, pooled backend connection, copy back)"},
 	} {
 		var ns []float64
 		var bytesOp, allocs float64
