@@ -152,9 +152,7 @@ func (f *HTTPFront) RoundTrip(req *http.Request) (*http.Response, error) {
 				return resp, nil
 			}
 			lastErr = err
-			// A refused dial sent nothing, but the transport has closed a
-			// request body: only bodiless requests go to the next backend.
-			if !refused(err) || req.Context().Err() != nil || (req.Body != nil && req.Body != http.NoBody) {
+			if !retryable(req, err) {
 				return nil, err
 			}
 		}
@@ -220,9 +218,19 @@ func (b *countedBody) Close() error {
 	return err
 }
 
-// refused says the backend could not be reached at all, so the request was
-// not sent and another backend may take it.
-func refused(err error) bool {
+// retryable says the next backend may take req after err: the backend
+// could not be reached (nothing was sent), or, for an idempotent request,
+// it dropped the connection without answering — as a guest still booting
+// does when QEMU accepts a connection for it. The transport has closed a
+// request body by then, so only bodiless requests go to another backend.
+func retryable(req *http.Request, err error) bool {
+	if req.Context().Err() != nil || (req.Body != nil && req.Body != http.NoBody) {
+		return false
+	}
 	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	idempotent := req.Method == http.MethodGet || req.Method == http.MethodHead || req.Method == http.MethodOptions
+	return idempotent && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF))
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
@@ -178,5 +179,53 @@ func TestHTTPFrontFailoverAndGrace(t *testing.T) {
 	short := newTestHTTPFront(t, 50*time.Millisecond)
 	if _, _, err := fetch(t, client, short, "/"); err == nil || !strings.Contains(err.Error(), "HTTP 503") {
 		t.Errorf("with no backend after the grace: %v, want HTTP 503", err)
+	}
+}
+
+// resetServer accepts connections and drops them unanswered, as QEMU does
+// for a guest whose service is not up yet.
+func resetServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.(*net.TCPConn).SetLinger(0) // a reset, not a clean close
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestHTTPFrontRetriesDroppedGets(t *testing.T) {
+	f := newTestHTTPFront(t, time.Second)
+	live := webServer(t, "live", nil)
+	f.SetBackends([]string{resetServer(t), live})
+	client := &http.Client{Timeout: 5 * time.Second}
+	for i := range 4 {
+		if body, _, err := fetch(t, client, f, "/"); err != nil || !strings.HasPrefix(body, "live ") {
+			t.Fatalf("GET %d with a backend that drops connections: %q %v", i, body, err)
+		}
+	}
+	// A request with a body may have been acted on: it is not sent again.
+	failed := 0
+	for range 4 {
+		resp, err := client.Post("http://"+f.Addr()+"/", "text/plain", strings.NewReader("order 1"))
+		if err == nil {
+			if resp.StatusCode != 200 {
+				failed++
+			}
+			resp.Body.Close()
+		}
+	}
+	if failed == 0 {
+		t.Error("no POST reached the dropping backend; the round-robin should have sent one there")
 	}
 }

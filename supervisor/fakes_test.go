@@ -20,6 +20,7 @@ type fakeVM struct {
 	pid         int
 	pidStart    string
 	healthy     bool // its exec check passes
+	host        *fakeHost
 
 	once sync.Once
 	done chan struct{}
@@ -30,7 +31,16 @@ func (f *fakeVM) Version() string           { return f.version }
 func (f *fakeVM) Addr(guestPort int) string { return fmt.Sprintf("127.0.0.1:%d", 20000+f.pid) }
 func (f *fakeVM) Done() <-chan struct{}     { return f.done }
 func (f *fakeVM) kill()                     { f.once.Do(func() { close(f.done) }) }
-func (f *fakeVM) remove() error             { f.kill(); return nil }
+func (f *fakeVM) remove() error {
+	f.kill()
+	f.host.mu.Lock()
+	defer f.host.mu.Unlock()
+	if _, ok := f.host.vms[f.id]; ok {
+		delete(f.host.vms, f.id)
+		f.host.reaped = append(f.host.reaped, f.id)
+	}
+	return nil
+}
 func (f *fakeVM) Exec(ctx context.Context, cmd string) (int, error) {
 	if f.healthy {
 		return 0, nil
@@ -50,20 +60,23 @@ type fakeHost struct {
 	next     int
 	vms      map[string]*fakeVM // running, by id
 	qmpGone  map[string]bool    // QEMU runs but its monitor does not answer
+	sshGone  map[string]bool    // its guest does not answer SSH (or not with its pinned key)
 	launched []string
 	stopped  []string
 	reaped   []string
+
+	onReconnect func(id string) // sees each Reconnect first
 }
 
 func newFakeHost() *fakeHost {
-	return &fakeHost{vms: map[string]*fakeVM{}, qmpGone: map[string]bool{}}
+	return &fakeHost{vms: map[string]*fakeVM{}, qmpGone: map[string]bool{}, sshGone: map[string]bool{}}
 }
 
 // boot starts a VM outside any supervisor, as the crashed one did.
 func (h *fakeHost) boot(version string) *fakeVM {
 	h.next++
 	v := &fakeVM{id: fmt.Sprintf("web-%d", h.next), version: version, pid: 1000 + h.next,
-		pidStart: fmt.Sprint(h.next * 7), healthy: true, done: make(chan struct{})}
+		pidStart: fmt.Sprint(h.next * 7), healthy: true, host: h, done: make(chan struct{})}
 	h.vms[v.id] = v
 	return v
 }
@@ -106,6 +119,18 @@ func (h *fakeHost) Adopt(ctx context.Context, rec InstanceRecord) (member, error
 		return nil, errors.New("QMP: connection refused")
 	}
 	return v, nil
+}
+
+func (h *fakeHost) Reconnect(ctx context.Context, m member) error {
+	if h.onReconnect != nil {
+		h.onReconnect(m.ID())
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.sshGone[m.ID()] {
+		return errors.New("ssh: host key mismatch")
+	}
+	return nil
 }
 
 func (h *fakeHost) Reap(keep map[string]bool) {
@@ -171,11 +196,14 @@ func testSupervisor(t *testing.T, host *fakeHost, st State, count int) *Supervis
 	return s
 }
 
-// recordAll is what the crashed supervisor last saved of the VMs.
+// recordAll is what the crashed supervisor last saved of the VMs: all
+// healthy and serving.
 func recordAll(vms ...*fakeVM) []InstanceRecord {
 	var out []InstanceRecord
 	for _, v := range vms {
-		out = append(out, v.record(nil))
+		rec := v.record(nil)
+		rec.Health, rec.Serving = string(fleet.Healthy), true
+		out = append(out, rec)
 	}
 	return out
 }

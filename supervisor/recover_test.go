@@ -3,6 +3,7 @@ package supervisor
 import (
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/kiln-dev/kiln/fleet"
@@ -67,6 +68,16 @@ func TestRecoverAdopts(t *testing.T) {
 			},
 			serving: []string{"web-2", "web-3"}, launched: []string{"web-3"}, reaped: []string{"web-1"},
 			replaced: "web-1: QMP",
+		},
+		{
+			name: "SSH not answering with its pinned key: replaced",
+			setup: func(h *fakeHost) world {
+				a, b := h.boot(v1), h.boot(v1)
+				h.sshGone[b.id] = true
+				return world{recorded: []*fakeVM{a, b}}
+			},
+			serving: []string{"web-1", "web-3"}, launched: []string{"web-3"}, reaped: []string{"web-2"},
+			replaced: "web-2: SSH: ssh: host key mismatch",
 		},
 		{
 			name: "failing its checks: replaced",
@@ -218,5 +229,32 @@ func TestBeginFirstStart(t *testing.T) {
 	}
 	if s.state.Stable != "hello:1.0.0" {
 		t.Errorf("stable %q", s.state.Stable)
+	}
+}
+
+// Instances that were healthy and serving go back behind the front before
+// the slower SSH reconnect and checks; one recorded as still starting
+// waits for them.
+func TestRecoverServesBeforeReconnect(t *testing.T) {
+	host := newFakeHost()
+	a, b := host.boot("hello:1.0.0"), host.boot("hello:1.0.0")
+	recs := recordAll(a, b)
+	recs[1].Health, recs[1].Serving = string(fleet.Unknown), false // a replacement, still booting
+	s := testSupervisor(t, host, State{Stable: "hello:1.0.0", Supervisor: 4242, Instances: recs}, 2)
+	var mu sync.Mutex
+	seen := map[string][]string{}
+	host.onReconnect = func(id string) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[id] = s.balancers[80].Backends()
+	}
+	if err := s.recover(t.Context(), s.begin()); err != nil {
+		t.Fatal(err)
+	}
+	if got := seen["web-1"]; !slices.Contains(got, a.Addr(80)) || slices.Contains(got, b.Addr(80)) {
+		t.Errorf("while reconnecting, the front served %v; want web-1 (%s) and not the unproven web-2", got, a.Addr(80))
+	}
+	if got := sortedStrings(s.balancers[80].Backends()); !slices.Equal(got, sortedStrings([]string{a.Addr(80), b.Addr(80)})) {
+		t.Errorf("after recovery the front serves %v, want both", got)
 	}
 }

@@ -183,57 +183,32 @@ func (s *Supervisor) begin() []InstanceRecord {
 	return prev
 }
 
-// adoptTimeout bounds taking over one recorded instance, its first health
-// checks included.
+// adoptTimeout bounds taking over one recorded instance, its SSH
+// connection and first health checks included.
 const adoptTimeout = 2 * time.Minute
 
 // recover brings the fleet to its stable version with as little disturbance
 // as possible. The instances a previous supervisor left running are
-// adopted when they are the very QEMU processes recorded and pass their
-// checks; only the others are replaced. An interrupted rollout is settled
-// first (see finishInterruptedLocked); adopted instances of the version it
-// settles on serve again at once, the rest are stopped, and whatever is
-// missing is launched, checked, and only then given traffic.
+// adopted when they are the very QEMU processes recorded and answer QMP;
+// only the others are replaced. An interrupted rollout is settled first
+// (see finishInterruptedLocked). Adopted instances of the version it
+// settles on that were serving and healthy when last recorded go back
+// behind the front at once, so the front's gap is the restart and a QMP
+// handshake; then each is reconnected over SSH (its pinned host key
+// verified) and must pass its checks, or it is taken out and replaced.
+// Adopted instances of another version stop, and whatever is missing is
+// launched, checked, and only then given traffic.
 func (s *Supervisor) recover(ctx context.Context, prev []InstanceRecord) error {
-	type adoption struct {
-		m   member
-		err error
+	recs := map[string]InstanceRecord{}
+	for _, rec := range prev {
+		recs[rec.ID] = rec
 	}
-	results := make([]adoption, len(prev))
-	var wg sync.WaitGroup
-	for i, rec := range prev {
-		wg.Go(func() {
-			actx, cancel := context.WithTimeout(ctx, adoptTimeout)
-			defer cancel()
-			m, err := s.launch.Adopt(actx, rec)
-			if err == nil {
-				if err = fleet.WaitHealthy(actx, s.check, []fleet.Instance{m}); err != nil {
-					err = fmt.Errorf("its checks fail: %w", err)
-					m.remove()
-				}
-			}
-			results[i] = adoption{m, err}
-		})
-	}
-	wg.Wait()
+	adopted, replaced := s.adoptAll(ctx, prev)
 	if err := ctx.Err(); err != nil {
-		for _, r := range results {
-			if r.m != nil && r.err == nil {
-				r.m.remove()
-			}
+		for _, m := range adopted {
+			m.remove()
 		}
 		return err
-	}
-	adopted := map[string]member{}
-	var replaced []string
-	for i, r := range results {
-		if r.err != nil {
-			s.log.Warn("not adopting an instance", "instance", prev[i].ID, "reason", r.err)
-			replaced = append(replaced, fmt.Sprintf("%s: %v", prev[i].ID, r.err))
-			continue
-		}
-		adopted[r.m.ID()] = r.m
-		s.log.Info("adopted an instance", "instance", r.m.ID(), "version", r.m.Version(), "pid", prev[i].Pid)
 	}
 	keep := map[string]bool{}
 	for id := range adopted {
@@ -260,22 +235,68 @@ func (s *Supervisor) recover(ctx context.Context, prev []InstanceRecord) error {
 		}
 	}
 	for _, m := range serve {
-		s.addLocked(ctx, m)
-		s.health[m.ID()] = fleet.Status{Instance: m.ID(), State: fleet.Healthy, LastDetail: "adopted"}
-		s.serving = append(s.serving, m.ID())
+		rec := recs[m.ID()]
+		s.insts[m.ID()] = m
+		s.health[m.ID()] = fleet.Status{Instance: m.ID(), State: fleet.Unknown, LastDetail: "adopted; checking"}
+		if rec.Serving && rec.Health == string(fleet.Healthy) {
+			s.health[m.ID()] = fleet.Status{Instance: m.ID(), State: fleet.Healthy, LastDetail: "adopted; re-checking"}
+			s.serving = append(s.serving, m.ID())
+		}
 	}
 	for _, m := range extra {
 		s.insts[m.ID()] = m // listed while it stops
 	}
 	s.applyLocked()
 	if lr := s.state.LastRestart; lr != nil {
-		lr.Adopted = idsOf(serve)
-		lr.Replaced = replaced
 		lr.Rollout = settled
 		lr.Completed = time.Now().UTC()
 	}
 	s.saveLocked()
 	s.mu.Unlock()
+
+	// The same checks as for a new instance: SSH with the pinned host key,
+	// then the fleet's health check.
+	failed := make([]error, len(serve))
+	var wg sync.WaitGroup
+	for i, m := range serve {
+		wg.Go(func() {
+			vctx, cancel := context.WithTimeout(ctx, adoptTimeout)
+			defer cancel()
+			if err := s.launch.Reconnect(vctx, m); err != nil {
+				failed[i] = fmt.Errorf("SSH: %w", err)
+			} else if err := fleet.WaitHealthy(vctx, s.check, []fleet.Instance{m}); err != nil {
+				failed[i] = fmt.Errorf("its checks fail: %w", err)
+			}
+		})
+	}
+	wg.Wait()
+	var kept []member
+	s.mu.Lock()
+	for i, m := range serve {
+		if failed[i] != nil {
+			s.log.Warn("not adopting an instance", "instance", m.ID(), "reason", failed[i])
+			replaced = append(replaced, fmt.Sprintf("%s: %v", m.ID(), failed[i]))
+			s.removeLocked(m.ID())
+			m.remove()
+			continue
+		}
+		kept = append(kept, m)
+		s.watchLocked(ctx, m)
+		if !slices.Contains(s.serving, m.ID()) {
+			s.serving = append(s.serving, m.ID())
+		}
+		s.log.Info("adopted an instance", "instance", m.ID(), "version", m.Version(), "pid", recs[m.ID()].Pid)
+	}
+	s.applyLocked()
+	if lr := s.state.LastRestart; lr != nil {
+		lr.Adopted = idsOf(kept)
+		lr.Replaced = replaced
+	}
+	s.saveLocked()
+	s.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 
 	// Adopted instances of another version (a settled rollout's green, or
 	// blue that had drained) go; the front no longer sends them anything.
@@ -290,7 +311,7 @@ func (s *Supervisor) recover(ctx context.Context, prev []InstanceRecord) error {
 	s.recordLocked()
 	s.mu.Unlock()
 
-	missing := s.spec.Count - len(serve)
+	missing := s.spec.Count - len(kept)
 	if missing <= 0 {
 		return nil
 	}
@@ -311,6 +332,36 @@ func (s *Supervisor) recover(ctx context.Context, prev []InstanceRecord) error {
 	s.applyLocked()
 	s.mu.Unlock()
 	return nil
+}
+
+// adoptAll takes over the recorded instances in parallel; replaced says
+// why each one that could not be was not.
+func (s *Supervisor) adoptAll(ctx context.Context, prev []InstanceRecord) (adopted map[string]member, replaced []string) {
+	type adoption struct {
+		m   member
+		err error
+	}
+	results := make([]adoption, len(prev))
+	var wg sync.WaitGroup
+	for i, rec := range prev {
+		wg.Go(func() {
+			actx, cancel := context.WithTimeout(ctx, adoptTimeout)
+			defer cancel()
+			m, err := s.launch.Adopt(actx, rec)
+			results[i] = adoption{m, err}
+		})
+	}
+	wg.Wait()
+	adopted = map[string]member{}
+	for i, r := range results {
+		if r.err != nil {
+			s.log.Warn("not adopting an instance", "instance", prev[i].ID, "reason", r.err)
+			replaced = append(replaced, fmt.Sprintf("%s: %v", prev[i].ID, r.err))
+			continue
+		}
+		adopted[r.m.ID()] = r.m
+	}
+	return adopted, replaced
 }
 
 func stopAll(ctx context.Context, l machines, ms []member) {
@@ -359,10 +410,15 @@ func (s *Supervisor) promoteLocked(version string) {
 	}
 }
 
-// addLocked starts watching a new instance's health.
+// addLocked registers a new instance and starts watching its health.
 func (s *Supervisor) addLocked(ctx context.Context, in member) {
 	s.insts[in.ID()] = in
 	s.health[in.ID()] = fleet.Status{Instance: in.ID(), State: fleet.Unknown}
+	s.watchLocked(ctx, in)
+}
+
+// watchLocked starts the health prober of a registered instance.
+func (s *Supervisor) watchLocked(ctx context.Context, in member) {
 	p := fleet.NewProber(s.check, in)
 	go p.Run(ctx, func(st fleet.Status) {
 		s.mu.Lock()

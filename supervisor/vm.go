@@ -15,6 +15,7 @@ import (
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/instance"
+	"github.com/kiln-dev/kiln/provision"
 	"github.com/kiln-dev/kiln/qemu"
 	"github.com/kiln-dev/kiln/workdir"
 )
@@ -39,8 +40,12 @@ type machines interface {
 	// Stop powers an instance off and removes it; a gone one is no error.
 	Stop(ctx context.Context, m member) error
 	// Adopt re-attaches to an instance a previous supervisor recorded, or
-	// says why it cannot: gone, its pid reused, QMP or SSH not answering.
+	// says why it cannot: gone, its pid reused, QMP not answering. It is
+	// quick; Reconnect, which may take a while, comes after.
 	Adopt(ctx context.Context, rec InstanceRecord) (member, error)
+	// Reconnect opens an adopted instance's SSH connection, verifying the
+	// host key pinned at its first boot.
+	Reconnect(ctx context.Context, m member) error
 	// Reap stops and removes every instance on disk but the kept ones:
 	// those a previous supervisor left and that were not adopted.
 	Reap(keep map[string]bool)
@@ -68,6 +73,9 @@ func (v *vm) Addr(guestPort int) string {
 }
 
 func (v *vm) Exec(ctx context.Context, cmd string) (int, error) {
+	if v.inst.SSH == nil { // adopted, not reconnected yet
+		return -1, errors.New("no SSH connection yet")
+	}
 	return v.inst.SSH.Run(ctx, cmd, nil, nil, nil)
 }
 
@@ -186,9 +194,8 @@ func (l *launcher) Stop(ctx context.Context, m member) error {
 }
 
 // Adopt takes over an instance a previous supervisor started: its QEMU
-// must be the very process recorded (pid and start time), answer QMP as
-// running, and its guest must answer SSH with the host key pinned at its
-// first boot. Whatever fails, the instance is left for Reap.
+// must be the very process recorded (pid and start time) and answer QMP as
+// running. Whatever fails, the instance is left for Reap.
 func (l *launcher) Adopt(ctx context.Context, rec InstanceRecord) (member, error) {
 	if rec.Pid <= 0 || rec.PidStart == "" {
 		return nil, errors.New("no QEMU process was recorded")
@@ -203,14 +210,8 @@ func (l *launcher) Adopt(ctx context.Context, rec InstanceRecord) (member, error
 	for g, h := range rec.Ports {
 		ports[g] = h
 	}
-	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	m, err := qemu.Attach(actx, rec.Dir, rec.Pid, ports, "")
+	m, err := qemu.Attach(ctx, rec.Dir, rec.Pid, ports, "")
 	if err != nil {
-		return nil, err
-	}
-	fail := func(err error) (member, error) {
-		m.Kill()
 		return nil, err
 	}
 	// The pidfd now pins the process: checking the start time again rules
@@ -218,17 +219,41 @@ func (l *launcher) Adopt(ctx context.Context, rec InstanceRecord) (member, error
 	if start, err := workdir.ProcessStart(rec.Pid); err != nil || start != rec.PidStart {
 		return nil, fmt.Errorf("pid %d is no longer its QEMU (another process has it)", rec.Pid)
 	}
-	if st, err := m.Status(actx); err != nil {
-		return fail(fmt.Errorf("QMP: %w", err))
+	if st, err := m.Status(ctx); err != nil {
+		m.Kill()
+		return nil, fmt.Errorf("QMP: %w", err)
 	} else if st != "running" {
-		return fail(fmt.Errorf("QEMU reports the guest %s", st))
+		m.Kill()
+		return nil, fmt.Errorf("QEMU reports the guest %s", st)
 	}
-	ssh, err := instance.Connect(actx, rec.Dir, rec.SSHPort)
-	if err != nil {
-		return fail(fmt.Errorf("SSH: %w", err))
-	}
-	inst := &instance.Instance{VM: m, SSH: ssh, Dir: rec.Dir, Overlay: filepath.Join(rec.Dir, "disk.qcow2")}
+	inst := &instance.Instance{VM: m, Dir: rec.Dir, Overlay: filepath.Join(rec.Dir, "disk.qcow2")}
 	return &vm{id: rec.ID, version: rec.Version, inst: inst, started: rec.Started, pidStart: rec.PidStart}, nil
+}
+
+// Reconnect opens SSH to an adopted guest, retrying while a loaded guest is
+// slow to answer; a host key that is not the pinned one fails at once.
+func (l *launcher) Reconnect(ctx context.Context, m member) error {
+	v, ok := m.(*vm)
+	if !ok {
+		return fmt.Errorf("instance %s is not a VM", m.ID())
+	}
+	for {
+		c, err := instance.Connect(ctx, v.inst.Dir, v.inst.VM.HostPort(22))
+		if err == nil {
+			v.inst.SSH = c
+			return nil
+		}
+		if errors.Is(err, provision.ErrHostKeyMismatch) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-v.Done():
+			return errors.New("its QEMU exited")
+		case <-time.After(2 * time.Second):
+		}
+	}
 }
 
 // Reap stops what a previous supervisor left that was not adopted.
