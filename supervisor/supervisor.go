@@ -74,10 +74,9 @@ func Run(ctx context.Context, data string, name string, accel qemu.Accel, log *s
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	s := newSupervisor(ctx, dirs, spec, st, log)
-	s.store = store
+	defer s.stop()
+	ctx = s.ctx // ends on SIGTERM or when the CLI asks the fleet down
 	l := &launcher{spec: spec, dirs: dirs, store: store, accel: accel, life: ctx,
 		log:    func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) },
 		nextID: s.nextID}
