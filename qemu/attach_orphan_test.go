@@ -35,6 +35,12 @@ func TestAttachOrphan(t *testing.T) {
 	if pid == 0 {
 		t.Fatal("QEMU wrote no pid file")
 	}
+	for i := 0; i < 200; i++ { // the pid file comes before the QMP socket
+		if _, err := os.Stat(filepath.Join(c.Dir, qmpSocketName)); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	t.Cleanup(func() { exec.Command("kill", "-9", strconv.Itoa(pid)).Run() })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
