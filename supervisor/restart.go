@@ -95,12 +95,15 @@ func SystemdRunArgv(name, self, logPath string, env []string) []string {
 }
 
 // RunnerEnv picks what of environ a supervisor started elsewhere (by
-// systemd) needs to find the same folders and tools as this command.
+// systemd) needs to find the same folders and tools as this command. A
+// restart reason is left out: the unit keeps its environment for every
+// restart, where it would be stale.
 func RunnerEnv(environ []string) []string {
 	var out []string
 	for _, e := range environ {
 		k, _, _ := strings.Cut(e, "=")
 		switch {
+		case k == RestartReasonEnv:
 		case k == "PATH", k == "HOME", strings.HasPrefix(k, "XDG_"), strings.HasPrefix(k, "KILN_"):
 			out = append(out, e)
 		}

@@ -43,7 +43,7 @@ func TestSystemdUser(t *testing.T) {
 
 func TestSystemdRunArgv(t *testing.T) {
 	argv := SystemdRunArgv("web", "/usr/local/bin/kiln", "/data/fleets/web/supervisor.log",
-		RunnerEnv([]string{"PATH=/usr/bin", "KILN_HOME=/k", "XDG_DATA_HOME=/d", "SSH_AUTH_SOCK=/tmp/agent", "TERM=xterm"}))
+		RunnerEnv([]string{"PATH=/usr/bin", "KILN_HOME=/k", "XDG_DATA_HOME=/d", "SSH_AUTH_SOCK=/tmp/agent", "TERM=xterm", RestartReasonEnv + "=by hand"}))
 	got := strings.Join(argv, " ")
 	for _, want := range []string{
 		"systemd-run --user --unit kiln-fleet-web ",
@@ -55,7 +55,7 @@ func TestSystemdRunArgv(t *testing.T) {
 			t.Errorf("argv lacks %q:\n%s", want, got)
 		}
 	}
-	if strings.Contains(got, "SSH_AUTH_SOCK") || strings.Contains(got, "TERM=") {
+	if strings.Contains(got, "SSH_AUTH_SOCK") || strings.Contains(got, "TERM=") || strings.Contains(got, RestartReasonEnv) {
 		t.Errorf("argv passes environment the supervisor does not need:\n%s", got)
 	}
 	if tail := argv[len(argv)-5:]; !slices.Equal(tail, []string{"--", "/usr/local/bin/kiln", "fleet", "supervise", "web"}) {
