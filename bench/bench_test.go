@@ -412,7 +412,7 @@ func (b *bencher) micro() {
 	if err != nil {
 		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
-	cmd := exec.Command(goBin, "test", "-run", "^$", "-bench", "^(BenchmarkWriteISO|BenchmarkLoadHello|BenchmarkBalancerHandoff)$",
+	cmd := exec.Command(goBin, "test", "-run", "^$", "-bench", "^(BenchmarkWriteISO|BenchmarkLoadHello|BenchmarkBalancerHandoff|BenchmarkHTTPFrontRequest)$",
 		"-benchmem", "-count", strconv.Itoa(b.s.runs), "./cloudinit", "./template", "./fleet")
 	cmd.Dir = b.repo
 	out, err := cmd.CombinedOutput()
@@ -425,6 +425,7 @@ func (b *bencher) micro() {
 		{"BenchmarkWriteISO", "seed ISO generation (cloudinit.WriteISO: user-data merge, YAML, ISO 9660)"},
 		{"BenchmarkLoadHello", "template decoding (template.Load of examples/hello, digest included)"},
 		{"BenchmarkBalancerHandoff", "load balancer hand-off (fleet.Balancer: accept, dial backend, proxy 31 B both ways, close)"},
+		{"BenchmarkHTTPFrontRequest", "HTTP front, one request on a kept-alive connection (fleet.HTTPFront: parse, pick, pooled backend connection, copy back)"},
 	} {
 		var ns []float64
 		var bytesOp, allocs float64
@@ -947,6 +948,16 @@ func (b *bencher) fleets() {
 	b.add("longest request during the switch", Duration, ro.switchMax, "requests overlapping the switching phase ± 1 s; one sample per rollout")
 	b.add("longest request during the whole rollout", Duration, ro.wholeMax, "it started in: "+strings.Join(ro.wholeMaxPhase, ", "))
 	b.add("failed requests during the rollout", Count, ro.failures, fmt.Sprintf("of %s requests (median); 10 s client timeout", number(Median(ro.requests))))
+	b.add(fmt.Sprintf("keep-alive (%d connections): longest request during the rollout", keepAliveConns), Duration, ro.kaLongest,
+		"the same rollout, persistent connections, 100 ms between requests on each")
+	b.add(fmt.Sprintf("keep-alive (%d connections): failed requests during the rollout", keepAliveConns), Count, ro.kaFailures,
+		fmt.Sprintf("of %s requests (median)", number(Median(ro.kaRequests))))
+
+	b.r.Section(fmt.Sprintf("Supervisor killed (N=%d, kill -9, restarted by kiln's monitor)", b.s.rolloutSize))
+	b.add("gap: supervisor killed → first successful request", Duration, ro.gap, "GETs every 20 ms on new connections; restart delay 1 s plus adoption")
+	b.add("failed requests during the gap (one connection per request)", Count, ro.gapFailures, "")
+	b.add(fmt.Sprintf("failed requests during the gap (keep-alive, %d connections)", keepAliveConns), Count, ro.gapKAFailures, "")
+	b.add("instances rebooted by the restart", Count, ro.rebooted, "QEMU pids changed; 0 = every instance adopted")
 }
 
 // allocated is a file's allocated size (blocks × 512).
@@ -981,6 +992,21 @@ type fleetRun struct {
 type rolloutStats struct {
 	steady, total, switchMax, wholeMax, failures, requests []float64
 	wholeMaxPhase                                          []string // the phase each longest request started in
+	kaLongest, kaFailures, kaRequests                      []float64
+	// After kill -9 of the supervisor: until the front served again, the
+	// failed requests meanwhile, and instances whose QEMU pid changed.
+	gap, gapFailures, gapKAFailures, rebooted []float64
+}
+
+// longestAndFailed is the longest request and the number that failed.
+func longestAndFailed(reqs []request) (longest time.Duration, failed int) {
+	for _, r := range reqs {
+		longest = max(longest, r.end.Sub(r.start))
+		if r.err != nil {
+			failed++
+		}
+	}
+	return longest, failed
 }
 
 func freePort() (int, error) {
@@ -1095,6 +1121,8 @@ func (b *bencher) fleetOnce(name string, n int, rollout bool, ro *rolloutStats) 
 	if rollout {
 		if err := b.rollout(name, port, client, ro); err != nil {
 			b.fail("rollout", err)
+		} else if err := b.killSupervisor(port, client, ro); err != nil {
+			b.fail("supervisor kill", err)
 		}
 	}
 
@@ -1128,6 +1156,35 @@ type request struct {
 // between, until ctx ends.
 func hammer(ctx context.Context, url string, max int) []request {
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	return hammerWith(ctx, client, url, max, 20*time.Millisecond)
+}
+
+// keepAliveConns is how many persistent connections the keep-alive client
+// holds, as a browser or an HTTP client library's pool does.
+const keepAliveConns = 16
+
+// keepAliveHammer runs keepAliveConns clients on one pool of as many
+// persistent connections, each GETting url with 100 ms between, until ctx
+// ends. The requests come back in one list.
+func keepAliveHammer(ctx context.Context, url string) []request {
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		MaxConnsPerHost: keepAliveConns, MaxIdleConnsPerHost: keepAliveConns}}
+	var mu sync.Mutex
+	var all []request
+	var wg sync.WaitGroup
+	for range keepAliveConns {
+		wg.Go(func() {
+			reqs := hammerWith(ctx, client, url, 0, 100*time.Millisecond)
+			mu.Lock()
+			all = append(all, reqs...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return all
+}
+
+func hammerWith(ctx context.Context, client *http.Client, url string, max int, pause time.Duration) []request {
 	var out []request
 	for i := 0; ctx.Err() == nil && (max == 0 || i < max); i++ {
 		r := request{start: time.Now()}
@@ -1143,7 +1200,7 @@ func hammer(ctx context.Context, url string, max int) []request {
 		out = append(out, r)
 		select {
 		case <-ctx.Done():
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(pause):
 		}
 	}
 	return out
@@ -1160,15 +1217,22 @@ func (b *bencher) rollout(name string, port int, client *supervisor.Client, ro *
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan []request, 1)
+	kaDone := make(chan []request, 1)
 	go func() { done <- hammer(ctx, url, 0) }()
+	go func() { kaDone <- keepAliveHammer(ctx, url) }()
 	res, err := b.kilnRun(20*time.Minute, nil, "rollout", name, "--to", "hello:1.1.0", "--bake", "5s", "--drain", "2s")
 	// A moment more, so requests right after the rollout count too.
 	time.Sleep(time.Second)
 	cancel()
-	reqs := <-done
+	reqs, kaReqs := <-done, <-kaDone
 	if err != nil {
 		return err
 	}
+	kaLongest, kaFailed := longestAndFailed(kaReqs)
+	ro.kaLongest = append(ro.kaLongest, kaLongest.Seconds())
+	ro.kaFailures = append(ro.kaFailures, float64(kaFailed))
+	ro.kaRequests = append(ro.kaRequests, float64(len(kaReqs)))
+	b.t.Logf("rollout, keep-alive client: %d requests, %d failed, longest %s", len(kaReqs), kaFailed, kaLongest)
 	st, err := client.Status()
 	if err != nil {
 		return err
@@ -1237,3 +1301,82 @@ func method(s settings) string {
 
 //go:embed method.md
 var methodText string
+
+// killSupervisor kills the fleet's supervisor with SIGKILL while both
+// clients run and measures the gap until the front port serves again,
+// with nobody running a command: kiln's monitor restarts the supervisor,
+// which adopts the instances.
+func (b *bencher) killSupervisor(port int, client *supervisor.Client, ro *rolloutStats) error {
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	before, err := client.Status()
+	if err != nil {
+		return err
+	}
+	pids := map[string]int{}
+	for _, in := range before.Instances {
+		pids[in.ID] = in.Pid
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done, kaDone := make(chan []request, 1), make(chan []request, 1)
+	go func() { done <- hammer(ctx, url, 0) }()
+	go func() { kaDone <- keepAliveHammer(ctx, url) }()
+	time.Sleep(2 * time.Second) // both clients in their stride
+	killed := time.Now()
+	if err := syscall.Kill(before.Supervisor, syscall.SIGKILL); err != nil {
+		cancel()
+		<-done
+		<-kaDone
+		return err
+	}
+	// Ready again: a new supervisor answers and says so.
+	var after supervisor.State
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		st, err := client.Status()
+		if err == nil && st.Ready && st.Supervisor != before.Supervisor {
+			after = st
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			<-done
+			<-kaDone
+			return fmt.Errorf("no supervisor was ready again within 5m of kill -9: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+	cancel()
+	reqs, kaReqs := <-done, <-kaDone
+	var back time.Time
+	for _, r := range reqs {
+		if r.err == nil && r.start.After(killed) && (back.IsZero() || r.end.Before(back)) {
+			back = r.end
+		}
+	}
+	if back.IsZero() {
+		return errors.New("no request succeeded after the supervisor was killed")
+	}
+	failedIn := func(rs []request) (n int) {
+		for _, r := range rs {
+			if r.err != nil && !r.start.Before(killed.Add(-time.Second)) && !r.start.After(back) {
+				n++
+			}
+		}
+		return n
+	}
+	rebooted := 0
+	for _, in := range after.Instances {
+		if pids[in.ID] != in.Pid {
+			rebooted++
+		}
+	}
+	rebooted += max(len(pids)-len(after.Instances), 0)
+	ro.gap = append(ro.gap, back.Sub(killed).Seconds())
+	ro.gapFailures = append(ro.gapFailures, float64(failedIn(reqs)))
+	ro.gapKAFailures = append(ro.gapKAFailures, float64(failedIn(kaReqs)))
+	ro.rebooted = append(ro.rebooted, float64(rebooted))
+	b.t.Logf("supervisor pid %d killed: front back after %s, %d + %d (keep-alive) failed requests, %d instances rebooted",
+		before.Supervisor, back.Sub(killed), failedIn(reqs), failedIn(kaReqs), rebooted)
+	return nil
+}

@@ -20,7 +20,8 @@ import (
 	"github.com/kiln-dev/kiln/fleet"
 )
 
-// hammer sends requests to the front port until stopped, counting failures.
+// hammer sends requests to the front port until stopped, counting failures
+// and when each failed request started.
 type hammer struct {
 	url      string
 	stop     chan struct{}
@@ -28,43 +29,60 @@ type hammer struct {
 	mu       sync.Mutex
 	ok, fail int
 	errs     []string
+	failedAt []time.Time
 	versions map[string]int
 }
 
+// startHammer sends one request per new connection, every 100 ms.
 func startHammer(url string) *hammer {
+	return startHammers(url, 1, &http.Transport{DisableKeepAlives: true})
+}
+
+// startKeepAliveHammer runs n clients that each keep one connection open
+// across requests, as browsers and HTTP client libraries do.
+func startKeepAliveHammer(url string, n int) *hammer {
+	return startHammers(url, n, &http.Transport{MaxConnsPerHost: n, MaxIdleConnsPerHost: n})
+}
+
+func startHammers(url string, n int, tr *http.Transport) *hammer {
 	h := &hammer{url: url, stop: make(chan struct{}), done: make(chan struct{}), versions: map[string]int{}}
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	go func() {
-		defer close(h.done)
-		// Bounded: at most one request per 100 ms for at most 40 minutes.
-		for i := 0; i < 24000; i++ {
-			select {
-			case <-h.stop:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-			resp, err := client.Get(h.url)
-			var body []byte
-			if err == nil {
-				body, err = io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if err == nil && resp.StatusCode != 200 {
-					err = fmt.Errorf("HTTP %d", resp.StatusCode)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: tr}
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			// Bounded: at most one request per 100 ms for at most 40 minutes.
+			for i := 0; i < 24000; i++ {
+				select {
+				case <-h.stop:
+					return
+				case <-time.After(100 * time.Millisecond):
 				}
-			}
-			h.mu.Lock()
-			if err != nil {
-				h.fail++
-				if len(h.errs) < 10 {
-					h.errs = append(h.errs, err.Error())
+				began := time.Now()
+				resp, err := client.Get(h.url)
+				var body []byte
+				if err == nil {
+					body, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != 200 {
+						err = fmt.Errorf("HTTP %d", resp.StatusCode)
+					}
 				}
-			} else {
-				h.ok++
-				h.versions[strings.TrimSpace(string(body))]++
+				h.mu.Lock()
+				if err != nil {
+					h.fail++
+					h.failedAt = append(h.failedAt, began)
+					if len(h.errs) < 10 {
+						h.errs = append(h.errs, began.Format("15:04:05.000")+" "+err.Error())
+					}
+				} else {
+					h.ok++
+					h.versions[strings.TrimSpace(string(body))]++
+				}
+				h.mu.Unlock()
 			}
-			h.mu.Unlock()
-		}
-	}()
+		})
+	}
+	go func() { wg.Wait(); close(h.done) }()
 	return h
 }
 
@@ -72,6 +90,27 @@ func (h *hammer) finish() (ok, fail int, errs []string, versions map[string]int)
 	close(h.stop)
 	<-h.done
 	return h.ok, h.fail, h.errs, h.versions
+}
+
+// gap is a time the front port was expected to be down: from a kill of
+// the supervisor to the first request served after it.
+type gap struct{ from, to time.Time }
+
+// outside counts the failed requests that started outside every gap.
+func (h *hammer) outside(gaps []gap) (n int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, at := range h.failedAt {
+		in := false
+		for _, g := range gaps {
+			// A request started just before the kill may fail with it.
+			in = in || !at.Before(g.from.Add(-2*time.Second)) && !at.After(g.to)
+		}
+		if !in {
+			n++
+		}
+	}
+	return n
 }
 
 func freePort(t *testing.T) int {
@@ -95,13 +134,128 @@ func get(t *testing.T, url string) string {
 }
 
 type fleetState struct {
-	Stable    string              `json:"stable"`
-	Running   bool                `json:"running"`
-	Rollout   *fleet.RolloutState `json:"rollout"`
+	Stable      string              `json:"stable"`
+	Running     bool                `json:"running"`
+	Ready       bool                `json:"ready"`
+	Supervisor  int                 `json:"supervisor_pid"`
+	Rollout     *fleet.RolloutState `json:"rollout"`
+	Restarts    int                 `json:"restarts"`
+	LastRestart *struct {
+		Reason   string
+		Adopted  []string
+		Replaced []string
+		Rollout  string
+	} `json:"last_restart"`
 	Instances []struct {
 		ID, Version, Health, Dir string
 		Pid                      int
 	} `json:"instances"`
+}
+
+// pids maps each instance to its QEMU pid.
+func (st fleetState) pids() map[string]int {
+	out := map[string]int{}
+	for _, in := range st.Instances {
+		out[in.ID] = in.Pid
+	}
+	return out
+}
+
+// killSupervisor kills the fleet's supervisor with SIGKILL and waits,
+// without any command, until the front port serves again and a new
+// supervisor reports the fleet ready. It returns the gap the front was
+// down and the state then.
+func killSupervisor(t *testing.T, name, front string) (gap, fleetState) {
+	t.Helper()
+	before := fleetStatusJSON(t, name)
+	if !before.Running || before.Supervisor == 0 {
+		t.Fatalf("no running supervisor to kill: %+v", before)
+	}
+	g := gap{from: time.Now()}
+	if err := syscall.Kill(before.Supervisor, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		resp, err := client.Get(front)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the front port did not serve again within 3m of killing the supervisor (pid %d): %v", before.Supervisor, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	g.to = time.Now()
+	t.Logf("supervisor pid %d killed; the front served again after %s", before.Supervisor, g.to.Sub(g.from).Round(10*time.Millisecond))
+	for {
+		var st fleetState
+		out, err := exec.Command(kiln, "fleet", "status", name, "--json").Output()
+		if err == nil && json.Unmarshal(out, &st) == nil && st.Running && st.Ready && st.Supervisor != before.Supervisor {
+			return g, st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new supervisor reported the fleet ready within 3m: %v\n%s", err, out)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// samePids fails the test unless the instances run on the same QEMU
+// processes as before: adopted, not rebooted.
+func samePids(t *testing.T, what string, before, after map[string]int) {
+	t.Helper()
+	if fmt.Sprint(before) != fmt.Sprint(after) {
+		t.Errorf("%s: instances and QEMU pids %v, want the ones from before %v (adopted, not rebooted)", what, after, before)
+	}
+	for id, pid := range before {
+		if !processAlive(pid) {
+			t.Errorf("%s: %s's QEMU (pid %d) is gone", what, id, pid)
+		}
+	}
+}
+
+// waitRollout waits for rollout id to end and returns its final state.
+func waitRollout(t *testing.T, name string, id int, within time.Duration) fleetState {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		var st fleetState
+		out, err := exec.Command(kiln, "fleet", "status", name, "--json").Output()
+		if err != nil || json.Unmarshal(out, &st) != nil {
+			t.Fatalf("fleet status --json: %v\n%s", err, out)
+		}
+		if st.Rollout != nil && st.Rollout.ID == id && st.Rollout.Phase.Terminal() {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rollout %d did not end within %s", id, within)
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+// waitPhase waits until the fleet's current rollout is in phase.
+func waitPhase(t *testing.T, name string, phase fleet.Phase, within time.Duration) fleetState {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		st := fleetStatusJSON(t, name)
+		if st.Rollout != nil && st.Rollout.Phase == phase {
+			return st
+		}
+		if st.Rollout != nil && st.Rollout.Phase.Terminal() {
+			t.Fatalf("the rollout ended %s before reaching %s: %s", st.Rollout.Phase, phase, st.Rollout.Reason)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the rollout did not reach %s within %s", phase, within)
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 func fleetStatusJSON(t *testing.T, name string) fleetState {
@@ -144,7 +298,26 @@ func TestFleetRollout(t *testing.T) {
 		t.Fatalf("fleet has %d instances, want 2", len(blue.Instances))
 	}
 
+	// Two clients all along: one connection per request, and keep-alive
+	// connections that the HTTP front must carry across every switch.
 	h := startHammer(front)
+	ka := startKeepAliveHammer(front, 4)
+	var gaps []gap
+
+	// The supervisor dies with nothing under way: the next one, started by
+	// kiln's monitor without any command, adopts both instances.
+	g, st := killSupervisor(t, "web", front)
+	gaps = append(gaps, g)
+	samePids(t, "after the supervisor was killed", blue.pids(), st.pids())
+	if st.Restarts != 1 || st.LastRestart == nil || !strings.Contains(st.LastRestart.Reason, "killed") ||
+		len(st.LastRestart.Adopted) != 2 || len(st.LastRestart.Replaced) != 0 {
+		t.Errorf("the restart record does not say the supervisor was killed and both instances adopted: %+v %+v", st.Restarts, st.LastRestart)
+	}
+	if out := kilnCmd(t, time.Minute, "fleet", "status", "web"); !strings.Contains(out.stdout, "supervisor restarted 1 times") ||
+		!strings.Contains(out.stdout, "killed") {
+		t.Errorf("fleet status does not say when and why the supervisor restarted:\n%s", out.stdout)
+	}
+
 	// Ctrl-C on the CLI stops following, not the rollout: the supervisor
 	// owns it and carries it through.
 	follow := startKiln(t, "rollout", "web", "--to", "hello:1.1.0", "--bake", "10s", "--drain", "5s")
@@ -200,6 +373,36 @@ func TestFleetRollout(t *testing.T) {
 		t.Errorf("after the failed rollout: stable %s with %d instances, want hello:1.1.0 with 2", st.Stable, len(st.Instances))
 	}
 
+	// The supervisor dies while a rollback bakes: the next one settles it
+	// back on 1.1.0 (green had not passed its bake), keeps blue's QEMU and
+	// stops green; nothing is left half-switched.
+	onGreen := fleetStatusJSON(t, "web")
+	kilnOK(t, "rollback", "web", "--bake", "10m", "--drain", "5s", "--detach")
+	baking := waitPhase(t, "web", fleet.PhaseBaking, 20*time.Minute)
+	g, st = killSupervisor(t, "web", front)
+	gaps = append(gaps, g)
+	settled := waitRollout(t, "web", baking.Rollout.ID, 5*time.Minute)
+	if settled.Rollout.Phase != fleet.PhaseRolledBack || settled.Stable != "hello:1.1.0" {
+		t.Errorf("the rollback interrupted in its bake ended %s on %s, want rolled-back on hello:1.1.0: %s",
+			settled.Rollout.Phase, settled.Stable, settled.Rollout.Reason)
+	}
+	samePids(t, "after the supervisor was killed during a bake", onGreen.pids(), settled.pids())
+	for _, id := range baking.Rollout.Green {
+		for _, in := range baking.Instances {
+			if in.ID == id && processAlive(in.Pid) {
+				t.Errorf("green %s (pid %d) of the interrupted rollback still runs", id, in.Pid)
+			}
+		}
+	}
+	for i := 0; i < 5; i++ {
+		if got := get(t, front); !strings.Contains(got, "hello 1.1.0") {
+			t.Errorf("after the settled rollback the front answers %q, want hello 1.1.0 only", got)
+		}
+	}
+	if st.Restarts != 2 || st.LastRestart == nil || !strings.Contains(st.LastRestart.Rollout, "rolled-back") {
+		t.Errorf("the second restart's record does not say how the rollout was settled: %+v", st.LastRestart)
+	}
+
 	r = kilnCmd(t, 20*time.Minute, "rollback", "web", "--bake", "5s", "--drain", "5s")
 	if r.code != 0 {
 		t.Fatalf("rollback: exit %d", r.code)
@@ -207,17 +410,20 @@ func TestFleetRollout(t *testing.T) {
 	if got := get(t, front); !strings.Contains(got, "hello 1.0.0") {
 		t.Errorf("after the rollback the front answers %q, want hello 1.0.0", got)
 	}
-	ok, fail, errs, versions := h.finish()
-	t.Logf("client loop: %d ok, %d failed, versions seen %v", ok, fail, versions)
-	if fail != 0 || ok == 0 {
-		t.Errorf("the client saw %d failed requests (of %d): %v", fail, ok+fail, errs)
-	}
-	if versions["hello from hello 1.2.0"] != 0 {
-		t.Errorf("the broken 1.2.0 took traffic")
+	for name, c := range map[string]*hammer{"one connection per request": h, "keep-alive": ka} {
+		ok, fail, errs, versions := c.finish()
+		t.Logf("client loop (%s): %d ok, %d failed, versions seen %v", name, ok, fail, versions)
+		if n := c.outside(gaps); n != 0 || ok == 0 {
+			t.Errorf("the %s client saw %d failed requests outside the supervisor's restarts (%d in all, of %d): %v", name, n, fail, ok+fail, errs)
+		}
+		if versions["hello from hello 1.2.0"] != 0 {
+			t.Errorf("the broken 1.2.0 took traffic")
+		}
 	}
 	hist := kilnCmd(t, time.Minute, "rollout", "history", "web")
-	if strings.Count(hist.stdout, "succeeded") != 2 || !strings.Contains(hist.stdout, "aborted") {
-		t.Errorf("rollout history does not show two successes and an abort:\n%s", hist.stdout)
+	if strings.Count(hist.stdout, "succeeded") != 2 || !strings.Contains(hist.stdout, "aborted") || !strings.Contains(hist.stdout, "rolled-back") ||
+		strings.Contains(hist.stdout, "with-cuts") {
+		t.Errorf("rollout history does not show two plain successes, an abort and the settled rollback:\n%s", hist.stdout)
 	}
 
 	final := fleetStatusJSON(t, "web")

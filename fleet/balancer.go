@@ -3,12 +3,9 @@ package fleet
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
-	"slices"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -30,15 +27,10 @@ type Balancer struct {
 	ctx         context.Context // ends on Close, cutting dials short
 	cancel      context.CancelFunc
 
-	mu       sync.Mutex
-	backends []string
-	gen      uint64 // bumped by SetBackends, so a dial loop notices a switch
-	next     uint64 // round-robin position
-	active   map[string]int
-	conns    map[net.Conn]struct{}
-	changed  chan struct{} // closed and replaced when backends or active counts change
-	closed   bool
-	wg       sync.WaitGroup
+	backendSet
+	conns  map[net.Conn]struct{}
+	routes map[net.Conn]string // client connection → the backend it was given
+	wg     sync.WaitGroup
 }
 
 // NewBalancer listens on front (e.g. "127.0.0.1:8080", or port 0 for any)
@@ -49,12 +41,9 @@ func NewBalancer(front string) (*Balancer, error) {
 }
 
 func newBalancer(front string, grace, dialTimeout time.Duration) (*Balancer, error) {
-	ln, err := net.Listen("tcp", front)
+	ln, err := listenFront(front)
 	if err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return nil, fmt.Errorf("front port %s is already in use", front)
-		}
-		return nil, fmt.Errorf("listen on front port %s: %w", front, err)
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Balancer{
@@ -63,9 +52,9 @@ func newBalancer(front string, grace, dialTimeout time.Duration) (*Balancer, err
 		dialTimeout: dialTimeout,
 		ctx:         ctx,
 		cancel:      cancel,
-		active:      map[string]int{},
+		backendSet:  newBackendSet(),
 		conns:       map[net.Conn]struct{}{},
-		changed:     make(chan struct{}),
+		routes:      map[net.Conn]string{},
 	}
 	b.wg.Add(1)
 	go b.serve()
@@ -75,46 +64,18 @@ func newBalancer(front string, grace, dialTimeout time.Duration) (*Balancer, err
 // Addr is the front address clients connect to.
 func (b *Balancer) Addr() string { return b.ln.Addr().String() }
 
-// SetBackends replaces the backend set. Connections accepted from now on
-// go to the new set; connections already proxied continue untouched.
-func (b *Balancer) SetBackends(addrs []string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.backends = slices.Clone(addrs)
-	b.gen++
-	b.notifyLocked()
-}
-
-// Backends returns the current backend set.
-func (b *Balancer) Backends() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return slices.Clone(b.backends)
-}
-
-// Active is the number of open (or opening) connections to addr.
-func (b *Balancer) Active(addr string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.active[addr]
-}
-
 // Drain waits until no connection to addr remains open, or ctx ends. Take
-// addr out of the set first, or new connections keep arriving.
+// addr out of the set first, or new connections keep arriving. At ctx's end
+// it closes the connections still open to addr and returns a *CutError
+// with their number, so a deadline is never passed over in silence.
 func (b *Balancer) Drain(ctx context.Context, addr string) error {
-	for {
-		b.mu.Lock()
-		n, ch := b.active[addr], b.changed
-		b.mu.Unlock()
-		if n == 0 {
-			return nil
+	return b.drain(ctx, addr, "connection", func() {
+		for c, a := range b.routes {
+			if a == addr {
+				c.Close()
+			}
 		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("drain %s: %d connections still open: %w", addr, n, ctx.Err())
-		}
-	}
+	})
 }
 
 // Close stops listening and closes every connection.
@@ -136,11 +97,6 @@ func (b *Balancer) Close() error {
 	return err
 }
 
-func (b *Balancer) notifyLocked() {
-	close(b.changed)
-	b.changed = make(chan struct{})
-}
-
 // track registers c so Close can reach it; false when already closing.
 func (b *Balancer) track(c net.Conn) bool {
 	b.mu.Lock()
@@ -155,6 +111,7 @@ func (b *Balancer) track(c net.Conn) bool {
 func (b *Balancer) untrack(c net.Conn) {
 	b.mu.Lock()
 	delete(b.conns, c)
+	delete(b.routes, c)
 	b.mu.Unlock()
 	c.Close()
 }
@@ -196,6 +153,9 @@ func (b *Balancer) handle(client net.Conn) {
 	}
 	defer b.release(addr)
 	defer b.untrack(backend)
+	b.mu.Lock()
+	b.routes[client] = addr
+	b.mu.Unlock()
 	proxy(client, backend)
 }
 
@@ -206,15 +166,10 @@ func (b *Balancer) handle(client net.Conn) {
 func (b *Balancer) dial() (net.Conn, string) {
 	deadline := time.Now().Add(b.grace)
 	for {
-		b.mu.Lock()
-		if b.closed {
-			b.mu.Unlock()
+		set, gen, start, changed, closed := b.pick()
+		if closed {
 			return nil, ""
 		}
-		set, gen, start, changed := b.backends, b.gen, b.next, b.changed
-		b.next++
-		b.mu.Unlock()
-
 		if len(set) == 0 {
 			wait := time.Until(deadline)
 			if wait <= 0 {
@@ -232,14 +187,9 @@ func (b *Balancer) dial() (net.Conn, string) {
 			addr := set[(start+uint64(i))%uint64(len(set))]
 			// Count the dial as a connection so a Drain that starts while it
 			// is in flight waits for it.
-			b.mu.Lock()
-			if b.closed || b.gen != gen {
-				b.mu.Unlock()
+			if !b.acquire(addr, gen) {
 				break
 			}
-			b.active[addr]++
-			b.mu.Unlock()
-
 			ctx, cancel := context.WithTimeout(b.ctx, b.dialTimeout)
 			conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 			cancel()
@@ -251,23 +201,11 @@ func (b *Balancer) dial() (net.Conn, string) {
 			}
 			b.release(addr)
 		}
-		b.mu.Lock()
-		switched := b.gen != gen && !b.closed
-		b.mu.Unlock()
-		if !switched {
+		if !b.switched(gen) {
 			return nil, ""
 		}
 		// The set changed under us: try the new one.
 	}
-}
-
-func (b *Balancer) release(addr string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.active[addr]--; b.active[addr] <= 0 {
-		delete(b.active, addr)
-	}
-	b.notifyLocked()
 }
 
 // proxy copies both ways until both sides are done. A clean end of one

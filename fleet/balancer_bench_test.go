@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -70,5 +73,36 @@ func BenchmarkBalancerHandoff(b *testing.B) {
 			b.Fatalf("echo %q, want %q", buf, msg)
 		}
 		c.Close()
+	}
+}
+
+// BenchmarkHTTPFrontRequest measures one request through the HTTP front on
+// a client connection kept alive across requests: parse it, pick a
+// backend, send it on a pooled backend connection, copy the answer back.
+func BenchmarkHTTPFrontRequest(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello from bench\n")
+	}))
+	defer srv.Close()
+	f, err := NewHTTPFront("127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	f.SetBackends([]string{strings.TrimPrefix(srv.URL, "http://")})
+	client := &http.Client{}
+	url := "http://" + f.Addr() + "/"
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		resp, err := client.Get(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(body) != "hello from bench\n" {
+			b.Fatalf("%q %v", body, err)
+		}
 	}
 }

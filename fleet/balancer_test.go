@@ -3,6 +3,7 @@ package fleet
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -180,12 +181,6 @@ func TestBalancerSwitchAndDrain(t *testing.T) {
 		t.Fatalf("Active(blue) = %d, want 1", n)
 	}
 
-	short, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
-	defer cancel()
-	if err := b.Drain(short, blue); err == nil || !strings.Contains(err.Error(), "1 connections still open") {
-		t.Fatalf("Drain with a connection open: %v", err)
-	}
-
 	drained := make(chan error, 1)
 	go func() { drained <- b.Drain(t.Context(), blue) }()
 	select {
@@ -208,6 +203,30 @@ func TestBalancerSwitchAndDrain(t *testing.T) {
 	if err := b.Drain(t.Context(), "127.0.0.1:1"); err != nil {
 		t.Errorf("Drain of an unused address: %v", err)
 	}
+
+	// At the drain deadline the connections left are cut, and counted.
+	b.SetBackends([]string{blue})
+	left := []*session{dialSession(t, b.Addr()), dialSession(t, b.Addr())}
+	for _, s := range left {
+		if reply, err := s.ask("x"); err != nil || reply != "blue:x" {
+			t.Fatalf("before the second drain: %q %v", reply, err)
+		}
+	}
+	b.SetBackends([]string{green})
+	short, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	err := b.Drain(short, blue)
+	var cut *CutError
+	if !errors.As(err, &cut) || cut.N != 2 || Cut(fmt.Errorf("wrapped: %w", errors.Join(err, nil))) != 2 ||
+		!strings.Contains(err.Error(), "cut 2 connections to "+blue) {
+		t.Fatalf("Drain at its deadline with two connections open: %v", err)
+	}
+	for i, s := range left {
+		if _, err := s.ask("y"); err == nil {
+			t.Errorf("connection %d still answers after it was cut", i)
+		}
+	}
+	waitFor(t, "the cut connections to be released", func() bool { return b.Active(blue) == 0 })
 }
 
 func TestBalancerFailover(t *testing.T) {

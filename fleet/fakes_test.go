@@ -222,7 +222,7 @@ func (t *fakeTraffic) Drain(ctx context.Context, addr string) error {
 	t.mu.Unlock()
 	if block {
 		<-ctx.Done()
-		return ctx.Err()
+		return &CutError{Addr: addr, N: 1, What: "connection", Err: ctx.Err()}
 	}
 	return nil
 }

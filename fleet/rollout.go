@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -96,6 +97,10 @@ type RolloutState struct {
 
 	Batch  int    `json:"batch"`            // current batch when Surge < 100, from 0
 	Reason string `json:"reason,omitempty"` // why it aborted or rolled back
+	// Cut counts the connections (TCP fronts) or requests (HTTP fronts)
+	// still open on retiring instances at a drain deadline, cut when they
+	// stopped: a rollout that cut any did not go unnoticed by clients.
+	Cut int `json:"cut,omitempty"`
 
 	// Restore holds the previous version's instances launched in place of
 	// the earlier batches' green after a later batch failed; Restored
@@ -658,7 +663,7 @@ func (r *Rollout) bake(ctx context.Context, st *RolloutState, resumed bool) (Pha
 func (r *Rollout) drainBlue(ctx context.Context, st *RolloutState) (Phase, string, error) {
 	lo, hi := st.batchRange()
 	blue, _ := r.resolve(st.Blue[lo:hi]) // a blue that is gone needs no draining
-	problems, err := r.retire(ctx, st.Drain, blue)
+	problems, err := r.retire(ctx, st, blue)
 	if err != nil {
 		return "", "", err
 	}
@@ -703,7 +708,7 @@ func (r *Rollout) rollBack(ctx context.Context, st *RolloutState) (Phase, string
 	addrs := r.addrsOf(set)
 	r.Traffic.SetBackends(addrs)
 	green, _ := r.resolve(st.batchGreen())
-	problems, err := r.retire(ctx, st.Drain, green)
+	problems, err := r.retire(ctx, st, green)
 	if err != nil {
 		return "", "", err
 	}
@@ -800,7 +805,7 @@ func (r *Rollout) drainEarlier(ctx context.Context, st *RolloutState) (Phase, st
 		st.Restored = false
 		set := st.before()
 		r.Traffic.SetBackends(r.addrsOf(set))
-		problems, err := r.retire(ctx, st.Drain, restore)
+		problems, err := r.retire(ctx, st, restore)
 		if err != nil {
 			return "", "", err
 		}
@@ -810,7 +815,7 @@ func (r *Rollout) drainEarlier(ctx context.Context, st *RolloutState) (Phase, st
 		note = withProblems(note, problems)
 		return PhaseRolledBack, note, nil
 	}
-	problems, err := r.retire(ctx, st.Drain, earlier)
+	problems, err := r.retire(ctx, st, earlier)
 	if err != nil {
 		return "", "", err
 	}
@@ -830,10 +835,11 @@ func withProblems(note string, problems []string) string {
 	return note + "; " + strings.Join(problems, "; ")
 }
 
-// retire drains the instances (for at most d), then stops them. Problems
-// are reported, not fatal; the error is ctx's when it ended meanwhile.
-func (r *Rollout) retire(ctx context.Context, d time.Duration, insts []Instance) ([]string, error) {
-	problems := r.drain(ctx, d, insts)
+// retire drains the instances (for at most st.Drain), then stops them.
+// Problems are reported, not fatal; the error is ctx's when it ended
+// meanwhile. What a drain had to cut is added to st.Cut.
+func (r *Rollout) retire(ctx context.Context, st *RolloutState, insts []Instance) ([]string, error) {
+	problems := r.drain(ctx, st, insts)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -841,22 +847,26 @@ func (r *Rollout) retire(ctx context.Context, d time.Duration, insts []Instance)
 	return problems, ctx.Err()
 }
 
-// drain waits, in parallel and for at most d in all, until the instances
-// have no open connections. Timeouts are reported, not fatal: the
-// instances are stopped anyway.
-func (r *Rollout) drain(ctx context.Context, d time.Duration, insts []Instance) []string {
-	dctx, cancel := context.WithTimeout(ctx, d)
+// drain waits, in parallel and for at most st.Drain in all, until the
+// instances have nothing in flight. Timeouts are reported, not fatal: the
+// instances are stopped anyway, and what the front cut is counted.
+func (r *Rollout) drain(ctx context.Context, st *RolloutState, insts []Instance) []string {
+	dctx, cancel := context.WithTimeout(ctx, st.Drain)
 	defer cancel()
-	return parallel(insts, func(in Instance) error {
+	var cut atomic.Int64
+	problems := parallel(insts, func(in Instance) error {
 		addr := in.Addr(r.Port)
 		if addr == "" {
 			return nil
 		}
 		if err := r.Traffic.Drain(dctx, addr); err != nil {
+			cut.Add(int64(Cut(err)))
 			return fmt.Errorf("drain %s: %w", in.ID(), err)
 		}
 		return nil
 	})
+	st.Cut += int(cut.Load())
+	return problems
 }
 
 // stop stops the instances in parallel. Failures are reported in the

@@ -121,6 +121,7 @@ type rolloutCase struct {
 	reason  string // substring of Reason
 	note    string // substring of the last transition's note
 	mixed   bool   // a failed restore leaves both versions serving
+	cut     int    // what the drains cut
 }
 
 func rolloutCases() []rolloutCase {
@@ -200,7 +201,8 @@ func rolloutCases() []rolloutCase {
 			setup: func(h *harness) { h.traffic.drainBlock = map[string]bool{h.world.addrOf("web-1"): true} },
 			phase: PhaseSucceeded, phases: successPhases,
 			traffic: idsOf("web-3", "web-4"), stopped: idsOf("web-1", "web-2"),
-			note: "drain web-1: context deadline exceeded",
+			note: "drain web-1: cut 1 connection to 127.0.0.1:10001 still open at the drain deadline",
+			cut:  1,
 		},
 		{
 			name: "drain timeout still stops blue", blue: 2, opts: with(fast, func(o *Options) { o.Drain = 20 * time.Millisecond }),
@@ -209,7 +211,8 @@ func rolloutCases() []rolloutCase {
 			},
 			phase: PhaseSucceeded, phases: successPhases,
 			traffic: idsOf("web-3", "web-4"), stopped: idsOf("web-1", "web-2"),
-			note: "drain web-2: context deadline exceeded",
+			note: "drain web-2: cut 1 connection to 127.0.0.1:10002 still open at the drain deadline",
+			cut:  2,
 		},
 		{
 			name: "stop failure is noted", blue: 2, opts: fast,
@@ -348,6 +351,9 @@ func checkOutcome(t *testing.T, h *harness, st RolloutState, tc rolloutCase) {
 	}
 	if !strings.Contains(st.Reason, tc.reason) || (tc.reason == "" && st.Reason != "") {
 		t.Errorf("reason %q, want it to contain %q", st.Reason, tc.reason)
+	}
+	if st.Cut != tc.cut {
+		t.Errorf("the drains cut %d, want %d", st.Cut, tc.cut)
 	}
 	if tc.note != "" && !strings.Contains(st.History[len(st.History)-1].Note, tc.note) {
 		t.Errorf("last note %q, want it to contain %q", st.History[len(st.History)-1].Note, tc.note)

@@ -112,6 +112,9 @@ func TestSerialTail(t *testing.T) {
 	got := serialTail(path)
 	if len(got) > 4096 || !strings.Contains(got, "last line") || strings.ContainsAny(got, "\x1b\x07") || !strings.Contains(got, `\x1b[2J`) {
 		t.Errorf("serialTail = %q", got)
+	}
+}
+
 // TestTrustFirstKey: only a target that asks for it accepts an unknown
 // host key, and says which it saw so the caller can pin it; a password
 // target offers password and keyboard-interactive auth.

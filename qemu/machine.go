@@ -486,6 +486,9 @@ func (m *Machine) Killed() bool {
 	default:
 		return false
 	}
+	if m.cmd.ProcessState == nil { // attached: not our child, status unknown
+		return false
+	}
 	ws, ok := m.cmd.ProcessState.Sys().(syscall.WaitStatus)
 	return ok && ws.Signaled()
 }

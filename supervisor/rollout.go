@@ -85,14 +85,18 @@ func (l rolloutLauncher) Launch(ctx context.Context, version string, n int) ([]f
 		l.s.addLocked(l.s.ctx, in)
 	}
 	l.s.mu.Unlock()
-	return insts, nil
+	return asInstances(insts), nil
 }
 
 func (l rolloutLauncher) Stop(ctx context.Context, in fleet.Instance) error {
+	m, ok := in.(member) // every instance a rollout holds came from the supervisor
+	if !ok {
+		return fmt.Errorf("instance %s is not one of the fleet's", in.ID())
+	}
 	l.s.mu.Lock()
 	l.s.removeLocked(in.ID())
 	l.s.mu.Unlock()
-	return l.s.launch.Stop(ctx, in)
+	return l.s.launch.Stop(ctx, m)
 }
 
 // startRollout validates the request and runs the rollout in the
@@ -143,7 +147,7 @@ func (s *Supervisor) startRollout(req RolloutRequest) (int, error) {
 		return 0, err
 	}
 	if req.Accel != "" {
-		s.launch.setAccel(qemu.Choice{Accel: req.Accel, CPU: req.CPU})
+		s.launch.SetAccel(qemu.Choice{Accel: req.Accel, CPU: req.CPU})
 	}
 	var blue []fleet.Instance
 	for _, id := range s.serving {
@@ -191,6 +195,12 @@ func (s *Supervisor) startRollout(req RolloutRequest) (int, error) {
 			result = "failed"
 			st.Reason = err.Error()
 		}
+		if st.Phase == fleet.PhaseSucceeded && st.Cut > 0 {
+			// Clients lost something: not a plain success.
+			result = ResultSucceededWithCuts
+			st.Reason = fmt.Sprintf("cut %d %s still open at the drain deadline (%s); a longer --drain lets them finish",
+				st.Cut, s.cutWhat(port), st.Drain)
+		}
 		if st.Phase == fleet.PhaseSucceeded {
 			s.promoteLocked(target)
 		}
@@ -209,10 +219,19 @@ func (s *Supervisor) startRollout(req RolloutRequest) (int, error) {
 		}
 		s.state.History = append(s.state.History, RolloutSummary{
 			ID: id, From: from, To: target, Result: result, Reason: st.Reason, Started: started, Ended: time.Now().UTC(),
+			Cut: st.Cut,
 		})
 		s.state.Rollout = &st
 		s.saveLocked()
 		s.log.Info("rollout ended", "id", id, "to", target, "result", result, "reason", st.Reason)
 	}()
 	return id, nil
+}
+
+// cutWhat names what a drain on the front of guest port cuts.
+func (s *Supervisor) cutWhat(guest int) string {
+	if s.spec.FrontFor(guest) == fleet.FrontHTTP {
+		return "requests"
+	}
+	return "connections"
 }

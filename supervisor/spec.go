@@ -35,7 +35,23 @@ type Spec struct {
 	MemoryMiB int          `json:"memory_mib"`
 	Check     *fleet.Check `json:"check,omitempty"`
 	Accel     qemu.Accel   `json:"accel,omitempty"` // as asked: auto (""), kvm, hvf or tcg
-	CreatedAt time.Time    `json:"created_at"`
+	// Front is the kind of front on every port; "" picks http for the port
+	// an http check probes and tcp for the others (see FrontFor).
+	Front     fleet.FrontKind `json:"front,omitempty"`
+	CreatedAt time.Time       `json:"created_at"`
+}
+
+// FrontFor is the kind of front serving guest port guest: the one the
+// fleet names, else an HTTP front where an http check shows the port
+// speaks HTTP, else a TCP proxy.
+func (s Spec) FrontFor(guest int) fleet.FrontKind {
+	if s.Front != "" {
+		return s.Front
+	}
+	if s.Check != nil && s.Check.Kind == fleet.CheckHTTP && s.Check.Port == guest {
+		return fleet.FrontHTTP
+	}
+	return fleet.FrontTCP
 }
 
 // FieldError is a problem with one field of a spec. It speaks of the field
@@ -73,6 +89,11 @@ func (s Spec) Validate() error {
 		if err := s.Check.Validate(); err != nil {
 			return err
 		}
+	}
+	switch s.Front {
+	case "", fleet.FrontHTTP, fleet.FrontTCP:
+	default:
+		return fmt.Errorf("--front %q: use http (a reverse proxy that routes each request) or tcp", s.Front)
 	}
 	return nil
 }

@@ -25,22 +25,44 @@ type State struct {
 	UpdatedAt    time.Time           `json:"updated_at"`
 	StartedAt    time.Time           `json:"started_at"`
 	ShuttingDown bool                `json:"shutting_down,omitempty"`
+	// Restarts counts the times a supervisor took over from one that had
+	// died; LastRestart says when, why, and what it found.
+	Restarts    int          `json:"restarts,omitempty"`
+	LastRestart *RestartInfo `json:"last_restart,omitempty"`
+}
+
+// ResultSucceededWithCuts is a rollout that reached its target but cut
+// connections or requests that were still open at a drain deadline.
+const ResultSucceededWithCuts = "succeeded-with-cuts"
+
+// RestartInfo is one supervisor restart.
+type RestartInfo struct {
+	At        time.Time `json:"at"`
+	Reason    string    `json:"reason"`
+	Previous  int       `json:"previous_pid"`
+	Adopted   []string  `json:"adopted"`            // instances taken over, running on
+	Replaced  []string  `json:"replaced,omitempty"` // recorded instances that were gone or failing, with why
+	Rollout   string    `json:"rollout,omitempty"`  // how an interrupted rollout was settled
+	Completed time.Time `json:"completed,omitzero"` // when the front served the adopted instances again
 }
 
 // InstanceRecord is one instance as the CLI sees it.
 type InstanceRecord struct {
-	ID      string      `json:"id"`
-	Version string      `json:"version"`
-	Pid     int         `json:"pid"`
-	Accel   qemu.Accel  `json:"accel,omitempty"`
-	CPU     string      `json:"cpu_model,omitempty"`
-	Dir     string      `json:"dir"`
-	SSHPort int         `json:"ssh_port"`
-	Ports   map[int]int `json:"ports"` // guest port -> host port
-	Started time.Time   `json:"started"`
-	Health  string      `json:"health"`
-	Detail  string      `json:"detail,omitempty"`
-	Serving bool        `json:"serving"` // in the load balancer's set
+	ID      string `json:"id"`
+	Version string `json:"version"`
+	Pid     int    `json:"pid"`
+	// PidStart is the QEMU process's start time (clock ticks since boot):
+	// a restarted supervisor adopts the process only if both still match.
+	PidStart string      `json:"pid_start,omitempty"`
+	Accel    qemu.Accel  `json:"accel,omitempty"`
+	CPU      string      `json:"cpu_model,omitempty"`
+	Dir      string      `json:"dir"`
+	SSHPort  int         `json:"ssh_port"`
+	Ports    map[int]int `json:"ports"` // guest port -> host port
+	Started  time.Time   `json:"started"`
+	Health   string      `json:"health"`
+	Detail   string      `json:"detail,omitempty"`
+	Serving  bool        `json:"serving"` // in the load balancer's set
 }
 
 // RolloutSummary is one finished rollout, for `kiln rollout history`.
@@ -48,8 +70,9 @@ type RolloutSummary struct {
 	ID      int       `json:"id"`
 	From    string    `json:"from"`
 	To      string    `json:"to"`
-	Result  string    `json:"result"` // succeeded, aborted, rolled-back
+	Result  string    `json:"result"` // succeeded, succeeded-with-cuts, aborted, rolled-back, failed
 	Reason  string    `json:"reason,omitempty"`
+	Cut     int       `json:"cut,omitempty"` // connections or requests cut at drain deadlines
 	Started time.Time `json:"started"`
 	Ended   time.Time `json:"ended"`
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -29,19 +30,20 @@ func DefaultCheck(spec Spec) fleet.Check {
 
 // Supervisor runs one fleet.
 type Supervisor struct {
-	dirs   Dirs
-	spec   Spec
-	store  *images.Store
-	check  fleet.Check
-	launch *launcher
-	log    *slog.Logger
+	dirs     Dirs
+	spec     Spec
+	store    *images.Store
+	check    fleet.Check
+	launch   machines
+	newFront func(kind fleet.FrontKind, addr string) (fleet.Front, error)
+	log      *slog.Logger
 
 	mu        sync.Mutex
 	state     State
-	insts     map[string]fleet.Instance
+	insts     map[string]member
 	health    map[string]fleet.Status
-	serving   []string                // ids in the load balancers' set
-	balancers map[int]*fleet.Balancer // guest port -> front
+	serving   []string            // ids in the fronts' set
+	balancers map[int]fleet.Front // guest port -> front
 	rollout   *fleet.Rollout
 	rolling   bool
 	replacing int // replacements under way, so the watcher does not start more
@@ -49,6 +51,10 @@ type Supervisor struct {
 	ctx  context.Context // the supervisor's lifetime; instances live under it
 	stop context.CancelFunc
 }
+
+// RestartReasonEnv carries why a supervisor was restarted from whatever
+// restarted it (kiln's monitor, kiln fleet up) to the new supervisor.
+const RestartReasonEnv = "KILN_RESTART_REASON"
 
 // Run is the supervisor process: it serves until ctx ends or the CLI asks
 // it to bring the fleet down. It returns an error when the fleet cannot
@@ -68,16 +74,13 @@ func Run(ctx context.Context, data string, name string, accel qemu.Choice, log *
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	s := &Supervisor{
-		dirs: dirs, spec: spec, store: store, check: DefaultCheck(spec), log: log,
-		state: st, insts: map[string]fleet.Instance{}, health: map[string]fleet.Status{},
-		balancers: map[int]*fleet.Balancer{}, ctx: ctx, stop: cancel,
-	}
-	s.launch = &launcher{spec: spec, dirs: dirs, store: store, accel: accel, life: ctx,
+	s := newSupervisor(ctx, dirs, spec, st, log)
+	defer s.stop()
+	ctx = s.ctx // ends on SIGTERM or when the CLI asks the fleet down
+	l := &launcher{spec: spec, dirs: dirs, store: store, accel: accel, life: ctx,
 		log:    func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) },
 		nextID: s.nextID}
+	s.launch = l
 	err = s.serve(ctx)
 	failed := err != nil && !errors.Is(err, context.Canceled)
 	if failed {
@@ -95,6 +98,15 @@ func Run(ctx context.Context, data string, name string, accel qemu.Choice, log *
 	return nil
 }
 
+func newSupervisor(ctx context.Context, dirs Dirs, spec Spec, st State, log *slog.Logger) *Supervisor {
+	ctx, cancel := context.WithCancel(ctx)
+	return &Supervisor{
+		dirs: dirs, spec: spec, check: DefaultCheck(spec), log: log, newFront: fleet.NewFront,
+		state: st, insts: map[string]member{}, health: map[string]fleet.Status{},
+		balancers: map[int]fleet.Front{}, ctx: ctx, stop: cancel,
+	}
+}
+
 func (s *Supervisor) nextID() int {
 	// Called with s.launch.mu held, never with s.mu: take s.mu here.
 	s.mu.Lock()
@@ -105,24 +117,9 @@ func (s *Supervisor) nextID() int {
 }
 
 func (s *Supervisor) serve(ctx context.Context) error {
-	s.mu.Lock()
-	s.state.Supervisor = os.Getpid()
-	s.state.StartedAt = time.Now().UTC()
-	s.state.Error = ""
-	s.state.Ready = false
-	s.state.ShuttingDown = false
-	if s.state.Stable == "" {
-		s.state.Stable = s.spec.Image
-	}
-	s.state.Instances = nil
-	s.saveLocked()
-	s.mu.Unlock()
-
-	// A previous supervisor that was killed may have left QEMU running.
-	KillStale(s.dirs)
-
+	prev := s.begin()
 	for _, p := range s.spec.Ports {
-		b, err := fleet.NewBalancer(fmt.Sprintf("127.0.0.1:%d", p.Host))
+		b, err := s.newFront(s.spec.FrontFor(p.Guest), fmt.Sprintf("127.0.0.1:%d", p.Host))
 		if err != nil {
 			return err
 		}
@@ -134,36 +131,15 @@ func (s *Supervisor) serve(ctx context.Context) error {
 	}
 	defer api.Close()
 
-	// An interrupted rollout: its instances died with the old supervisor,
-	// so what it left is settled here: whatever was serving before stays
-	// or comes back, and the rollout is recorded as rolled back.
-	s.mu.Lock()
-	if r := s.state.Rollout; r != nil && !r.Phase.Terminal() {
-		s.finishInterruptedLocked(r)
-	}
-	stable := s.state.Stable
-	s.mu.Unlock()
-
-	insts, err := s.launch.Launch(ctx, stable, s.spec.Count)
-	if err != nil {
+	if err := s.recover(ctx, prev); err != nil {
 		return err
-	}
-	s.mu.Lock()
-	for _, in := range insts {
-		s.addLocked(ctx, in)
-	}
-	s.serving = idsOf(insts)
-	s.applyLocked()
-	s.mu.Unlock()
-
-	if err := fleet.WaitHealthy(ctx, s.check, insts); err != nil {
-		return fmt.Errorf("instances of %s did not become healthy (%s): %w", stable, s.check, err)
 	}
 	s.mu.Lock()
 	s.state.Ready = true
 	s.saveLocked()
+	n, stable := len(s.serving), s.state.Stable
 	s.mu.Unlock()
-	s.log.Info("fleet ready", "version", stable, "count", len(insts))
+	s.log.Info("fleet ready", "version", stable, "count", n)
 
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
@@ -177,9 +153,228 @@ func (s *Supervisor) serve(ctx context.Context) error {
 	}
 }
 
-// finishInterruptedLocked settles a rollout whose supervisor died. All VMs
-// died with it, so nothing is half-switched on the machine; the record says
-// what happened and the fleet comes back on its stable version.
+// begin marks the state as this supervisor's and returns the instances the
+// previous one recorded. A previous supervisor that never brought the
+// fleet down died: this start is a restart, and is recorded as one.
+func (s *Supervisor) begin() []InstanceRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev := s.state.Instances
+	if s.state.Supervisor != 0 {
+		why := os.Getenv(RestartReasonEnv)
+		if why == "" {
+			why = fmt.Sprintf("the previous supervisor (pid %d) had stopped without bringing the fleet down", s.state.Supervisor)
+		}
+		s.state.Restarts++
+		s.state.LastRestart = &RestartInfo{At: time.Now().UTC(), Reason: why, Previous: s.state.Supervisor, Adopted: []string{}}
+		s.log.Warn("supervisor restarted", "reason", why, "recorded_instances", len(prev))
+	}
+	s.state.Supervisor = os.Getpid()
+	s.state.StartedAt = time.Now().UTC()
+	s.state.Error = ""
+	s.state.Ready = false
+	s.state.ShuttingDown = false
+	if s.state.Stable == "" {
+		s.state.Stable = s.spec.Image
+	}
+	s.state.Instances = prev // kept until recover has looked at them
+	s.saveLocked()
+	return prev
+}
+
+// adoptTimeout bounds taking over one recorded instance, its SSH
+// connection and first health checks included.
+const adoptTimeout = 2 * time.Minute
+
+// recover brings the fleet to its stable version with as little disturbance
+// as possible. The instances a previous supervisor left running are
+// adopted when they are the very QEMU processes recorded and answer QMP;
+// only the others are replaced. An interrupted rollout is settled first
+// (see finishInterruptedLocked). Adopted instances of the version it
+// settles on that were serving and healthy when last recorded go back
+// behind the front at once, so the front's gap is the restart and a QMP
+// handshake; then each is reconnected over SSH (its pinned host key
+// verified) and must pass its checks, or it is taken out and replaced.
+// Adopted instances of another version stop, and whatever is missing is
+// launched, checked, and only then given traffic.
+func (s *Supervisor) recover(ctx context.Context, prev []InstanceRecord) error {
+	recs := map[string]InstanceRecord{}
+	for _, rec := range prev {
+		recs[rec.ID] = rec
+	}
+	adopted, replaced := s.adoptAll(ctx, prev)
+	if err := ctx.Err(); err != nil {
+		for _, m := range adopted {
+			m.remove()
+		}
+		return err
+	}
+	keep := map[string]bool{}
+	for id := range adopted {
+		keep[id] = true
+	}
+	// What is on disk and was not adopted: the folders of instances that
+	// failed, and of any launched but never recorded.
+	s.launch.Reap(keep)
+
+	s.mu.Lock()
+	settled := ""
+	if r := s.state.Rollout; r != nil && !r.Phase.Terminal() {
+		s.finishInterruptedLocked(r)
+		settled = fmt.Sprintf("rollout %d settled as %s", r.ID, r.Phase)
+	}
+	stable := s.state.Stable
+	var serve, extra []member
+	for _, id := range slices.SortedFunc(maps.Keys(adopted), compareIDs) {
+		m := adopted[id]
+		if m.Version() == stable && len(serve) < s.spec.Count {
+			serve = append(serve, m)
+		} else {
+			extra = append(extra, m)
+		}
+	}
+	for _, m := range serve {
+		rec := recs[m.ID()]
+		s.insts[m.ID()] = m
+		s.health[m.ID()] = fleet.Status{Instance: m.ID(), State: fleet.Unknown, LastDetail: "adopted; checking"}
+		if rec.Serving && rec.Health == string(fleet.Healthy) {
+			s.health[m.ID()] = fleet.Status{Instance: m.ID(), State: fleet.Healthy, LastDetail: "adopted; re-checking"}
+			s.serving = append(s.serving, m.ID())
+		}
+	}
+	for _, m := range extra {
+		s.insts[m.ID()] = m // listed while it stops
+	}
+	s.applyLocked()
+	if lr := s.state.LastRestart; lr != nil {
+		lr.Rollout = settled
+		lr.Completed = time.Now().UTC()
+	}
+	s.saveLocked()
+	s.mu.Unlock()
+
+	// The same checks as for a new instance: SSH with the pinned host key,
+	// then the fleet's health check.
+	failed := make([]error, len(serve))
+	var wg sync.WaitGroup
+	for i, m := range serve {
+		wg.Go(func() {
+			vctx, cancel := context.WithTimeout(ctx, adoptTimeout)
+			defer cancel()
+			if err := s.launch.Reconnect(vctx, m); err != nil {
+				failed[i] = fmt.Errorf("SSH: %w", err)
+			} else if err := fleet.WaitHealthy(vctx, s.check, []fleet.Instance{m}); err != nil {
+				failed[i] = fmt.Errorf("its checks fail: %w", err)
+			}
+		})
+	}
+	wg.Wait()
+	var kept []member
+	s.mu.Lock()
+	for i, m := range serve {
+		if failed[i] != nil {
+			s.log.Warn("not adopting an instance", "instance", m.ID(), "reason", failed[i])
+			replaced = append(replaced, fmt.Sprintf("%s: %v", m.ID(), failed[i]))
+			s.removeLocked(m.ID())
+			m.remove()
+			continue
+		}
+		kept = append(kept, m)
+		s.watchLocked(ctx, m)
+		if !slices.Contains(s.serving, m.ID()) {
+			s.serving = append(s.serving, m.ID())
+		}
+		s.log.Info("adopted an instance", "instance", m.ID(), "version", m.Version(), "pid", recs[m.ID()].Pid)
+	}
+	s.applyLocked()
+	if lr := s.state.LastRestart; lr != nil {
+		lr.Adopted = idsOf(kept)
+		lr.Replaced = replaced
+	}
+	s.saveLocked()
+	s.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	// Adopted instances of another version (a settled rollout's green, or
+	// blue that had drained) go; the front no longer sends them anything.
+	for _, m := range extra {
+		s.log.Info("stopping an adopted instance the fleet no longer runs", "instance", m.ID(), "version", m.Version())
+	}
+	stopAll(context.WithoutCancel(ctx), s.launch, extra)
+	s.mu.Lock()
+	for _, m := range extra {
+		delete(s.insts, m.ID())
+	}
+	s.recordLocked()
+	s.mu.Unlock()
+
+	missing := s.spec.Count - len(kept)
+	if missing <= 0 {
+		return nil
+	}
+	insts, err := s.launch.Launch(ctx, stable, missing)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for _, in := range insts {
+		s.addLocked(ctx, in)
+	}
+	s.mu.Unlock()
+	if err := fleet.WaitHealthy(ctx, s.check, asInstances(insts)); err != nil {
+		return fmt.Errorf("instances of %s did not become healthy (%s): %w", stable, s.check, err)
+	}
+	s.mu.Lock()
+	s.serving = append(s.serving, idsOf(insts)...)
+	s.applyLocked()
+	s.mu.Unlock()
+	return nil
+}
+
+// adoptAll takes over the recorded instances in parallel; replaced says
+// why each one that could not be was not.
+func (s *Supervisor) adoptAll(ctx context.Context, prev []InstanceRecord) (adopted map[string]member, replaced []string) {
+	type adoption struct {
+		m   member
+		err error
+	}
+	results := make([]adoption, len(prev))
+	var wg sync.WaitGroup
+	for i, rec := range prev {
+		wg.Go(func() {
+			actx, cancel := context.WithTimeout(ctx, adoptTimeout)
+			defer cancel()
+			m, err := s.launch.Adopt(actx, rec)
+			results[i] = adoption{m, err}
+		})
+	}
+	wg.Wait()
+	adopted = map[string]member{}
+	for i, r := range results {
+		if r.err != nil {
+			s.log.Warn("not adopting an instance", "instance", prev[i].ID, "reason", r.err)
+			replaced = append(replaced, fmt.Sprintf("%s: %v", prev[i].ID, r.err))
+			continue
+		}
+		adopted[r.m.ID()] = r.m
+	}
+	return adopted, replaced
+}
+
+func stopAll(ctx context.Context, l machines, ms []member) {
+	var wg sync.WaitGroup
+	for _, m := range ms {
+		wg.Go(func() { l.Stop(ctx, m) })
+	}
+	wg.Wait()
+}
+
+// finishInterruptedLocked settles a rollout whose supervisor died. Traffic
+// is not half-switched: the new supervisor's fronts start empty and serve
+// only the stable version this settles on, so the record says what
+// happened and the fleet serves its stable version.
 func (s *Supervisor) finishInterruptedLocked(r *fleet.RolloutState) {
 	var result string
 	switch {
@@ -201,7 +396,7 @@ func (s *Supervisor) finishInterruptedLocked(r *fleet.RolloutState) {
 	r.Reason = settled
 	s.state.History = append(s.state.History, RolloutSummary{
 		ID: r.ID, From: r.PreviousStable, To: r.Target, Result: result, Reason: r.Reason,
-		Started: r.StartedAt, Ended: time.Now().UTC(),
+		Started: r.StartedAt, Ended: time.Now().UTC(), Cut: r.Cut,
 	})
 	r.Phase = fleet.Phase(result)
 	s.saveLocked()
@@ -214,10 +409,15 @@ func (s *Supervisor) promoteLocked(version string) {
 	}
 }
 
-// addLocked starts watching a new instance's health.
-func (s *Supervisor) addLocked(ctx context.Context, in fleet.Instance) {
+// addLocked registers a new instance and starts watching its health.
+func (s *Supervisor) addLocked(ctx context.Context, in member) {
 	s.insts[in.ID()] = in
 	s.health[in.ID()] = fleet.Status{Instance: in.ID(), State: fleet.Unknown}
+	s.watchLocked(ctx, in)
+}
+
+// watchLocked starts the health prober of a registered instance.
+func (s *Supervisor) watchLocked(ctx context.Context, in member) {
 	p := fleet.NewProber(s.check, in)
 	go p.Run(ctx, func(st fleet.Status) {
 		s.mu.Lock()
@@ -266,27 +466,24 @@ func isDone(in fleet.Instance) bool {
 
 // recordLocked refreshes the instance list in the state file.
 func (s *Supervisor) recordLocked() {
+	var guests []int
+	for guest := range s.balancers {
+		guests = append(guests, guest)
+	}
+	if s.check.Port != 0 && !slices.Contains(guests, s.check.Port) {
+		guests = append(guests, s.check.Port)
+	}
 	var recs []InstanceRecord
 	for id, in := range s.insts {
-		v := in.(*vm)
 		h := s.health[id]
-		ports := map[int]int{}
-		for guest := range s.balancers {
-			ports[guest] = v.inst.VM.HostPort(guest)
-		}
-		if s.check.Port != 0 {
-			ports[s.check.Port] = v.inst.VM.HostPort(s.check.Port)
-		}
-		state := string(h.State)
+		rec := in.record(guests)
+		rec.Health = string(h.State)
 		if isDone(in) {
-			state = "dead"
+			rec.Health = "dead"
 		}
-		recs = append(recs, InstanceRecord{
-			ID: id, Version: in.Version(), Pid: v.inst.VM.Pid(), Dir: v.inst.Dir,
-			Accel: v.inst.VM.Accel(), CPU: v.inst.VM.CPU(),
-			SSHPort: v.inst.VM.HostPort(22), Ports: ports, Started: v.started.UTC(),
-			Health: state, Detail: h.LastDetail, Serving: slices.Contains(s.serving, id),
-		})
+		rec.Detail = h.LastDetail
+		rec.Serving = slices.Contains(s.serving, id)
+		recs = append(recs, rec)
 	}
 	slices.SortFunc(recs, func(a, b InstanceRecord) int { return compareIDs(a.ID, b.ID) })
 	s.state.Instances = recs
@@ -312,7 +509,7 @@ func (s *Supervisor) replaceDead(ctx context.Context) {
 		s.mu.Unlock()
 		return
 	}
-	var dead []fleet.Instance
+	var dead []member
 	for _, in := range s.insts {
 		if isDone(in) {
 			dead = append(dead, in)
@@ -321,7 +518,7 @@ func (s *Supervisor) replaceDead(ctx context.Context) {
 	for _, in := range dead {
 		s.log.Warn("instance died; replacing it", "instance", in.ID())
 		s.removeLocked(in.ID())
-		in.(*vm).inst.Remove()
+		in.remove()
 	}
 	missing := s.spec.Count - len(s.insts) - s.replacing
 	version := s.state.Stable
@@ -335,15 +532,31 @@ func (s *Supervisor) replaceDead(ctx context.Context) {
 	go func() {
 		insts, err := s.launch.Launch(ctx, version, missing)
 		s.mu.Lock()
-		defer s.mu.Unlock()
-		s.replacing -= missing
 		if err != nil {
+			s.replacing -= missing
+			s.mu.Unlock()
 			s.log.Error("replace instances", "err", err)
 			return
 		}
 		for _, in := range insts {
 			s.addLocked(ctx, in)
-			s.serving = append(s.serving, in.ID())
+		}
+		s.mu.Unlock()
+		// Traffic only once it answers: a guest still booting would take
+		// connections (QEMU accepts them) and reset them.
+		if err := fleet.WaitHealthy(ctx, s.check, asInstances(insts)); err != nil {
+			s.log.Warn("replacement not healthy", "err", err)
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.replacing -= missing
+		if s.rolling {
+			return // the rollout owns the serving set; it stops what it did not take
+		}
+		for _, in := range insts {
+			if _, ok := s.insts[in.ID()]; ok {
+				s.serving = append(s.serving, in.ID())
+			}
 		}
 		s.applyLocked()
 	}()
@@ -353,7 +566,7 @@ func (s *Supervisor) replaceDead(ctx context.Context) {
 func (s *Supervisor) shutdown() {
 	s.mu.Lock()
 	s.state.ShuttingDown = true
-	insts := make([]fleet.Instance, 0, len(s.insts))
+	insts := make([]member, 0, len(s.insts))
 	for _, in := range s.insts {
 		insts = append(insts, in)
 	}
@@ -361,24 +574,24 @@ func (s *Supervisor) shutdown() {
 		b.Close()
 	}
 	s.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, in := range insts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.launch.Stop(context.Background(), in)
-		}()
-	}
-	wg.Wait()
+	stopAll(context.Background(), s.launch, insts)
 	s.mu.Lock()
-	s.insts = map[string]fleet.Instance{}
+	s.insts = map[string]member{}
 	s.serving = nil
 	s.state.Instances = nil
 	s.saveLocked()
 	s.mu.Unlock()
 }
 
-func idsOf(insts []fleet.Instance) []string {
+func asInstances(ms []member) []fleet.Instance {
+	out := make([]fleet.Instance, len(ms))
+	for i, m := range ms {
+		out[i] = m
+	}
+	return out
+}
+
+func idsOf[T fleet.Instance](insts []T) []string {
 	out := make([]string, len(insts))
 	for i, in := range insts {
 		out[i] = in.ID()

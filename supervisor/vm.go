@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,31 +15,85 @@ import (
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/instance"
+	"github.com/kiln-dev/kiln/provision"
 	"github.com/kiln-dev/kiln/qemu"
 	"github.com/kiln-dev/kiln/workdir"
 )
+
+// member is one instance the supervisor owns: what health checks and
+// rollouts use, plus what the state file records of it and a way to remove
+// what is left of it. The supervisor works on members only, so its
+// decisions are tested with fakes; vm is the QEMU-backed one.
+type member interface {
+	fleet.Instance
+	// record describes the instance for the state file, with the host
+	// ports of the given guest ports.
+	record(guests []int) InstanceRecord
+	// remove kills what still runs and deletes the instance's folder.
+	remove() error
+}
+
+// machines starts, stops and re-attaches to a fleet's instances.
+type machines interface {
+	// Launch starts n instances of version; on error none are left.
+	Launch(ctx context.Context, version string, n int) ([]member, error)
+	// Stop powers an instance off and removes it; a gone one is no error.
+	Stop(ctx context.Context, m member) error
+	// Adopt re-attaches to an instance a previous supervisor recorded, or
+	// says why it cannot: gone, its pid reused, QMP not answering. It is
+	// quick; Reconnect, which may take a while, comes after.
+	Adopt(ctx context.Context, rec InstanceRecord) (member, error)
+	// Reconnect opens an adopted instance's SSH connection, verifying the
+	// host key pinned at its first boot.
+	Reconnect(ctx context.Context, m member) error
+	// Reap stops and removes every instance on disk but the kept ones:
+	// those a previous supervisor left and that were not adopted.
+	Reap(keep map[string]bool)
+	// SetAccel changes what instances started from now on run under (a
+	// rollout's --accel).
+	SetAccel(c qemu.Choice)
+}
 
 // vm is a fleet instance backed by a QEMU guest.
 type vm struct {
 	id, version string
 	inst        *instance.Instance
 	started     time.Time
+	pidStart    string // the QEMU process's start time, which tells it from a reuse of its pid
 }
 
-var _ fleet.Instance = (*vm)(nil)
+var _ member = (*vm)(nil)
 
 func (v *vm) ID() string      { return v.id }
 func (v *vm) Version() string { return v.version }
 
 func (v *vm) Addr(guestPort int) string {
-	return "127.0.0.1:" + strconv.Itoa(v.inst.VM.HostPort(guestPort))
+	p := v.inst.VM.HostPort(guestPort)
+	if p == 0 {
+		return ""
+	}
+	return "127.0.0.1:" + strconv.Itoa(p)
 }
 
 func (v *vm) Exec(ctx context.Context, cmd string) (int, error) {
+	if v.inst.SSH == nil { // adopted, not reconnected yet
+		return -1, errors.New("no SSH connection yet")
+	}
 	return v.inst.SSH.Run(ctx, cmd, nil, nil, nil)
 }
 
 func (v *vm) Done() <-chan struct{} { return v.inst.VM.Done() }
+
+func (v *vm) record(guests []int) InstanceRecord {
+	ports := map[int]int{}
+	for _, g := range guests {
+		ports[g] = v.inst.VM.HostPort(g)
+	}
+	return InstanceRecord{ID: v.id, Version: v.version, Pid: v.inst.VM.Pid(), PidStart: v.pidStart,
+		Accel: v.inst.VM.Accel(), CPU: v.inst.VM.CPU(), Dir: v.inst.Dir, SSHPort: v.inst.VM.HostPort(22), Ports: ports, Started: v.started.UTC()}
+}
+
+func (v *vm) remove() error { return v.inst.Remove() }
 
 // launcher starts a fleet's instances from stored images.
 type launcher struct {
@@ -54,7 +109,7 @@ type launcher struct {
 }
 
 // setAccel changes what instances started from now on run under.
-func (l *launcher) setAccel(c qemu.Choice) {
+func (l *launcher) SetAccel(c qemu.Choice) {
 	l.mu.Lock()
 	l.accel = c
 	l.mu.Unlock()
@@ -62,7 +117,7 @@ func (l *launcher) setAccel(c qemu.Choice) {
 
 // Launch starts n instances of version in parallel. On error, the ones that
 // did start are stopped, so the caller never owns half a batch.
-func (l *launcher) Launch(ctx context.Context, version string, n int) ([]fleet.Instance, error) {
+func (l *launcher) Launch(ctx context.Context, version string, n int) ([]member, error) {
 	ref, err := images.ParseRef(version)
 	if err != nil {
 		return nil, err
@@ -104,10 +159,11 @@ func (l *launcher) Launch(ctx context.Context, version string, n int) ([]fleet.I
 				results <- result{err: fmt.Errorf("instance %s: %w", id, err)}
 				return
 			}
-			results <- result{v: &vm{id: id, version: m.Ref().String(), inst: inst, started: time.Now()}}
+			start, _ := workdir.ProcessStart(inst.VM.Pid())
+			results <- result{v: &vm{id: id, version: m.Ref().String(), inst: inst, started: time.Now(), pidStart: start}}
 		}()
 	}
-	var out []fleet.Instance
+	var out []member
 	var firstErr error
 	for i := 0; i < n; i++ {
 		r := <-results
@@ -139,20 +195,94 @@ func appendGuestPort(fw []qemu.Forward, port int) []qemu.Forward {
 
 // Stop powers an instance off (briefly: fleets are immutable, nothing on
 // the disk is kept) and removes its folder.
-func (l *launcher) Stop(ctx context.Context, inst fleet.Instance) error {
-	v, ok := inst.(*vm)
+func (l *launcher) Stop(ctx context.Context, m member) error {
+	v, ok := m.(*vm)
 	if !ok {
-		return fmt.Errorf("instance %s is not a VM", inst.ID())
+		return m.remove()
 	}
 	v.inst.Shutdown(ctx, 20*time.Second)
 	return v.inst.Remove()
 }
 
+// Adopt takes over an instance a previous supervisor started: its QEMU
+// must be the very process recorded (pid and start time) and answer QMP as
+// running. Whatever fails, the instance is left for Reap.
+func (l *launcher) Adopt(ctx context.Context, rec InstanceRecord) (member, error) {
+	if rec.Pid <= 0 || rec.PidStart == "" {
+		return nil, errors.New("no QEMU process was recorded")
+	}
+	if !workdir.Running(rec.Pid) {
+		return nil, fmt.Errorf("its QEMU (pid %d) is gone", rec.Pid)
+	}
+	if start, err := workdir.ProcessStart(rec.Pid); err != nil || start != rec.PidStart {
+		return nil, fmt.Errorf("pid %d is no longer its QEMU (another process has it)", rec.Pid)
+	}
+	ports := map[int]int{22: rec.SSHPort}
+	for g, h := range rec.Ports {
+		ports[g] = h
+	}
+	m, err := qemu.Attach(ctx, rec.Dir, rec.Pid, ports, "")
+	if err != nil {
+		return nil, err
+	}
+	// The pidfd now pins the process: checking the start time again rules
+	// out a reuse between the first check and the attach.
+	if start, err := workdir.ProcessStart(rec.Pid); err != nil || start != rec.PidStart {
+		return nil, fmt.Errorf("pid %d is no longer its QEMU (another process has it)", rec.Pid)
+	}
+	if st, err := m.Status(ctx); err != nil {
+		m.Kill()
+		return nil, fmt.Errorf("QMP: %w", err)
+	} else if st != "running" {
+		m.Kill()
+		return nil, fmt.Errorf("QEMU reports the guest %s", st)
+	}
+	inst := &instance.Instance{VM: m, Dir: rec.Dir, Overlay: filepath.Join(rec.Dir, "disk.qcow2")}
+	return &vm{id: rec.ID, version: rec.Version, inst: inst, started: rec.Started, pidStart: rec.PidStart}, nil
+}
+
+// Reconnect opens SSH to an adopted guest, retrying while a loaded guest is
+// slow to answer; a host key that is not the pinned one fails at once.
+func (l *launcher) Reconnect(ctx context.Context, m member) error {
+	v, ok := m.(*vm)
+	if !ok {
+		return fmt.Errorf("instance %s is not a VM", m.ID())
+	}
+	for {
+		c, err := instance.Connect(ctx, v.inst.Dir, v.inst.VM.HostPort(22))
+		if err == nil {
+			v.inst.SSH = c
+			return nil
+		}
+		if errors.Is(err, provision.ErrHostKeyMismatch) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-v.Done():
+			return errors.New("its QEMU exited")
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// Reap stops what a previous supervisor left that was not adopted.
+func (l *launcher) Reap(keep map[string]bool) { killStale(l.dirs, keep) }
+
 // KillStale stops QEMU processes a previous supervisor left behind (it was
 // killed), by the pid files in their folders, waits for them to exit and
 // removes the folders.
-func KillStale(d Dirs) {
-	entries, _ := os.ReadDir(d.Instances())
+func KillStale(d Dirs) { killStale(d, nil) }
+
+func killStale(d Dirs, keep map[string]bool) {
+	all, _ := os.ReadDir(d.Instances())
+	var entries []os.DirEntry
+	for _, e := range all {
+		if !keep[e.Name()] {
+			entries = append(entries, e)
+		}
+	}
 	var killed []int
 	for _, e := range entries {
 		dir := d.Instance(e.Name())

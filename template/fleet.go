@@ -23,6 +23,7 @@ type FleetFile struct {
 	MemoryMiB int
 	Ports     []FleetPort  // in the order written; nil when there are none
 	Health    *FleetHealth // nil when the file has no health block
+	Front     string       // "http" or "tcp"; "" lets kiln pick (http for the port an http check probes)
 }
 
 // FleetPort maps a front port on 127.0.0.1 to a guest port on every
@@ -59,6 +60,7 @@ var fleetSchema = &hcl.BodySchema{
 		{Name: "count"},
 		{Name: "cpus"},
 		{Name: "memory"},
+		{Name: "front"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "port"},
@@ -236,6 +238,15 @@ func (l *loader) fleet(b *hcl.Block) *FleetFile {
 	}
 	if attr := attrs["memory"]; l.isSet(attr) {
 		f.MemoryMiB = int(l.size(attr, 1<<20) >> 20)
+	}
+	if attr := attrs["front"]; l.isSet(attr) {
+		if v, ok := l.value(attr, cty.String); ok {
+			f.Front = v.AsString()
+			if f.Front != "http" && f.Front != "tcp" {
+				l.diags = append(l.diags, diagAt(attr.Expr.Range().Ptr(), "Invalid front",
+					`front %q is not a kind of front: use "http" (a reverse proxy that routes each request, so keep-alive clients survive a rollout) or "tcp" (a TCP proxy, for other protocols).`, f.Front))
+			}
+		}
 	}
 
 	var healths []*hcl.Block

@@ -47,7 +47,7 @@ func TestLoadFleet(t *testing.T) {
 			Health: &FleetHealth{Kind: "http", Path: "/", Port: 80}, // the first port block's guest port
 		}},
 		{"tcp.fleet.hcl", &FleetFile{
-			Name: "db", Image: "postgres:16", Count: 1, CPUs: 1, MemoryMiB: 512,
+			Name: "db", Image: "postgres:16", Count: 1, CPUs: 1, MemoryMiB: 512, Front: "tcp",
 			Health: &FleetHealth{Kind: "tcp", Port: 5432},
 		}},
 		{"exec.fleet.hcl", &FleetFile{
@@ -141,6 +141,7 @@ func TestLoadFleetErrors(t *testing.T) {
 		{"err-count-17.fleet.hcl", []want{{"3:11", "Invalid count: count must be from 1 to 16 instances, not 17."}}},
 		{"err-count-fraction.fleet.hcl", []want{{"3:11", "Invalid count: count must be a whole number, not 1.5."}}},
 		{"err-cpus.fleet.hcl", []want{{"3:11", "Invalid cpus: cpus must be at least 1, not 0."}}},
+		{"err-front.fleet.hcl", []want{{"3:11", `Invalid front: front "https" is not a kind of front: use "http"`}}},
 		{"err-memory.fleet.hcl", []want{{"3:12", `Invalid size: memory: invalid size "512X": unknown unit "X"; use K, M, G or T.`}}},
 		{"err-memory-no-unit.fleet.hcl", []want{{"3:12", `Invalid size: memory needs a unit: "2048" is ambiguous; write e.g. "2048M"`}}},
 		{"err-memory-partial.fleet.hcl", []want{{"3:12", `Invalid size: memory must be a whole number of MiB, at least 1M; "100K" is 102400 bytes.`}}},

@@ -221,3 +221,8 @@ func joinInts(xs []int) string {
 	}
 	return strings.Join(s, ", ")
 }
+
+// ProcessStart is pid's start time (clock ticks since boot, as a string):
+// recorded with a pid, it tells the same process from a later one that was
+// given the same pid.
+func ProcessStart(pid int) (string, error) { return startTime(pid) }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"os"
 	"strings"
 	"testing"
 
@@ -84,9 +83,4 @@ func TestFindToolLooksInSbin(t *testing.T) {
 		}
 		t.Skip("e2fsprogs is not installed here")
 	}
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }

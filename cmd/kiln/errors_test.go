@@ -351,6 +351,8 @@ func TestBadInput(t *testing.T) {
 				want: []string{"kiln fleet up: deep.fleet.hcl:3:110: Too deeply nested"}},
 			{name: "up_invalid_memory", args: []string{"fleet", "up", "w", "--image", "tiny:1", "--memory", "12X"}, code: 2,
 				want: []string{`--memory: invalid size "12X"`}},
+			{name: "up_invalid_front", args: []string{"fleet", "up", "w", "--image", "tiny:1", "--front", "https"}, code: 2,
+				want: []string{`kiln fleet up: --front "https": use http (a reverse proxy that routes each request) or tcp`}},
 			{name: "up_no_qemu", args: []string{"fleet", "up", "w", "--image", "tiny:1"}, path: env.noQEMUSystem, code: 1,
 				want: []string{"qemu-system-x86_64 is not installed", "sudo apt-get install qemu-system-x86"}},
 			{name: "status_unknown_fleet", args: []string{"fleet", "status", "nope"}, code: 1,

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
@@ -34,7 +36,7 @@ func cmdFleet(ctx context.Context, args []string) error {
 	sub := map[string]func(context.Context, []string) error{
 		"up": cmdFleetUp, "ls": cmdFleetList, "list": cmdFleetList, "status": cmdFleetStatus,
 		"ssh": cmdFleetSSH, "exec": cmdFleetExec, "logs": cmdFleetLogs, "down": cmdFleetDown,
-		"supervise": cmdFleetSupervise,
+		"supervise": cmdFleetSupervise, "monitor": cmdFleetMonitor,
 	}
 	f, ok := sub[args[0]]
 	if !ok {
@@ -129,6 +131,7 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	file := fs.StringP("file", "f", "", "read the fleet from an HCL fleet file instead of these flags")
 	force := fs.Bool("force", false, "run a revoked image anyway")
 	accel := addAccelFlag(fs)
+	front := fs.String("front", "", "front kind: http (a reverse proxy routing each request; the default for the port an --health-http check probes) or tcp")
 	var vars, varFiles []string
 	fs.StringArrayVar(&vars, "var", nil, "set a fleet file variable: NAME=VALUE (repeatable)")
 	fs.StringArrayVar(&varFiles, "var-file", nil, "read fleet file variables from an HCL file (repeatable)")
@@ -176,12 +179,17 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 		}
 		// The supervisor died (killed, machine rebooted): start it again on
 		// the saved spec and state; it settles any rollout it was running.
-		say("fleet %s: restarting its supervisor", name)
-		pid, err := startSupervisor(dirs, name)
+		if r, _ := supervisor.ReadRunner(dirs); r.Kind == supervisor.RunnerMonitor && processAlive(r.Pid) {
+			return fmt.Errorf("fleet %s: kiln's monitor (pid %d) is restarting its supervisor; wait for it, or `kiln fleet down %s`", name, r.Pid, name)
+		}
+		say("fleet %s: restarting its supervisor; it adopts the instances still running", name)
+		saved, _ := supervisor.ReadState(dirs)
+		os.Setenv(supervisor.RestartReasonEnv, fmt.Sprintf("restarted by `kiln fleet up %s`: the previous supervisor (pid %d) was not running", name, saved.Supervisor))
+		alive, err := startRunner(dirs, name)
 		if err != nil {
 			return err
 		}
-		if err := waitReady(ctx, dirs, pid); err != nil {
+		if err := waitReady(ctx, dirs, alive); err != nil {
 			return fmt.Errorf("%w; see %s", err, dirs.Log())
 		}
 		return nil
@@ -204,6 +212,9 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 		}
 		spec = supervisor.Spec{Name: name, Image: *image, Count: *count, Ports: ports,
 			CPUs: *cpus, MemoryMiB: mem, Check: check}
+	}
+	if *front != "" {
+		spec.Front = fleet.FrontKind(*front)
 	}
 	spec.CreatedAt = time.Now().UTC()
 	local, err := localRef(ctx, spec.Image)
@@ -247,18 +258,18 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	if err := supervisor.WriteSpec(dirs, spec); err != nil {
 		return err
 	}
-	pid, err := startSupervisor(dirs, spec.Name)
+	alive, err := startRunner(dirs, spec.Name)
 	if err != nil {
 		os.RemoveAll(dirs.Root)
 		return err
 	}
 	say("fleet %s: starting %d × %s (supervisor log: %s)", spec.Name, spec.Count, spec.Image, dirs.Log())
 	start := time.Now()
-	if err := waitReady(ctx, dirs, pid); err != nil {
+	if err := waitReady(ctx, dirs, alive); err != nil {
 		// A fleet that never came up leaves nothing behind, so the end of
 		// its log goes into the message instead.
-		syscall.Kill(pid, syscall.SIGTERM)
-		for i := 0; i < 60 && processAlive(pid); i++ {
+		stopRunner(dirs)
+		for i := 0; i < 60 && alive(); i++ {
 			time.Sleep(500 * time.Millisecond)
 		}
 		supervisor.KillStale(dirs)
@@ -306,7 +317,8 @@ func specProblem(err error, file string) string {
 }
 
 func specFromFile(ff *template.FleetFile) supervisor.Spec {
-	spec := supervisor.Spec{Name: ff.Name, Image: ff.Image, Count: ff.Count, CPUs: ff.CPUs, MemoryMiB: ff.MemoryMiB}
+	spec := supervisor.Spec{Name: ff.Name, Image: ff.Image, Count: ff.Count, CPUs: ff.CPUs, MemoryMiB: ff.MemoryMiB,
+		Front: fleet.FrontKind(ff.Front)}
 	for _, p := range ff.Ports {
 		spec.Ports = append(spec.Ports, supervisor.Port{Host: p.Host, Guest: p.Guest})
 	}
@@ -319,41 +331,82 @@ func specFromFile(ff *template.FleetFile) supervisor.Spec {
 	return spec
 }
 
-// startSupervisor runs `kiln fleet supervise NAME` in the background, in
-// its own session so it outlives this command and the terminal.
-func startSupervisor(dirs supervisor.Dirs, name string) (int, error) {
+// startRunner starts fleet name's supervisor so that it comes back by
+// itself after a crash: as a transient systemd user unit when the user has
+// a systemd manager, else under kiln's own monitor (`kiln fleet monitor`),
+// in its own session so it outlives this command and the terminal. It
+// saves which in the fleet's folder and returns a liveness check.
+func startRunner(dirs supervisor.Dirs, name string) (alive func() bool, err error) {
 	self, err := os.Executable()
 	if err != nil {
-		return 0, err
+		return nil, err
+	}
+	if supervisor.SystemdUser(os.Getenv, fileExists, exec.LookPath) {
+		unit := supervisor.SystemdUnit(name)
+		// A failed unit of that name from before would block the name.
+		exec.Command("systemctl", "--user", "reset-failed", unit).Run()
+		argv := supervisor.SystemdRunArgv(name, self, dirs.Log(), supervisor.RunnerEnv(os.Environ()))
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("start the fleet supervisor with systemd-run: %v: %s", err, strings.TrimSpace(string(out)))
+		}
+		if err := supervisor.WriteRunner(dirs, supervisor.Runner{Kind: supervisor.RunnerSystemd, Unit: unit}); err != nil {
+			return nil, err
+		}
+		return func() bool {
+			return exec.Command("systemctl", "--user", "is-active", "--quiet", unit).Run() == nil
+		}, nil
 	}
 	logf, err := os.OpenFile(dirs.Log(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer logf.Close()
-	cmd := exec.Command(self, "fleet", "supervise", name)
+	cmd := exec.Command(self, "fleet", "monitor", name)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("start the fleet supervisor: %w", err)
+		return nil, fmt.Errorf("start the fleet supervisor: %w", err)
 	}
 	pid := cmd.Process.Pid
 	// Reap it if it exits while this command still runs, so the liveness
-	// check below sees it go.
+	// check sees it go.
 	go cmd.Wait()
-	return pid, nil
+	if err := supervisor.WriteRunner(dirs, supervisor.Runner{Kind: supervisor.RunnerMonitor, Pid: pid}); err != nil {
+		syscall.Kill(pid, syscall.SIGTERM)
+		return nil, err
+	}
+	return func() bool { return processAlive(pid) }, nil
+}
+
+// stopRunner stops what restarts the fleet's supervisor, which stops the
+// supervisor too (SIGTERM: the same graceful way as `fleet down`).
+func stopRunner(dirs supervisor.Dirs) {
+	r, _ := supervisor.ReadRunner(dirs)
+	switch r.Kind {
+	case supervisor.RunnerSystemd:
+		exec.Command("systemctl", "--user", "stop", r.Unit).Run()
+	case supervisor.RunnerMonitor:
+		if processAlive(r.Pid) {
+			syscall.Kill(r.Pid, syscall.SIGTERM)
+		}
+	}
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // waitReady follows the supervisor until the fleet is healthy or it failed.
-func waitReady(ctx context.Context, dirs supervisor.Dirs, pid int) error {
+func waitReady(ctx context.Context, dirs supervisor.Dirs, alive func() bool) error {
 	c := supervisor.NewClient(dirs)
 	seen := map[string]string{}
 	for {
 		st, err := c.Status()
 		if err != nil {
 			// Not answering: starting, or dead; the state file says which.
-			if !processAlive(pid) {
-				if saved, _ := supervisor.ReadState(dirs); saved.Error != "" && saved.Supervisor == pid {
+			if !alive() {
+				if saved, _ := supervisor.ReadState(dirs); saved.Error != "" {
 					return fmt.Errorf("fleet %s failed to start: %s", filepath.Base(dirs.Root), saved.Error)
 				}
 				return fmt.Errorf("the fleet supervisor of %s exited without saying why", filepath.Base(dirs.Root))
@@ -398,12 +451,72 @@ func cmdFleetSupervise(ctx context.Context, args []string) error {
 	}
 	choice, err := accelSelector().Choose(ctx, spec.Accel)
 	if err != nil {
-		return err
+		fmt.Fprintf(os.Stderr, "kiln fleet supervise: %v\n", err)
+		return exitError{supervisor.ExitNoRestart}
 	}
 	if choice.Note != "" {
 		log.Warn(choice.Note)
 	}
-	return supervisor.Run(ctx, images.DefaultPaths().Data, args[0], choice, log)
+	if err := supervisor.Run(ctx, images.DefaultPaths().Data, args[0], choice, log); err != nil {
+		// The fleet cannot run as it is: what restarts supervisors must not.
+		fmt.Fprintf(os.Stderr, "kiln fleet supervise: %v\n", err)
+		return exitError{supervisor.ExitNoRestart}
+	}
+	return nil
+}
+
+// cmdFleetMonitor keeps a fleet's supervisor running where no systemd user
+// manager does: it starts `kiln fleet supervise NAME` and starts it again
+// when it dies, with a growing delay and a cap. SIGTERM (fleet down) is
+// passed on to the supervisor, which is then not restarted.
+func cmdFleetMonitor(ctx context.Context, args []string) error {
+	if len(args) != 1 {
+		return usageError{"fleet monitor NAME (started by kiln fleet up)"}
+	}
+	name := args[0]
+	dirs := fleetDirs(name)
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	start := func(reason string) supervisor.Exit {
+		cmd := exec.Command(self, "fleet", "supervise", name)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if reason != "" {
+			cmd.Env = append(slices.DeleteFunc(os.Environ(), func(e string) bool {
+				return strings.HasPrefix(e, supervisor.RestartReasonEnv+"=")
+			}), supervisor.RestartReasonEnv+"="+reason)
+		}
+		began := time.Now()
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintf(os.Stderr, "kiln fleet monitor: start the supervisor: %v\n", err)
+			return supervisor.Exit{Code: supervisor.ExitNoRestart}
+		}
+		stop := context.AfterFunc(ctx, func() { cmd.Process.Signal(syscall.SIGTERM) })
+		defer stop()
+		cmd.Wait()
+		ex := supervisor.Exit{Code: cmd.ProcessState.ExitCode(), Ran: time.Since(began)}
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			ex.Signal = "killed by " + unix.SignalName(ws.Signal())
+		}
+		if ex.Code != 0 && ctx.Err() == nil {
+			fmt.Fprintf(os.Stderr, "kiln fleet monitor: the supervisor (pid %d) %s\n", cmd.Process.Pid, ex)
+		}
+		return ex
+	}
+	sleep := func(ctx context.Context, d time.Duration) error {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(d):
+			return nil
+		}
+	}
+	if err := supervisor.Monitor(ctx, supervisor.DefaultRestartPolicy, start, sleep); err != nil {
+		supervisor.RecordError(dirs, err.Error())
+		return err
+	}
+	return nil
 }
 
 // fleetStatus asks the supervisor, falling back to the saved state.
@@ -494,6 +607,21 @@ func cmdFleetStatus(ctx context.Context, args []string) error {
 	}
 	if st.Rollout != nil {
 		fmt.Printf("rollout %d: %s → %s, %s %s\n", st.Rollout.ID, st.Rollout.PreviousStable, st.Rollout.Target, st.Rollout.Phase, st.Rollout.Reason)
+	}
+	if lr := st.LastRestart; lr != nil {
+		fmt.Printf("supervisor restarted %d times; last %s ago (%s): %s\n", st.Restarts,
+			time.Since(lr.At).Round(time.Second), lr.At.Local().Format(time.DateTime), lr.Reason)
+		adopted := "none"
+		if len(lr.Adopted) > 0 {
+			adopted = strings.Join(lr.Adopted, ", ")
+		}
+		fmt.Printf("  adopted (kept running): %s\n", adopted)
+		for _, r := range lr.Replaced {
+			fmt.Printf("  replaced %s\n", r)
+		}
+		if lr.Rollout != "" {
+			fmt.Printf("  %s\n", lr.Rollout)
+		}
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "INSTANCE\tVERSION\tHEALTH\tSERVING\tPORTS\tUPTIME")
@@ -663,7 +791,16 @@ func cmdFleetDown(ctx context.Context, args []string) error {
 		}
 		if processAlive(st.Supervisor) {
 			say("fleet %s: the supervisor did not stop in 3m; killing it", fs.Arg(0))
+			stopRunner(dirs) // or it would be restarted
 			syscall.Kill(st.Supervisor, syscall.SIGKILL)
+		}
+	}
+	// What restarts the supervisor goes too (it may be waiting to restart
+	// one that died).
+	stopRunner(dirs)
+	if r, _ := supervisor.ReadRunner(dirs); r.Kind == supervisor.RunnerMonitor {
+		for i := 0; i < 100 && processAlive(r.Pid); i++ {
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 	supervisor.KillStale(dirs)

@@ -157,6 +157,10 @@ func runRollout(ctx context.Context, name string, req supervisor.RolloutRequest,
 				say("%s → %s%s", t.From, t.To, note)
 			}
 			if done := finishedRollout(st, id); done != nil {
+				if done.Result == supervisor.ResultSucceededWithCuts {
+					say("rollout %d reached %s but %s", id, done.To, done.Reason)
+					return nil
+				}
 				if done.Result != string(fleet.PhaseSucceeded) {
 					return fmt.Errorf("rollout %d to %s %s: %s", id, done.To, done.Result, done.Reason)
 				}

@@ -1,5 +1,6 @@
 fleet "db" {
   image = "postgres:16"
+  front = "tcp"
   health "tcp" {
     port = 5432
   }
