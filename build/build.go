@@ -15,6 +15,7 @@ import (
 	"github.com/kiln-dev/kiln/instance"
 	"github.com/kiln-dev/kiln/internal/fileutil"
 	"github.com/kiln-dev/kiln/qemu"
+	"github.com/kiln-dev/kiln/savedstate"
 	"github.com/kiln-dev/kiln/workdir"
 )
 
@@ -42,6 +43,8 @@ type Options struct {
 	// qcow2 overlay on the source) instead of it being deleted: for
 	// comparing compaction methods and for looking at what the image holds.
 	KeepWorkDisk string
+	// Cold boots even when a saved state could be resumed, and saves none.
+	Cold bool
 }
 
 // Result is a finished build.
@@ -101,6 +104,10 @@ type builder struct {
 	start       time.Time
 	phases      []Phase
 	guestUsed   int64 // bytes in use on the guest's root after generalising
+
+	bootKind   string             // bootCold, bootSaved or bootResumed
+	savedState string             // the saved state resumed or saved
+	saveAs     *savedstate.Inputs // save the cold-booted guest under these inputs
 }
 
 // Run bakes spec into a new image version in opts.Store. On failure or
@@ -255,16 +262,20 @@ func (b *builder) boot(ctx context.Context) error {
 	if b.opts.Debug {
 		go followFile(ctx, filepath.Join(b.dir, "vm", "serial.log"), newLineWriter(b.opts.Out, "serial: ", b.secrets, nil))
 	}
-	inst, err := instance.Launch(ctx, instance.Options{
+	o := instance.Options{
 		Name: b.spec.Name + "-build", Image: b.source.path, ImageFormat: b.source.format,
 		Dir: filepath.Join(b.dir, "vm"), DiskSize: b.spec.DiskSize, CPUs: b.spec.CPUs,
 		MemoryMiB: b.spec.MemoryMiB, Accel: b.opts.Accel, UserData: b.spec.UserData,
 		BootTimeout: b.spec.BootTimeout, Log: b.say,
-	})
+	}
+	if resumed, err := b.bootWarm(ctx, o); err != nil || resumed {
+		return err
+	}
+	inst, err := instance.Launch(ctx, o)
 	if err != nil {
 		return err
 	}
-	b.inst = inst
+	b.inst, b.bootKind = inst, bootCold
 	return nil
 }
 
@@ -275,7 +286,13 @@ func (b *builder) removeVM() {
 }
 
 func (b *builder) waitCloudInit(ctx context.Context) error {
-	return b.inst.SSH.WaitCloudInit(ctx)
+	if err := b.inst.SSH.WaitCloudInit(ctx); err != nil {
+		return err
+	}
+	if b.saveAs != nil {
+		return b.saveState(ctx)
+	}
+	return nil
 }
 
 func (b *builder) shutdown(ctx context.Context) error {
@@ -344,6 +361,8 @@ func (b *builder) store(ctx context.Context) error {
 		BuildStart:     b.start.UTC(),
 		BuildEnd:       time.Now().UTC(),
 		GuestUsedBytes: b.guestUsed,
+		Boot:           b.bootKind,
+		SavedState:     b.savedState,
 	}
 	for _, p := range b.phases {
 		m.Phases = append(m.Phases, images.PhaseTime{Name: p.Name, Seconds: p.Duration.Seconds()})

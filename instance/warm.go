@@ -1,0 +1,404 @@
+package instance
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/kiln-dev/kiln/cloudinit"
+	"github.com/kiln-dev/kiln/disk"
+	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/internal/fileutil"
+	"github.com/kiln-dev/kiln/provision"
+	"github.com/kiln-dev/kiln/qemu"
+	"github.com/kiln-dev/kiln/savedstate"
+)
+
+// Warm starts. A booted guest is saved (Save) with QEMU's internal snapshot
+// and resumed later (Resume) in a second or two instead of booting. Only the
+// resume key, kept with the state, logs in to a saved guest: right after a
+// save or a resume kiln logs in with it once and replaces it by the
+// instance's own fresh key, sets the guest's clock (it resumes at the time
+// it was saved) and reseeds the kernel's random number generator (resumed
+// guests would otherwise share its state; Debian's cloud kernel has no
+// vmgenid driver to do it).
+
+// ResumeTimeout bounds the wait for SSH after a resume: a saved guest
+// answers in seconds, one that does not is broken.
+const ResumeTimeout = time.Minute
+
+// StateInputs is what shapes a boot of o on a base with digest baseDigest:
+// the key of the saved state Launch(o) could be replaced by. purpose tells
+// states apart that are adopted differently (builds, fleets).
+func StateInputs(ctx context.Context, o Options, baseDigest, purpose string) (savedstate.Inputs, error) {
+	if o.Accel == "" {
+		o.Accel = qemu.DetectAccel()
+	}
+	version, err := qemu.Version(ctx, "")
+	if err != nil {
+		return savedstate.Inputs{}, err
+	}
+	in := savedstate.Inputs{
+		BaseDigest: baseDigest, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, DiskSize: o.DiskSize,
+		Machine: qemu.ShapeArgs(o.qemuConfig("disk", "seed")), QEMUVersion: version,
+		Purpose: purpose, Hostname: o.Name,
+	}
+	if o.Firmware != "" {
+		if in.Firmware, err = images.FileDigest(o.Firmware); err != nil {
+			return in, fmt.Errorf("firmware: %w", err)
+		}
+	}
+	if in.Seed, err = seedShape(o); err != nil {
+		return in, err
+	}
+	return in, nil
+}
+
+// seedShape is the digest of the seed Launch writes for o with its
+// per-boot parts (instance-id, keys) cut out: what is left is kiln's own
+// cloud-config, the hostname and the template's cloud-init.
+func seedShape(o Options) (string, error) {
+	client, err := provision.NewKeyPair("")
+	if err != nil {
+		return "", err
+	}
+	host, err := cloudinit.NewHostKey()
+	if err != nil {
+		return "", err
+	}
+	cfg := cloudinit.Config{
+		InstanceID: "i-0", Hostname: o.Name, User: User,
+		AuthorizedKeys: []string{client.AuthorizedKey}, HostKeys: []cloudinit.HostKey{host},
+		UserData: o.UserData,
+	}
+	ud, err := cfg.UserDataYAML()
+	if err != nil {
+		return "", err
+	}
+	text := string(ud)
+	var cut []string
+	for _, line := range strings.Split(host.PrivatePEM, "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "-----") {
+			cut = append(cut, line)
+		}
+	}
+	for _, k := range []string{client.AuthorizedKey, host.Public} {
+		fields := strings.Fields(k)
+		cut = append(cut, fields[1])
+	}
+	for _, c := range cut {
+		text = strings.ReplaceAll(text, c, "KEY")
+	}
+	h := sha256.New()
+	h.Write(cfg.MetaData())
+	h.Write([]byte{0})
+	h.Write([]byte(text))
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Save stores the running guest in p: its disk with the internal snapshot
+// of the machine, its seed, its pinned host key and a fresh resume key,
+// which is the only key the saved guest accepts. The guest is paused while
+// its disk is copied, then continues with the instance's own key and a
+// corrected clock. An error with the VM still running and reachable is
+// reported as such by a nil i.SSH being false; on any error p holds no
+// usable state.
+func (i *Instance) Save(ctx context.Context, p *savedstate.Pending) error {
+	resume, err := provision.NewKeyPair("kiln-resume")
+	if err != nil {
+		return err
+	}
+	// Only the resume key may log in to the saved guest, not this build's.
+	if err := adopt(ctx, i.SSH, resume.AuthorizedKey, nil); err != nil {
+		return fmt.Errorf("save: %w", err)
+	}
+	i.SSH.Close()
+	saveErr := i.snapshot(ctx, p)
+	// From here the instance's own key goes back in, whatever happened.
+	back := i.Target
+	back.Signer = resume.Signer
+	c, err := provision.WaitForSSH(ctx, back, ResumeTimeout, i.VM.Done())
+	if err != nil {
+		return errors.Join(saveErr, fmt.Errorf("reconnect after saving: %w", err))
+	}
+	err = adopt(ctx, c, i.Key.AuthorizedKey, rand.Reader)
+	c.Close()
+	if err != nil {
+		return errors.Join(saveErr, fmt.Errorf("after saving: %w", err))
+	}
+	if i.SSH, err = provision.WaitForSSH(ctx, i.Target, ResumeTimeout, i.VM.Done()); err != nil {
+		return errors.Join(saveErr, fmt.Errorf("reconnect after saving: %w", err))
+	}
+	if saveErr != nil {
+		return saveErr
+	}
+	if err := os.WriteFile(p.File(savedstate.KeyFile), resume.PrivatePEM, 0o600); err != nil {
+		return err
+	}
+	for name, src := range map[string]string{
+		savedstate.SeedFile:       filepath.Join(i.Dir, "seed.iso"),
+		savedstate.KnownHostsFile: filepath.Join(i.Dir, "known_hosts"),
+	} {
+		if err := fileutil.Copy(src, p.File(name), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// snapshot pauses the guest, saves its state into the overlay, copies the
+// overlay (consistent: nothing writes while paused) into p, removes the
+// snapshot from the working overlay and lets the guest continue.
+func (i *Instance) snapshot(ctx context.Context, p *savedstate.Pending) (err error) {
+	start := time.Now()
+	if err := i.VM.Pause(ctx); err != nil {
+		return err
+	}
+	defer func() { slog.Debug("save: guest paused", "for", time.Since(start).Round(time.Millisecond)) }()
+	defer func() {
+		if cerr := i.VM.Continue(ctx); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	if err := i.VM.SaveSnapshot(ctx, savedstate.Snapshot); err != nil {
+		return err
+	}
+	slog.Debug("save: savevm done", "at", time.Since(start).Round(time.Millisecond))
+	if err := fileutil.Copy(i.Overlay, p.File(savedstate.DiskFile), 0o600); err != nil {
+		return err
+	}
+	slog.Debug("save: disk copied", "at", time.Since(start).Round(time.Millisecond))
+	// The working disk must not carry the guest's memory on.
+	return i.VM.DeleteSnapshot(ctx, savedstate.Snapshot)
+}
+
+// Resume starts o's guest from the saved state s instead of booting it: a
+// copy of the state's disk, put on o.Image, with its seed and pinned host
+// key; then it logs in with the resume key once and gives the guest this
+// instance's own fresh key, the right time and fresh entropy. On failure
+// nothing is left running, the run folder is removed, and the caller
+// should drop the state and boot.
+func Resume(ctx context.Context, o Options, s savedstate.State) (_ *Instance, err error) {
+	o.defaults()
+	inst, format, err := newRun(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			inst.Remove()
+		}
+	}()
+	inst.InstanceID = s.Meta.InstanceID
+	start := time.Now()
+	seed := filepath.Join(o.Dir, "seed.iso")
+	for src, dst := range map[string]string{
+		s.File(savedstate.DiskFile):       inst.Overlay,
+		s.File(savedstate.SeedFile):       seed,
+		s.File(savedstate.KnownHostsFile): filepath.Join(o.Dir, "known_hosts"),
+	} {
+		if err := fileutil.Copy(src, dst, 0o600); err != nil {
+			return nil, fmt.Errorf("copy the saved state: %w", err)
+		}
+	}
+	image, err := filepath.Abs(o.Image)
+	if err != nil {
+		return nil, err
+	}
+	if err := disk.Rebase(ctx, inst.Overlay, image, format); err != nil {
+		return nil, err
+	}
+	resumePEM, err := os.ReadFile(s.File(savedstate.KeyFile))
+	if err != nil {
+		return nil, err
+	}
+	resumeKey, err := ssh.ParsePrivateKey(resumePEM)
+	if err != nil {
+		return nil, fmt.Errorf("the saved state's key: %w", err)
+	}
+	known, err := os.ReadFile(s.File(savedstate.KnownHostsFile))
+	if err != nil {
+		return nil, err
+	}
+	hostKey := strings.TrimSpace(strings.TrimPrefix(string(known), knownHostsAlias+" "))
+	if inst.Key, err = provision.NewKeyPair("kiln@" + o.Name); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(o.Dir, "id_ed25519"), inst.Key.PrivatePEM, 0o600); err != nil {
+		return nil, err
+	}
+
+	slog.Debug("resume: state copied", "took", time.Since(start).Round(time.Millisecond))
+	cfg := o.qemuConfig(inst.Overlay, seed)
+	cfg.ExtraArgs = append(cfg.ExtraArgs, qemu.LoadSnapshotArgs(savedstate.Snapshot)...)
+	if inst.VM, err = qemu.Start(ctx, cfg); err != nil {
+		return nil, err
+	}
+	slog.Debug("resume: QEMU loaded the state", "at", time.Since(start).Round(time.Millisecond))
+	o.Log("resume (%s) %s from saved state %s, instance %s, ssh on 127.0.0.1:%d", inst.VM.Accel(), o.Name, s.Meta.Key, inst.InstanceID, inst.VM.HostPort(22))
+	inst.Target = provision.Target{
+		Addr:      fmt.Sprintf("127.0.0.1:%d", inst.VM.HostPort(22)),
+		User:      User,
+		Signer:    resumeKey,
+		HostKeys:  []string{hostKey},
+		SerialLog: inst.VM.SerialLog(),
+	}
+	c, err := provision.WaitForSSH(ctx, inst.Target, ResumeTimeout, inst.VM.Done())
+	if err != nil {
+		return nil, err
+	}
+	slog.Debug("resume: SSH login with the resume key", "at", time.Since(start).Round(time.Millisecond))
+	err = adopt(ctx, c, inst.Key.AuthorizedKey, rand.Reader)
+	c.Close()
+	if err != nil {
+		return nil, err
+	}
+	inst.Target.Signer = inst.Key.Signer
+	if inst.SSH, err = provision.WaitForSSH(ctx, inst.Target, ResumeTimeout, inst.VM.Done()); err != nil {
+		return nil, err
+	}
+	inst.BootTime = time.Since(start)
+	// The working disk must not carry the saved memory (or the resume
+	// key's use) into what is built from it.
+	if err := inst.VM.DeleteSnapshot(ctx, savedstate.Snapshot); err != nil {
+		return nil, err
+	}
+	o.Log("ssh ready in %.1fs (resumed)", inst.BootTime.Seconds())
+	return inst, nil
+}
+
+// adoptScript runs as root in the guest. It makes the key on its first
+// input line the only one that logs in as kiln's user, says "ready", and
+// when entropy is given (reseed), sets the clock to the time on the next
+// line (clock_settime, syscall 227 on x86-64, at once: starting date(1)
+// under TCG would put it a second behind) and mixes the next 64 bytes into the kernel's pool, crediting them
+// (RNDADDENTROPY), then forces the kernel's generator to reseed from the
+// pool at once (RNDRESEEDCRNG), as a vmgenid driver does after a restore.
+// Perl is in every Debian (perl-base is essential) and starts fast.
+const adoptScript = `use strict; $| = 1;
+my $key = <STDIN>; chomp $key;
+$key =~ m{\Assh-ed25519 [A-Za-z0-9+/=]+( [\w@.-]+)?\z} or die "kiln: not a key line\n";
+my (undef, undef, $uid, $gid, undef, undef, undef, $home) = getpwnam("%s") or die "kiln: no user %s\n";
+umask 077; mkdir "$home/.ssh";
+open(my $f, ">", "$home/.ssh/authorized_keys.kiln") or die "kiln: $!\n";
+print $f "$key\n"; close($f) or die "kiln: $!\n";
+chown $uid, $gid, "$home/.ssh/authorized_keys.kiln";
+rename("$home/.ssh/authorized_keys.kiln", "$home/.ssh/authorized_keys") or die "kiln: $!\n";
+print "ready\n";
+my $now = <STDIN>;
+exit 0 if !defined $now;
+$now =~ m{\A(\d+)\.(\d{9})\n\z} or die "kiln: not a time\n";
+syscall(227, 0, pack("q<q<", $1, $2)) == 0 or die "kiln: clock_settime: $!\n";
+print "clock set\n";
+read(STDIN, my $seed, 64) == 64 or die "kiln: short entropy\n";
+open(my $r, "<", "/dev/urandom") or die "kiln: $!\n";
+ioctl($r, 0x40085203, pack("ii", 512, 64) . $seed) or die "kiln: RNDADDENTROPY: $!\n";
+ioctl($r, 0x5207, 0) or die "kiln: RNDRESEEDCRNG: $!\n";
+print "reseeded\n";
+`
+
+// adopt makes authorizedKey the only login key of kiln's user and, when
+// entropy is non-nil, sets the guest's clock to the host's and reseeds its
+// kernel from entropy. The time is sent once the guest's script is running,
+// so it is off by little more than one SSH round trip.
+func adopt(ctx context.Context, c *provision.Client, authorizedKey string, entropy io.Reader) error {
+	var seed []byte
+	if entropy != nil {
+		seed = make([]byte, 64)
+		if _, err := io.ReadFull(entropy, seed); err != nil {
+			return err
+		}
+	}
+	script := fmt.Sprintf(adoptScript, User, User)
+	stdinR, stdinW := io.Pipe()
+	defer stdinR.Close()
+	out := &markWriter{mark: "ready\n", seen: make(chan struct{})}
+	finished := make(chan struct{})
+	sent := make(chan time.Time, 1)
+	go func() {
+		defer stdinW.Close()
+		fmt.Fprintf(stdinW, "%s\n", authorizedKey)
+		if seed == nil {
+			return
+		}
+		select {
+		case <-out.seen:
+		case <-finished:
+			return
+		}
+		now := time.Now()
+		fmt.Fprintf(stdinW, "%d.%09d\n", now.Unix(), now.Nanosecond())
+		sent <- now
+		stdinW.Write(seed)
+	}()
+	var stderr bytes.Buffer
+	status, err := c.Run(ctx, "sudo -n perl -e "+shellQuote(script), stdinR, out, &stderr)
+	close(finished)
+	if err != nil {
+		return fmt.Errorf("adopt the guest: %w", err)
+	}
+	if status != 0 {
+		return fmt.Errorf("adopt the guest: exit status %d: %s", status, strings.TrimSpace(stderr.String()))
+	}
+	if seed != nil && !strings.Contains(out.String(), "reseeded\n") {
+		return fmt.Errorf("adopt the guest: the kernel was not reseeded: %s", strings.TrimSpace(out.String()))
+	}
+	if seed != nil {
+		// The guest set the time it was sent somewhere between sending and
+		// hearing back: that is the clock's error bound.
+		slog.Debug("guest clock set", "error at most", out.clockSetAt().Sub(<-sent).Round(time.Millisecond))
+	}
+	return nil
+}
+
+// markWriter collects output and closes seen once mark has been written.
+type markWriter struct {
+	mu   sync.Mutex
+	b    bytes.Buffer
+	mark string
+	seen chan struct{}
+	once sync.Once
+
+	setAt time.Time // when the guest said it set its clock
+}
+
+func (w *markWriter) clockSetAt() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.setAt
+}
+
+func (w *markWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.b.Write(p)
+	if w.setAt.IsZero() && strings.Contains(w.b.String(), "clock set\n") {
+		w.setAt = time.Now()
+	}
+	if strings.Contains(w.b.String(), w.mark) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return len(p), nil
+}
+
+func (w *markWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
