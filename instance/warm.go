@@ -122,7 +122,7 @@ func (i *Instance) Save(ctx context.Context, p *savedstate.Pending) error {
 		return err
 	}
 	// Only the resume key may log in to the saved guest, not this build's.
-	if err := adopt(ctx, i.SSH, resume.AuthorizedKey, nil); err != nil {
+	if err := adopt(ctx, i.SSH, adoption{key: resume.AuthorizedKey}); err != nil {
 		return fmt.Errorf("save: %w", err)
 	}
 	i.SSH.Close()
@@ -134,7 +134,7 @@ func (i *Instance) Save(ctx context.Context, p *savedstate.Pending) error {
 	if err != nil {
 		return errors.Join(saveErr, fmt.Errorf("reconnect after saving: %w", err))
 	}
-	err = adopt(ctx, c, i.Key.AuthorizedKey, rand.Reader)
+	err = adopt(ctx, c, adoption{key: i.Key.AuthorizedKey, entropy: rand.Reader})
 	c.Close()
 	if err != nil {
 		return errors.Join(saveErr, fmt.Errorf("after saving: %w", err))
@@ -190,8 +190,26 @@ func (i *Instance) snapshot(ctx context.Context, p *savedstate.Pending) (err err
 // key; then it logs in with the resume key once and gives the guest this
 // instance's own fresh key, the right time and fresh entropy. On failure
 // nothing is left running, the run folder is removed, and the caller
-// should drop the state and boot.
-func Resume(ctx context.Context, o Options, s savedstate.State) (_ *Instance, err error) {
+// should drop the state and boot. The guest keeps the saved hostname,
+// machine-id and host key: a build's guest is generalised before it
+// becomes an image.
+func Resume(ctx context.Context, o Options, s savedstate.State) (*Instance, error) {
+	return resume(ctx, o, s, nil)
+}
+
+// ResumeAs is Resume for a guest that will run as a machine of its own (a
+// fleet instance): before it is handed over it also gets a new machine-id,
+// its own SSH host key (generated and pinned by kiln) and o.Name as its
+// hostname.
+func ResumeAs(ctx context.Context, o Options, s savedstate.State) (*Instance, error) {
+	ident, err := newIdentity(o.Name)
+	if err != nil {
+		return nil, err
+	}
+	return resume(ctx, o, s, ident)
+}
+
+func resume(ctx context.Context, o Options, s savedstate.State, ident *identity) (_ *Instance, err error) {
 	o.defaults()
 	inst, format, err := newRun(ctx, o)
 	if err != nil {
@@ -261,12 +279,15 @@ func Resume(ctx context.Context, o Options, s savedstate.State) (_ *Instance, er
 		return nil, err
 	}
 	slog.Debug("resume: SSH login with the resume key", "at", time.Since(start).Round(time.Millisecond))
-	err = adopt(ctx, c, inst.Key.AuthorizedKey, rand.Reader)
+	err = adopt(ctx, c, adoption{key: inst.Key.AuthorizedKey, ident: ident, entropy: rand.Reader})
 	c.Close()
 	if err != nil {
 		return nil, err
 	}
 	inst.Target.Signer = inst.Key.Signer
+	if err := inst.pinHostKey(ident); err != nil {
+		return nil, err
+	}
 	if inst.SSH, err = provision.WaitForSSH(ctx, inst.Target, ResumeTimeout, inst.VM.Done()); err != nil {
 		return nil, err
 	}
@@ -280,23 +301,79 @@ func Resume(ctx context.Context, o Options, s savedstate.State) (_ *Instance, er
 	return inst, nil
 }
 
-// adoptScript runs as root in the guest. It makes the key on its first
-// input line the only one that logs in as kiln's user, says "ready", and
-// when entropy is given (reseed), sets the clock to the time on the next
-// line (clock_settime, syscall 227 on x86-64, at once: starting date(1)
-// under TCG would put it a second behind) and mixes the next 64 bytes into the kernel's pool, crediting them
-// (RNDADDENTROPY), then forces the kernel's generator to reseed from the
-// pool at once (RNDRESEEDCRNG), as a vmgenid driver does after a restore.
-// Perl is in every Debian (perl-base is essential) and starts fast.
+// pinHostKey makes ident's host key the one SSH verifies, from now on and
+// for later connections from the run folder (kiln fleet ssh).
+func (i *Instance) pinHostKey(ident *identity) error {
+	if ident == nil {
+		return nil
+	}
+	i.Target.HostKeys = []string{ident.hostKey.Public}
+	return os.WriteFile(filepath.Join(i.Dir, "known_hosts"), []byte(knownHostsAlias+" "+ident.hostKey.Public+"\n"), 0o600)
+}
+
+// Reidentify gives a running guest a new identity as ResumeAs does: the
+// fleet instance that booted to make a saved state must not share its
+// machine-id, host key and hostname with the instances resumed from it.
+func (i *Instance) Reidentify(ctx context.Context, hostname string) error {
+	ident, err := newIdentity(hostname)
+	if err != nil {
+		return err
+	}
+	if err := adopt(ctx, i.SSH, adoption{key: i.Key.AuthorizedKey, ident: ident, entropy: rand.Reader}); err != nil {
+		return err
+	}
+	i.SSH.Close()
+	if err := i.pinHostKey(ident); err != nil {
+		return err
+	}
+	i.SSH, err = provision.WaitForSSH(ctx, i.Target, ResumeTimeout, i.VM.Done())
+	return err
+}
+
+// adoptScript runs as root in the guest (perl-base is essential in Debian
+// and starts fast). Its input:
+//
+//  1. the key line that becomes the only one logging in as kiln's user;
+//  2. an identity line, "" or "HOSTNAME MACHINE-ID HOSTKEY-HEX PUBKEY-HEX":
+//     a new hostname (/etc/hostname, /etc/hosts, sethostname), machine-id
+//     and SSH host key (the others removed; sshd is told to reload);
+//
+// then it says "ready" and, when reseeding, reads
+//
+//  3. the host's time, set at once (clock_settime, syscall 227 on x86-64:
+//     starting date(1) under TCG would put it a second behind);
+//  4. 64 bytes from the host, credited to the kernel's pool (RNDADDENTROPY),
+//     after which the kernel's generator reseeds from the pool at once
+//     (RNDRESEEDCRNG), as a vmgenid driver does after a restore.
 const adoptScript = `use strict; $| = 1;
+sub put { my ($path, $mode, $text) = @_;
+  open(my $f, ">", "$path.kiln") or die "kiln: $path: $!\n"; print $f $text; close($f) or die "kiln: $path: $!\n";
+  chmod $mode, "$path.kiln"; rename("$path.kiln", $path) or die "kiln: $path: $!\n"; }
 my $key = <STDIN>; chomp $key;
 $key =~ m{\Assh-ed25519 [A-Za-z0-9+/=]+( [\w@.-]+)?\z} or die "kiln: not a key line\n";
 my (undef, undef, $uid, $gid, undef, undef, undef, $home) = getpwnam("%s") or die "kiln: no user %s\n";
 umask 077; mkdir "$home/.ssh";
-open(my $f, ">", "$home/.ssh/authorized_keys.kiln") or die "kiln: $!\n";
-print $f "$key\n"; close($f) or die "kiln: $!\n";
-chown $uid, $gid, "$home/.ssh/authorized_keys.kiln";
-rename("$home/.ssh/authorized_keys.kiln", "$home/.ssh/authorized_keys") or die "kiln: $!\n";
+put("$home/.ssh/authorized_keys", 0600, "$key\n");
+chown $uid, $gid, "$home/.ssh/authorized_keys";
+my $id = <STDIN>; chomp $id;
+if ($id ne "") {
+  my ($host, $mid, $priv, $pub) = split / /, $id;
+  $host =~ m{\A[A-Za-z0-9-]{1,63}\z} && $mid =~ m{\A[0-9a-f]{32}\z} or die "kiln: not an identity\n";
+  unlink glob("/etc/ssh/ssh_host_*");
+  put("/etc/ssh/ssh_host_ed25519_key", 0600, pack("H*", $priv));
+  put("/etc/ssh/ssh_host_ed25519_key.pub", 0644, pack("H*", $pub));
+  put("/etc/machine-id", 0444, "$mid\n");
+  if (-f "/var/lib/dbus/machine-id" && ! -l "/var/lib/dbus/machine-id") { put("/var/lib/dbus/machine-id", 0444, "$mid\n"); }
+  open(my $h, "<", "/etc/hostname"); my $old = <$h> // ""; chomp $old; close($h);
+  put("/etc/hostname", 0644, "$host\n");
+  syscall(170, $host, length($host)) == 0 or die "kiln: sethostname: $!\n";
+  if ($old ne "" && open(my $hf, "<", "/etc/hosts")) {
+    local $/; my $hosts = <$hf>; close($hf);
+    $hosts =~ s/(?<![\w.-])\Q$old\E(?![\w-])/$host/g; put("/etc/hosts", 0644, $hosts); }
+  if (open(my $p, "<", "/run/sshd.pid")) { my $pid = <$p>; kill("HUP", int($pid)) or die "kiln: reload sshd: $!\n"; }
+  else { system("systemctl", "reload", "ssh") == 0 or die "kiln: reload sshd\n"; }
+  print "identity\n";
+}
 print "ready\n";
 my $now = <STDIN>;
 exit 0 if !defined $now;
@@ -310,15 +387,45 @@ ioctl($r, 0x5207, 0) or die "kiln: RNDRESEEDCRNG: $!\n";
 print "reseeded\n";
 `
 
-// adopt makes authorizedKey the only login key of kiln's user and, when
-// entropy is non-nil, sets the guest's clock to the host's and reseeds its
-// kernel from entropy. The time is sent once the guest's script is running,
-// so it is off by little more than one SSH round trip.
-func adopt(ctx context.Context, c *provision.Client, authorizedKey string, entropy io.Reader) error {
+// identity is what makes a resumed fleet instance a machine of its own.
+type identity struct {
+	hostname  string
+	machineID string // 32 lower-case hex digits
+	hostKey   cloudinit.HostKey
+}
+
+func newIdentity(hostname string) (*identity, error) {
+	hk, err := cloudinit.NewHostKey()
+	if err != nil {
+		return nil, err
+	}
+	var mid [16]byte
+	rand.Read(mid[:])
+	return &identity{hostname: hostname, machineID: hex.EncodeToString(mid[:]), hostKey: hk}, nil
+}
+
+func (id *identity) line() string {
+	if id == nil {
+		return ""
+	}
+	return fmt.Sprintf("%s %s %s %s", id.hostname, id.machineID,
+		hex.EncodeToString([]byte(id.hostKey.PrivatePEM)), hex.EncodeToString([]byte(id.hostKey.Public+"\n")))
+}
+
+// adoption is what adopt does to a guest.
+type adoption struct {
+	key     string    // the authorized_keys line that becomes the only login key
+	ident   *identity // nil keeps the guest's identity
+	entropy io.Reader // nil: neither clock nor entropy (the guest is about to be saved)
+}
+
+// adopt runs adoptScript. The time is sent once the script is running, so
+// the clock is off by little more than one SSH round trip.
+func adopt(ctx context.Context, c *provision.Client, a adoption) error {
 	var seed []byte
-	if entropy != nil {
+	if a.entropy != nil {
 		seed = make([]byte, 64)
-		if _, err := io.ReadFull(entropy, seed); err != nil {
+		if _, err := io.ReadFull(a.entropy, seed); err != nil {
 			return err
 		}
 	}
@@ -330,7 +437,7 @@ func adopt(ctx context.Context, c *provision.Client, authorizedKey string, entro
 	sent := make(chan time.Time, 1)
 	go func() {
 		defer stdinW.Close()
-		fmt.Fprintf(stdinW, "%s\n", authorizedKey)
+		fmt.Fprintf(stdinW, "%s\n%s\n", a.key, a.ident.line())
 		if seed == nil {
 			return
 		}
@@ -352,6 +459,9 @@ func adopt(ctx context.Context, c *provision.Client, authorizedKey string, entro
 	}
 	if status != 0 {
 		return fmt.Errorf("adopt the guest: exit status %d: %s", status, strings.TrimSpace(stderr.String()))
+	}
+	if a.ident != nil && !strings.Contains(out.String(), "identity\n") {
+		return fmt.Errorf("adopt the guest: no new identity: %s", strings.TrimSpace(out.String()))
 	}
 	if seed != nil && !strings.Contains(out.String(), "reseeded\n") {
 		return fmt.Errorf("adopt the guest: the kernel was not reseeded: %s", strings.TrimSpace(out.String()))

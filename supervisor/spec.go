@@ -34,6 +34,8 @@ type Spec struct {
 	MemoryMiB int          `json:"memory_mib"`
 	Check     *fleet.Check `json:"check,omitempty"`
 	CreatedAt time.Time    `json:"created_at"`
+	// Cold boots every instance instead of resuming a saved one.
+	Cold bool `json:"cold,omitempty"`
 }
 
 var fleetName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,30}$`)
