@@ -112,10 +112,10 @@ func seedShape(o Options) (string, error) {
 // Save stores the running guest in p: its disk with the internal snapshot
 // of the machine, its seed, its pinned host key and a fresh resume key,
 // which is the only key the saved guest accepts. The guest is paused while
-// its disk is copied, then continues with the instance's own key and a
-// corrected clock. An error with the VM still running and reachable is
-// reported as such by a nil i.SSH being false; on any error p holds no
-// usable state.
+// its disk is copied, then continues with the instance's own key, the
+// host's clock and reseeded entropy. On error p holds no usable state (the
+// caller aborts it); the guest may still be reachable over i.SSH, which
+// callers check before going on.
 func (i *Instance) Save(ctx context.Context, p *savedstate.Pending) error {
 	resume, err := provision.NewKeyPair("kiln-resume")
 	if err != nil {
