@@ -108,6 +108,8 @@ type bencher struct {
 	s       settings
 	r       Report
 	failed  []string
+
+	coldBuilds []float64 // hello build walls, booted cold, for the warm comparison
 }
 
 // TestBench runs every measurement in order and writes the table. It
@@ -132,11 +134,13 @@ func TestBench(t *testing.T) {
 	if work != "" {
 		b.compaction(work, base)
 	}
+	b.warmBuilds()
 	b.cachedRebuild()
 	b.dialects(base)
 	b.layered()
 	b.sharing()
 	b.fleets()
+	b.warmFleets()
 
 	m.Duration = time.Since(started)
 	m.OtherVMs = stopWatch()
@@ -182,10 +186,23 @@ func setup(t *testing.T) *bencher {
 	}
 	// A fresh store and run folders; the cache (base images, downloads) is
 	// shared with the user's so the base is not made again.
+	os.Unsetenv("KILN_HOME")
+	userBase := filepath.Join(images.DefaultPaths().Cache, "base")
 	os.Setenv("XDG_DATA_HOME", filepath.Join(home, "data"))
 	os.Setenv("XDG_RUNTIME_DIR", filepath.Join(home, "run"))
-	os.Unsetenv("KILN_HOME")
 	os.Unsetenv("KILN_LOG")
+	// Saved guests (warm starts) are this run's own, so the first warm
+	// build really saves: a cache of its own sharing the user's base images.
+	os.Setenv("XDG_CACHE_HOME", filepath.Join(home, "cache"))
+	if err := os.MkdirAll(userBase, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(home, "cache", "kiln"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(userBase, filepath.Join(home, "cache", "kiln", "base")); err != nil {
+		t.Fatal(err)
+	}
 	b := &bencher{t: t, kiln: kiln, repo: repo, home: home,
 		data: filepath.Join(home, "data", "kiln"), runtime: filepath.Join(home, "run", "kiln")}
 	t.Cleanup(b.cleanup)
@@ -512,8 +529,14 @@ type buildRun struct {
 	qemuExit time.Time // the build VM's QEMU process was gone
 }
 
-// build runs kiln build with a readiness probe and a QEMU watcher.
+// build runs kiln build of examples/hello with a readiness probe and a
+// QEMU watcher.
 func (b *bencher) build(args ...string) (buildRun, error) {
+	return b.buildTemplate(helloTemplate, args...)
+}
+
+// buildTemplate is build for another template.
+func (b *bencher) buildTemplate(tmpl string, args ...string) (buildRun, error) {
 	var br buildRun
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -555,7 +578,7 @@ func (b *bencher) build(args ...string) (buildRun, error) {
 			}
 		})
 	}
-	res, err := b.kilnRun(30*time.Minute, onLine, append([]string{"build", helloTemplate, "--json"}, args...)...)
+	res, err := b.kilnRun(30*time.Minute, onLine, append([]string{"build", tmpl, "--json"}, args...)...)
 	cancel()
 	wg.Wait()
 	br.res = res
@@ -625,7 +648,7 @@ func watchQEMU(ctx context.Context, pattern string) (time.Time, bool) {
 func (b *bencher) builds() (workDisk string) {
 	var runs []buildRun
 	for i := range b.s.buildRuns {
-		args := []string{}
+		args := []string{"--cold"} // warm starts are measured on their own (warmBuilds)
 		if i == 0 {
 			workDisk = filepath.Join(b.home, "work.qcow2")
 			args = append(args, "--keep-work-disk", workDisk)
@@ -663,9 +686,8 @@ func (b *bencher) builds() (workDisk string) {
 		}
 	}
 	stamps := func(br buildRun) map[string]time.Time { return StepTimes(br.res.stderr.Lines()) }
-	b.add("total (kiln build, wall clock)", Duration, samples(func(br buildRun) (float64, bool) {
-		return br.res.wall().Seconds(), true
-	}), "what the user waits for")
+	b.coldBuilds = samples(func(br buildRun) (float64, bool) { return br.res.wall().Seconds(), true })
+	b.add("total (kiln build, wall clock)", Duration, b.coldBuilds, "what the user waits for; --cold (warm starts are measured below)")
 	for _, p := range []struct{ step, name, note string }{
 		{"source", "source (resolve the base)", ""},
 		{"boot", "boot to SSH", "overlay, seed, QEMU start, until kiln's SSH login works"},
@@ -750,7 +772,7 @@ func (b *bencher) cachedRebuild() {
 func (b *bencher) layered() {
 	var wall, size, prov []float64
 	for i := range b.s.buildRuns {
-		args := []string{"--var", "version=1.1.0", "--var", "base=hello:1.0.0"}
+		args := []string{"--var", "version=1.1.0", "--var", "base=hello:1.0.0", "--cold"}
 		if i > 0 {
 			args = append(args, "--no-cache", "--force")
 		}
@@ -870,7 +892,7 @@ func (b *bencher) fleets() {
 	}
 	_, err11 := b.manifest("hello:1.1.0")
 
-	b.r.Section("Fleet (hello:1.0.0, --memory 512M, --health-http /healthz)")
+	b.r.Section("Fleet (hello:1.0.0, --memory 512M, --health-http /healthz, --cold)")
 	// Disk per instance before boot: an overlay made exactly as the
 	// instance package makes it.
 	var overlay []float64
@@ -895,7 +917,7 @@ func (b *bencher) fleets() {
 				stats[n] = &perSize{}
 			}
 			rollout := n == b.s.rolloutSize && err11 == nil
-			f, err := b.fleetOnce(fmt.Sprintf("bench%d-%d", n, run), n, rollout, &ro)
+			f, err := b.fleetOnce(fmt.Sprintf("bench%d-%d", n, run), "hello:1.0.0", n, rollout, true, &ro)
 			if err != nil {
 				b.fail(fmt.Sprintf("fleet of %d", n), err)
 			}
@@ -942,7 +964,7 @@ func (b *bencher) fleets() {
 		b.fail("rollout", fmt.Errorf("hello:1.1.0 was not built: %v", err11))
 		return
 	}
-	b.r.Section(fmt.Sprintf("Rollout (N=%d, hello:1.0.0 → hello:1.1.0, --bake 5s --drain 2s)", b.s.rolloutSize))
+	b.r.Section(fmt.Sprintf("Rollout (N=%d, hello:1.0.0 → hello:1.1.0, --bake 5s --drain 2s, --cold)", b.s.rolloutSize))
 	b.add("front port, steady: request latency", Duration, ro.steady, "one GET per new connection, before the rollout; runs = requests")
 	b.add("rollout total (kiln rollout)", Duration, ro.total, "green boots beside blue, checks, switch, bake, drain")
 	b.add("longest request during the switch", Duration, ro.switchMax, "requests overlapping the switching phase ± 1 s; one sample per rollout")
@@ -1020,7 +1042,7 @@ func freePort() (int, error) {
 
 // fleetOnce brings up one fleet of n, measures it, rolls it out when asked,
 // and takes it down.
-func (b *bencher) fleetOnce(name string, n int, rollout bool, ro *rolloutStats) (fleetRun, error) {
+func (b *bencher) fleetOnce(name, image string, n int, rollout, cold bool, ro *rolloutStats) (fleetRun, error) {
 	var f fleetRun
 	port, err := freePort()
 	if err != nil {
@@ -1089,8 +1111,12 @@ func (b *bencher) fleetOnce(name string, n int, rollout bool, ro *rolloutStats) 
 			}
 		}
 	})
-	res, err := b.kilnRun(20*time.Minute, nil, "fleet", "up", name, "--image", "hello:1.0.0", "--count", strconv.Itoa(n),
-		"--port", fmt.Sprintf("%d:8080", port), "--memory", "512M", "--health-http", "/healthz")
+	args := []string{"fleet", "up", name, "--image", image, "--count", strconv.Itoa(n),
+		"--port", fmt.Sprintf("%d:8080", port), "--memory", "512M", "--health-http", "/healthz"}
+	if cold {
+		args = append(args, "--cold")
+	}
+	res, err := b.kilnRun(20*time.Minute, nil, args...)
 	if err != nil {
 		cancel()
 		wg.Wait()

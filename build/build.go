@@ -16,6 +16,7 @@ import (
 	"github.com/kiln-dev/kiln/instance"
 	"github.com/kiln-dev/kiln/internal/fileutil"
 	"github.com/kiln-dev/kiln/qemu"
+	"github.com/kiln-dev/kiln/savedstate"
 	"github.com/kiln-dev/kiln/workdir"
 )
 
@@ -44,6 +45,8 @@ type Options struct {
 	// qcow2 overlay on the source) instead of it being deleted: for
 	// comparing compaction methods and for looking at what the image holds.
 	KeepWorkDisk string
+	// Cold boots even when a saved state could be resumed, and saves none.
+	Cold bool
 }
 
 // Result is a finished build.
@@ -104,9 +107,12 @@ type builder struct {
 	phases      []Phase
 	guestUsed   int64 // bytes in use on the guest's root after generalising
 
-	httpServer *http.Server // the template's HTTP seed files, while the VM runs
-	httpPort   int          // its port, for Packer's PACKER_HTTP_* variables
-	artifacts  []string     // the files of Packer's artifact (Spec.Output)
+	httpServer *http.Server       // the template's HTTP seed files, while the VM runs
+	httpPort   int                // its port, for Packer's PACKER_HTTP_* variables
+	artifacts  []string           // the files of Packer's artifact (Spec.Output)
+	bootKind   string             // bootCold, bootSaved or bootResumed
+	savedState string             // the saved state resumed or saved
+	saveAs     *savedstate.Inputs // save the cold-booted guest under these inputs
 }
 
 // Run bakes spec into a new image version in opts.Store. On failure or
@@ -293,16 +299,20 @@ func (b *builder) boot(ctx context.Context) error {
 			return err
 		}
 	}
-	inst, err := instance.Launch(ctx, instance.Options{
+	o := instance.Options{
 		Name: b.spec.Name + "-build", Image: b.source.path, ImageFormat: b.source.format,
 		Dir: filepath.Join(b.dir, "vm"), DiskSize: b.spec.DiskSize, CPUs: b.spec.CPUs,
 		MemoryMiB: b.spec.MemoryMiB, Accel: b.opts.Accel, CPU: b.opts.CPU, UserData: b.spec.UserData,
 		BootTimeout: b.spec.BootTimeout, Log: b.say, Own: own, Firmware: b.spec.Firmware,
-	})
+	}
+	if resumed, err := b.bootWarm(ctx, o); err != nil || resumed {
+		return err
+	}
+	inst, err := instance.Launch(ctx, o)
 	if err != nil {
 		return err
 	}
-	b.inst = inst
+	b.inst, b.bootKind = inst, bootCold
 	return nil
 }
 
@@ -318,7 +328,13 @@ func (b *builder) waitCloudInit(ctx context.Context) error {
 		b.say("not waiting for cloud-init (a Packer template waits for it itself, if it needs to)")
 		return nil
 	}
-	return b.inst.SSH.WaitCloudInit(ctx)
+	if err := b.inst.SSH.WaitCloudInit(ctx); err != nil {
+		return err
+	}
+	if b.saveAs != nil {
+		return b.saveState(ctx)
+	}
+	return nil
 }
 
 func (b *builder) shutdown(ctx context.Context) error {
@@ -392,6 +408,8 @@ func (b *builder) store(ctx context.Context) error {
 		BuildStart:     b.start.UTC(),
 		BuildEnd:       time.Now().UTC(),
 		GuestUsedBytes: b.guestUsed,
+		Boot:           b.bootKind,
+		SavedState:     b.savedState,
 	}
 	for _, p := range b.phases {
 		m.Phases = append(m.Phases, images.PhaseTime{Name: p.Name, Seconds: p.Duration.Seconds()})

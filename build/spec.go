@@ -24,6 +24,7 @@ type Spec struct {
 	Generalize  bool   // cloud-init clean, machine-id, host keys, build user (default true)
 	Compression string // "zstd" (default), "zlib" or "none"
 	Flatten     bool   // write a standalone image instead of an overlay on a stored base
+	Warm        bool   // resume a saved booted guest when one fits, else save one (templates default to true)
 
 	BootTimeout     time.Duration // until SSH answers; 0 means the default
 	ShutdownTimeout time.Duration // ACPI powerdown before a hard stop; 0 means the default

@@ -87,6 +87,14 @@ func TestBuildHello(t *testing.T) {
 	}
 
 	m := showImage(t, "hello:1.0.0")
+	// The first build of a base saves the booted guest, before any
+	// provisioner ran: privately, and with no trace of the secret.
+	if m.Boot != "saved" || m.SavedState == "" || !strings.Contains(r.stderr, "saved the booted guest as "+m.SavedState) {
+		t.Errorf("the first build did not save its booted guest: boot %q, saved state %q", m.Boot, m.SavedState)
+	}
+	stateDir := filepath.Join(home, "cache", "kiln", "saved-states", m.SavedState)
+	assertNotIn(t, stateDir, token)
+
 	blob := filepath.Join(home, "data", "kiln", "images", "blobs", "sha256", strings.TrimPrefix(m.Digest, "sha256:"))
 	if d, err := images.FileDigest(blob); err != nil || d != m.Digest {
 		t.Errorf("blob digest %s (%v) differs from the manifest's %s", d, err, m.Digest)
@@ -160,6 +168,36 @@ func TestBuildHello(t *testing.T) {
 		t.Errorf("SSH host keys must differ between boots: %q, %q", boots[0].hostKey, boots[1].hostKey)
 	}
 
+	// A warm build of the same template resumes that guest and bakes the
+	// same files, generalised the same way (only the image version differs).
+	r = kilnCmd(t, 20*time.Minute, "build", helloTemplate, "--var", "deploy_token="+token, "--version", "1.0.0-warm")
+	if r.code != 0 {
+		t.Fatalf("warm kiln build: exit %d", r.code)
+	}
+	mw := showImage(t, "hello:1.0.0-warm")
+	if mw.Boot != "resumed" || mw.SavedState != m.SavedState || !strings.Contains(r.stderr, "resume (") {
+		t.Errorf("the second build did not resume the saved guest %s: boot %q, saved state %q", m.SavedState, mw.Boot, mw.SavedState)
+	}
+	if d := diffTrees(rootFiles(t, "hello:1.0.0"), rootFiles(t, "hello:1.0.0-warm")); len(d) > 0 {
+		t.Errorf("the warm build's root filesystem differs from the cold build's:\n%s", strings.Join(d, "\n"))
+	}
+	// A build whose only provisioner echoes resumes too, with the guest's
+	// clock set to the host's.
+	r = kilnCmd(t, 10*time.Minute, "build", "testdata/warm/warm.kiln.hcl", "--var", "clock_url="+startClockServer(t))
+	if r.code != 0 {
+		t.Fatalf("kiln build of the echo template: exit %d", r.code)
+	}
+	if me := showImage(t, "hello:0.0.0-echo"); me.Boot != "resumed" || me.SavedState != m.SavedState {
+		t.Errorf("the echo build did not resume %s: boot %q, saved state %q", m.SavedState, me.Boot, me.SavedState)
+	}
+	if off := clockOffset(t, r.stderr); off > 2*time.Second {
+		t.Errorf("the resumed guest's clock is %s off the host's", off)
+	}
+	ls := kilnCmd(t, time.Minute, "cache", "ls", "--json")
+	if !strings.Contains(ls.stdout, `"key": "`+m.SavedState+`"`) || !strings.Contains(ls.stdout, `"base": "debian:12"`) {
+		t.Errorf("kiln cache ls does not list the saved state:\n%s", ls.stdout)
+	}
+
 	// 1.1.0 layered on 1.0.0.
 	r = kilnCmd(t, 20*time.Minute, "build", helloTemplate, "--var", "version=1.1.0", "--var", "base=hello:1.0.0")
 	if r.code != 0 {
@@ -169,7 +207,7 @@ func TestBuildHello(t *testing.T) {
 	if m2.Parent == nil || m2.Parent.Ref != "hello:1.0.0" || m2.Parent.Digest != m.Digest {
 		t.Errorf("hello:1.1.0's parent is not hello:1.0.0: %+v", m2.Parent)
 	}
-	ls := kilnCmd(t, time.Minute, "images", "ls")
+	ls = kilnCmd(t, time.Minute, "images", "ls")
 	for _, want := range []string{"hello:1.0.0", "hello:1.1.0", "debian:12"} {
 		if !strings.Contains(ls.stdout, want) {
 			t.Errorf("kiln images ls lacks %s:\n%s", want, ls.stdout)

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/workdir"
 )
 
@@ -50,6 +51,22 @@ func run(m *testing.M) int {
 	os.Setenv("XDG_DATA_HOME", filepath.Join(home, "data"))
 	os.Setenv("XDG_RUNTIME_DIR", filepath.Join(home, "run"))
 	os.Unsetenv("KILN_HOME")
+	// Saved guests (warm starts) are this run's own, so which builds boot
+	// and which resume does not depend on earlier runs: a cache of its own
+	// that shares only the user's base images.
+	userBase := filepath.Join(images.DefaultPaths().Cache, "base")
+	os.Setenv("XDG_CACHE_HOME", filepath.Join(home, "cache"))
+	err = os.MkdirAll(userBase, 0o755)
+	if err == nil {
+		err = os.MkdirAll(filepath.Join(home, "cache", "kiln"), 0o700)
+	}
+	if err == nil {
+		err = os.Symlink(userBase, filepath.Join(home, "cache", "kiln", "base"))
+	}
+	if err != nil {
+		fmt.Println("e2e: cache folder:", err)
+		return 1
+	}
 
 	baseImg = filepath.Join(home, "base.qcow2")
 	start := time.Now()

@@ -285,7 +285,7 @@ func TestBuildRacesAndInterruptions(t *testing.T) {
 	})
 
 	t.Run("kill -9 then the next command cleans up", func(t *testing.T) {
-		c := startKiln(t, "build", helloTemplate, "--var", "version=8.0.1")
+		c := startKiln(t, "build", helloTemplate, "--var", "version=8.0.1", "--cold")
 		c.waitFor(t, `boot \(`, 2*time.Minute)
 		dirs, _ := filepath.Glob(filepath.Join(home, "run", "kiln", "build-hello-*"))
 		var dir string
@@ -315,7 +315,7 @@ func TestBuildRacesAndInterruptions(t *testing.T) {
 			t.Errorf("the stale build's folder remains")
 		}
 		// Its claim on hello:8.0.1 died with it: building it again starts.
-		again := startKiln(t, "build", helloTemplate, "--var", "version=8.0.1")
+		again := startKiln(t, "build", helloTemplate, "--var", "version=8.0.1", "--cold")
 		again.waitFor(t, `boot \(`, 2*time.Minute)
 		again.cmd.Process.Signal(syscall.SIGINT)
 		if res := again.wait(t, time.Minute); res.code != 130 {
@@ -324,7 +324,7 @@ func TestBuildRacesAndInterruptions(t *testing.T) {
 	})
 
 	t.Run("QEMU crash", func(t *testing.T) {
-		d := startKiln(t, "build", helloTemplate, "--var", "version=8.0.2")
+		d := startKiln(t, "build", helloTemplate, "--var", "version=8.0.2", "--cold")
 		d.waitFor(t, `boot \(`, 2*time.Minute)
 		time.Sleep(time.Second)
 		dirs, _ := filepath.Glob(filepath.Join(home, "run", "kiln", "build-hello-*"))

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -427,6 +428,9 @@ func TestFleetRollout(t *testing.T) {
 	}
 
 	final := fleetStatusJSON(t, "web")
+	// The rollback's instances resumed the guest saved by the first
+	// instance of hello:1.0.0, each with an identity of its own.
+	checkResumedIdentities(t, "web", final)
 	r = kilnCmd(t, 5*time.Minute, "fleet", "down", "web")
 	if r.code != 0 {
 		t.Fatalf("fleet down: exit %d", r.code)
@@ -438,5 +442,42 @@ func TestFleetRollout(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(home, "data", "kiln", "fleets", "web")); err == nil {
 		t.Error("the fleet's folder remains after fleet down")
+	}
+}
+
+// checkResumedIdentities checks that every instance of fleet name resumed
+// a saved guest, passes its checks, and has a machine-id, SSH host key and
+// hostname of its own (the host key kiln pinned: fleet exec verifies it).
+func checkResumedIdentities(t *testing.T, name string, st fleetState) {
+	t.Helper()
+	log, _ := os.ReadFile(filepath.Join(home, "data", "kiln", "fleets", name, "supervisor.log"))
+	r := kilnCmd(t, 2*time.Minute, "fleet", "exec", name, "--",
+		"echo id=$(cat /etc/machine-id) host=$(hostname) key=$(cut -d' ' -f2 /etc/ssh/ssh_host_ed25519_key.pub)")
+	if r.code != 0 {
+		t.Fatalf("fleet exec: exit %d", r.code)
+	}
+	seen := map[string]string{}
+	for _, in := range st.Instances {
+		if in.Health != "healthy" {
+			t.Errorf("instance %s is %s", in.ID, in.Health)
+		}
+		if !strings.Contains(string(log), "instance "+in.ID+" resumed from saved state") {
+			t.Errorf("instance %s did not resume a saved guest", in.ID)
+		}
+		line := regexp.MustCompile(`(?m)^\[` + regexp.QuoteMeta(in.ID) + `\] id=(\w+) host=(\S+) key=(\S+)$`).FindStringSubmatch(r.stdout)
+		if line == nil {
+			t.Errorf("no identity line from %s:\n%s", in.ID, r.stdout)
+			continue
+		}
+		if line[2] != in.ID {
+			t.Errorf("instance %s has hostname %s", in.ID, line[2])
+		}
+		for i, what := range []string{"machine-id", "hostname", "host key"} {
+			v := what + " " + line[i+1]
+			if other, dup := seen[v]; dup {
+				t.Errorf("instances %s and %s share their %s", other, in.ID, v)
+			}
+			seen[v] = in.ID
+		}
 	}
 }

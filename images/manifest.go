@@ -51,6 +51,10 @@ type Manifest struct {
 	Phases         []PhaseTime       `json:"phases,omitempty"`           // build steps before storing, in order
 	GuestUsedBytes int64             `json:"guest_used_bytes,omitempty"` // `df` of the guest's root after generalising
 	Labels         map[string]string `json:"labels,omitempty"`
+	// Boot is how the build's guest started: "cold", "saved" (booted, then
+	// saved for warm starts) or "resumed" (from SavedState).
+	Boot       string `json:"boot,omitempty"`
+	SavedState string `json:"saved_state,omitempty"` // the saved state's key, when saved or resumed
 }
 
 // PhaseTime is how long one build step took.

@@ -72,27 +72,19 @@ type Instance struct {
 // answers with the expected host key. On failure nothing is left running
 // and the run folder is removed.
 func Launch(ctx context.Context, o Options) (_ *Instance, err error) {
-	if o.Log == nil {
-		o.Log = func(string, ...any) {}
-	}
+	o.defaults()
 	if o.BootTimeout == 0 {
 		o.BootTimeout = DefaultBootTimeout
 	}
-	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+	inst, format, err := newRun(ctx, o)
+	if err != nil {
 		return nil, err
 	}
-	inst := &Instance{Dir: o.Dir, Overlay: filepath.Join(o.Dir, "disk.qcow2")}
 	defer func() {
 		if err != nil {
 			inst.Remove()
 		}
 	}()
-	format := o.ImageFormat
-	if format == "" {
-		if format, err = disk.DetectFormat(ctx, o.Image); err != nil {
-			return nil, err
-		}
-	}
 	if err := disk.CreateOverlay(ctx, o.Image, format, inst.Overlay, o.DiskSize); err != nil {
 		return nil, err
 	}
@@ -140,12 +132,7 @@ func Launch(ctx context.Context, o Options) (_ *Instance, err error) {
 // and SerialLog it fills in).
 func (inst *Instance) start(ctx context.Context, o Options, seed string, target provision.Target, extraArgs []string) (err error) {
 	start := time.Now()
-	forwards := append([]qemu.Forward{{GuestPort: 22}}, o.Forwards...)
-	inst.VM, err = qemu.Start(ctx, qemu.Config{
-		Name: o.Name, Dir: o.Dir, Disk: inst.Overlay, DiskFormat: "qcow2", Seed: seed,
-		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, Accel: o.Accel, CPU: o.CPU, Forwards: forwards, Firmware: o.Firmware,
-		SerialLog: o.SerialLog, ExtraArgs: extraArgs,
-	})
+	inst.VM, err = qemu.Start(ctx, o.qemuConfig(inst.Overlay, seed, extraArgs))
 	if err != nil {
 		return err
 	}
@@ -198,6 +185,40 @@ func waitForSSH(ctx context.Context, vm *qemu.Machine, t provision.Target, timeo
 		}
 	}
 	return c, err
+}
+
+func (o *Options) defaults() {
+	if o.Log == nil {
+		o.Log = func(string, ...any) {}
+	}
+}
+
+// newRun makes o's run folder and finds the image's format.
+func newRun(ctx context.Context, o Options) (*Instance, string, error) {
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, "", err
+	}
+	inst := &Instance{Dir: o.Dir, Overlay: filepath.Join(o.Dir, "disk.qcow2")}
+	format := o.ImageFormat
+	if format == "" {
+		var err error
+		if format, err = disk.DetectFormat(ctx, o.Image); err != nil {
+			inst.Remove()
+			return nil, "", err
+		}
+	}
+	return inst, format, nil
+}
+
+// qemuConfig is the machine Launch and Resume start for o: the same
+// devices either way, or a saved state would not load.
+func (o Options) qemuConfig(overlay, seed string, extraArgs []string) qemu.Config {
+	forwards := append([]qemu.Forward{{GuestPort: 22}}, o.Forwards...)
+	return qemu.Config{
+		Name: o.Name, Dir: o.Dir, Disk: overlay, DiskFormat: "qcow2", Seed: seed,
+		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, Accel: o.Accel, CPU: o.CPU, Forwards: forwards, Firmware: o.Firmware,
+		SerialLog: o.SerialLog, ExtraArgs: extraArgs,
+	}
 }
 
 // SSHCommand is the OpenSSH command line that reaches this guest, for users

@@ -39,6 +39,8 @@ type Spec struct {
 	// an http check probes and tcp for the others (see FrontFor).
 	Front     fleet.FrontKind `json:"front,omitempty"`
 	CreatedAt time.Time       `json:"created_at"`
+	// Cold boots every instance instead of resuming a saved one.
+	Cold bool `json:"cold,omitempty"`
 }
 
 // FrontFor is the kind of front serving guest port guest: the one the

@@ -150,7 +150,7 @@ func (l *launcher) Launch(ctx context.Context, version string, n int) ([]member,
 			vmCtx, cancel := context.WithCancel(l.life)
 			stop := context.AfterFunc(ctx, cancel)
 			defer stop()
-			inst, err := instance.Launch(vmCtx, instance.Options{
+			inst, err := l.start(vmCtx, m, instance.Options{
 				Name: id, Image: l.store.BlobPath(m.Digest), ImageFormat: m.Format,
 				Dir: l.dirs.Instance(id), CPUs: l.spec.CPUs, MemoryMiB: l.spec.MemoryMiB,
 				Accel: accel.Accel, CPU: accel.CPU, Forwards: forwards, Log: l.log,

@@ -37,6 +37,7 @@ var imageSchema = &hcl.BodySchema{
 		{Name: "generalize"},
 		{Name: "compression"},
 		{Name: "flatten"},
+		{Name: "warm"},
 		{Name: "boot_timeout"},
 		{Name: "shutdown_timeout"},
 	},
@@ -89,7 +90,7 @@ var (
 // image decodes the image block. Every attribute is checked even after a
 // failure, so all problems are reported together.
 func (l *loader) image(b *hcl.Block) *build.Spec {
-	spec := &build.Spec{Generalize: true, Compression: "zstd"}
+	spec := &build.Spec{Generalize: true, Compression: "zstd", Warm: true}
 	content, diags := b.Body.Content(imageSchema)
 	l.diags = append(l.diags, diags...)
 	attrs := content.Attributes
@@ -133,6 +134,9 @@ func (l *loader) image(b *hcl.Block) *build.Spec {
 	}
 	if v, ok := l.value(attrs["flatten"], cty.Bool); ok {
 		spec.Flatten = v.True()
+	}
+	if v, ok := l.value(attrs["warm"], cty.Bool); ok {
+		spec.Warm = v.True()
 	}
 	if s, ok := l.oneOf(attrs["compression"], compressions); ok {
 		spec.Compression = s

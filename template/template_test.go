@@ -146,8 +146,8 @@ func TestDefaults(t *testing.T) {
 	if got.DiskSize != 0 || got.CPUs != 0 || got.MemoryMiB != 0 || got.BootTimeout != 0 || got.Flatten || got.UserData != nil {
 		t.Errorf("unexpected non-zero values: %+v", got)
 	}
-	if !got.Generalize || got.Compression != "zstd" {
-		t.Errorf("Generalize = %v, Compression = %q; want true, zstd", got.Generalize, got.Compression)
+	if !got.Generalize || got.Compression != "zstd" || !got.Warm {
+		t.Errorf("Generalize = %v, Compression = %q, Warm = %v; want true, zstd, true", got.Generalize, got.Compression, got.Warm)
 	}
 	if got.Variables == nil || len(got.Variables) != 0 {
 		t.Errorf("Variables = %#v, want empty", got.Variables)

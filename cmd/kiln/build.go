@@ -71,6 +71,7 @@ func cmdBuild(ctx context.Context, args []string) error {
 	noCache := fs.Bool("no-cache", false, "build even if identical inputs were built before")
 	packerManifest := fs.String("manifest", "", "also write a Packer-compatible manifest (packer-manifest.json) to FILE")
 	keepWorkDisk := fs.String("keep-work-disk", "", "keep the generalised working disk (before compaction) as FILE")
+	cold := fs.Bool("cold", false, "boot the base even if a saved booted guest could be resumed, and save none")
 	if err := parseFlags(fs, packerArgs(args)); err != nil {
 		return err
 	}
@@ -122,7 +123,7 @@ func cmdBuild(ctx context.Context, args []string) error {
 	res, err := build.Run(ctx, *spec, build.Options{
 		Store: store, RunDir: paths.Runtime, CacheDir: paths.Cache, Force: *force,
 		KeepOnError: *onError == "abort", Accel: ac.Accel, CPU: ac.CPU, Out: os.Stderr, Debug: debug, NoCache: *noCache, KilnVersion: version,
-		KeepWorkDisk: *keepWorkDisk,
+		KeepWorkDisk: *keepWorkDisk, Cold: *cold,
 	})
 	if err != nil {
 		var pe *build.ProvisionerError

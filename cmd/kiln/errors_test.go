@@ -364,6 +364,14 @@ func TestBadInput(t *testing.T) {
 			{name: "rollback_unknown_fleet", args: []string{"rollback", "nope"}, code: 1,
 				want: []string{"kiln rollback: fleet nope: no such fleet; see `kiln fleet ls`"}},
 		}},
+		{"cache", []badInputCase{
+			{name: "no_subcommand", args: []string{"cache"}, code: 2,
+				want: []string{"kiln cache: say what to do: kiln cache ls | prune"}},
+			{name: "unknown_subcommand", args: []string{"cache", "clear"}, code: 2,
+				want: []string{`kiln cache: unknown cache command "clear": use ls or prune`}},
+			{name: "prune_unknown_state", args: []string{"cache", "prune", "0123456789abcdef0123456789abcdef"}, code: 1,
+				want: []string{"kiln cache: no saved state \"0123456789abcdef0123456789abcdef\"; `kiln cache ls` lists them"}},
+		}},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {

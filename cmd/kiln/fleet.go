@@ -135,6 +135,7 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	var vars, varFiles []string
 	fs.StringArrayVar(&vars, "var", nil, "set a fleet file variable: NAME=VALUE (repeatable)")
 	fs.StringArrayVar(&varFiles, "var-file", nil, "read fleet file variables from an HCL file (repeatable)")
+	cold := fs.Bool("cold", false, "boot every instance (of this fleet and its rollouts) instead of resuming a saved one")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -222,6 +223,7 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 		return err
 	}
 	spec.Image = local
+	spec.Cold = *cold
 	ref, err := images.ParseRef(spec.Image)
 	if err != nil {
 		return err

@@ -43,6 +43,7 @@ func init() {
 		"fleet":    {"run fleets of instances behind a load balancer (up, ls, status, ssh, exec, logs, down)", cmdFleet},
 		"rollout":  {"roll a fleet to a new version, blue/green (status, history)", cmdRollout},
 		"rollback": {"roll a fleet back to its previous stable version", cmdRollback},
+		"cache":    {"list and remove saved booted guests used for warm starts (ls, prune)", cmdCache},
 	}
 }
 

@@ -278,7 +278,12 @@ func cmdImagesGC(ctx context.Context, args []string) error {
 		fmt.Printf("stale  %s\n", termsafe.Line(s))
 	}
 	say("gc %s %s in %d blobs; %d kept", verb, disk.FormatSize(rep.Freed), len(rep.Removed), rep.Kept)
-	return nil
+	// Saved guests (warm starts) of bases that are gone can never resume.
+	removed := map[string]bool{}
+	for _, it := range rep.Removed {
+		removed[it.Digest] = true
+	}
+	return reportRemoved(savedStates(), stateBaseGone(store, removed), *dry, "gc")
 }
 
 func cmdImagesImport(ctx context.Context, args []string) error {

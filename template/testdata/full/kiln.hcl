@@ -34,6 +34,7 @@ image "hello" {
   generalize       = false
   compression      = "zlib"
   flatten          = true
+  warm             = false
   boot_timeout     = "10m"
   shutdown_timeout = "2m"
 

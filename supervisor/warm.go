@@ -1,0 +1,130 @@
+package supervisor
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/instance"
+	"github.com/kiln-dev/kiln/savedstate"
+)
+
+// Warm starts for fleets: the first instance of an image boots, waits for
+// cloud-init, and is saved; every later instance of that image (in this
+// fleet or another, in a rollout or a replacement) resumes the saved guest
+// and is given its own identity before it takes traffic: machine-id, SSH
+// host key, hostname, clock and kernel entropy. Spec.Cold boots every
+// instance instead.
+
+// warmHostname is the hostname of the boot that makes a fleet's saved
+// state; every instance gets its own name after it resumes, so one state
+// serves every fleet of an image.
+const warmHostname = "kiln-warm"
+
+// saving holds a channel per saved-state key while an instance boots to
+// make that state; instances of the same image wait for it rather than
+// all booting.
+var saving = struct {
+	sync.Mutex
+	m map[string]chan struct{}
+}{m: map[string]chan struct{}{}}
+
+// start boots instance o of image m, warm when it can.
+func (l *launcher) start(ctx context.Context, m images.Manifest, o instance.Options) (*instance.Instance, error) {
+	if l.spec.Cold {
+		return instance.Launch(ctx, o)
+	}
+	shape := o
+	shape.Name = warmHostname
+	in, err := instance.StateInputs(ctx, shape, m.Digest, "fleet")
+	if err != nil {
+		l.log("instance %s boots cold: cannot tell which saved state fits (%v)", o.Name, err)
+		return instance.Launch(ctx, o)
+	}
+	states := savedstate.Open(images.DefaultPaths().Cache)
+	key := in.Key()
+	for waited := false; ; waited = true {
+		s, found, err := states.Lookup(key)
+		if found && err == nil {
+			inst, rerr := instance.ResumeAs(ctx, o, s)
+			if rerr == nil {
+				l.log("instance %s resumed from saved state %s in %.1fs", o.Name, key, inst.BootTime.Seconds())
+				return inst, nil
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			err = rerr
+		}
+		if found {
+			states.Drop(key)
+			l.log("warning: saved state %s does not resume (%v); dropped it, instance %s boots cold", key, err, o.Name)
+			return instance.Launch(ctx, o)
+		}
+		if waited {
+			// The boot that was to save it did not: do not try again.
+			return instance.Launch(ctx, o)
+		}
+		saving.Lock()
+		done, busy := saving.m[key]
+		if !busy {
+			saving.m[key] = make(chan struct{})
+		}
+		saving.Unlock()
+		if busy {
+			select {
+			case <-done:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		inst, err := l.bootAndSave(ctx, o, states, in, m)
+		saving.Lock()
+		close(saving.m[key])
+		delete(saving.m, key)
+		saving.Unlock()
+		return inst, err
+	}
+}
+
+// bootAndSave boots o under the neutral hostname, saves it once cloud-init
+// is done, and then makes it instance o with an identity of its own.
+func (l *launcher) bootAndSave(ctx context.Context, o instance.Options, states savedstate.Cache, in savedstate.Inputs, m images.Manifest) (*instance.Instance, error) {
+	so := o
+	so.Name = warmHostname
+	inst, err := instance.Launch(ctx, so)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*instance.Instance, error) {
+		inst.Remove()
+		return nil, err
+	}
+	if err := inst.SSH.WaitCloudInit(ctx); err != nil {
+		return fail(err)
+	}
+	start := time.Now()
+	p, err := states.Begin()
+	if err == nil {
+		if err = inst.Save(ctx, p); err == nil {
+			err = p.Commit(savedstate.Meta{Inputs: in, Base: m.Ref().String(), BaseStored: true,
+				BasePath: o.Image, InstanceID: inst.InstanceID, Saved: time.Now().UTC()})
+		} else {
+			p.Abort()
+		}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return fail(ctx.Err())
+		}
+		l.log("could not save instance %s for warm starts (%v)", o.Name, err)
+	} else {
+		l.log("saved the booted %s as %s in %.1fs: its next instances resume it", m.Ref(), in.Key(), time.Since(start).Seconds())
+	}
+	if err := inst.Reidentify(ctx, o.Name); err != nil {
+		return fail(err)
+	}
+	return inst, nil
+}
