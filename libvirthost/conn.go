@@ -2,6 +2,7 @@ package libvirthost
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -160,4 +161,15 @@ func orUnknown(s string) string {
 		return "an unknown architecture"
 	}
 	return s
+}
+
+// libvirtCode reports whether err is a libvirt error with one of codes.
+func libvirtCode(err error, codes ...libvirt.ErrorNumber) bool {
+	var e libvirt.Error
+	return errors.As(err, &e) && slices.Contains(codes, libvirt.ErrorNumber(e.Code))
+}
+
+// notFound reports libvirt's "no such domain, pool or volume".
+func notFound(err error) bool {
+	return libvirtCode(err, libvirt.ErrNoDomain, libvirt.ErrNoStoragePool, libvirt.ErrNoStorageVol)
 }

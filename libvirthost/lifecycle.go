@@ -231,7 +231,7 @@ func (d *Domain) watch() {
 		case <-t.C:
 			state, _, err := d.c.lv.DomainGetState(d.dom, 0)
 			switch {
-			case libvirt.IsNotFound(err):
+			case notFound(err):
 				d.finish(d.c.hostErr("domain %s is gone", d.Name))
 				return
 			case err != nil:
@@ -301,10 +301,10 @@ func (d *Domain) Stop(ctx context.Context, timeout time.Duration) error {
 				time.Sleep(200 * time.Millisecond)
 			}
 		}
-		if err := d.c.lv.DomainDestroy(d.dom); err != nil && !libvirt.IsNotFound(err) && !isNotRunning(err) {
+		if err := d.c.lv.DomainDestroy(d.dom); err != nil && !notFound(err) && !isNotRunning(err) {
 			errs = append(errs, d.c.hostErr("destroy domain %s: %w", d.Name, err))
 		}
-		if err := d.c.lv.DomainUndefine(d.dom); err != nil && !libvirt.IsNotFound(err) {
+		if err := d.c.lv.DomainUndefine(d.dom); err != nil && !notFound(err) {
 			errs = append(errs, d.c.hostErr("undefine domain %s: %w", d.Name, err))
 		}
 		errs = append(errs, d.removeVolumes())
@@ -324,6 +324,5 @@ func (d *Domain) removeVolumes() error {
 // isNotRunning reports libvirt's "domain is not running" (destroying a
 // domain that already powered off).
 func isNotRunning(err error) bool {
-	var e libvirt.Error
-	return errors.As(err, &e) && e.Code == uint32(libvirt.ErrOperationInvalid)
+	return libvirtCode(err, libvirt.ErrOperationInvalid)
 }

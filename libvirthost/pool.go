@@ -48,49 +48,54 @@ func LayerVolume(digest string) (string, error) {
 type Pool struct {
 	c    *Conn
 	pool libvirt.StoragePool
+	Name string
 	Path string // the pool's folder on the host
 }
 
 // EnsurePool finds kiln's pool on the host, or defines, builds and starts a
 // directory pool at PoolDir when there is none, and refreshes it.
-func (c *Conn) EnsurePool() (*Pool, error) {
-	p, err := c.lv.StoragePoolLookupByName(PoolName)
+func (c *Conn) EnsurePool() (*Pool, error) { return c.EnsurePoolAt(PoolName, PoolDir) }
+
+// EnsurePoolAt is EnsurePool for the pool called name, made at dir when
+// missing.
+func (c *Conn) EnsurePoolAt(name, dir string) (*Pool, error) {
+	p, err := c.lv.StoragePoolLookupByName(name)
 	if err != nil {
-		if !libvirt.IsNotFound(err) {
-			return nil, c.hostErr("storage pool %s: %w", PoolName, err)
+		if !notFound(err) {
+			return nil, c.hostErr("storage pool %s: %w", name, err)
 		}
-		x, merr := (&libvirtxml.StoragePool{Type: "dir", Name: PoolName, Target: &libvirtxml.StoragePoolTarget{Path: PoolDir}}).Marshal()
+		x, merr := (&libvirtxml.StoragePool{Type: "dir", Name: name, Target: &libvirtxml.StoragePoolTarget{Path: dir}}).Marshal()
 		if merr != nil {
 			return nil, merr
 		}
 		if p, err = c.lv.StoragePoolDefineXML(x, 0); err != nil {
-			return nil, c.hostErr("define storage pool %s at %s: %w", PoolName, PoolDir, err)
+			return nil, c.hostErr("define storage pool %s at %s: %w", name, dir, err)
 		}
 		if err := c.lv.StoragePoolBuild(p, 0); err != nil {
 			c.lv.StoragePoolUndefine(p)
-			return nil, c.hostErr("build storage pool %s at %s: %w", PoolName, PoolDir, err)
+			return nil, c.hostErr("build storage pool %s at %s: %w", name, dir, err)
 		}
 		c.lv.StoragePoolSetAutostart(p, 1)
 	}
 	if active, err := c.lv.StoragePoolIsActive(p); err != nil {
-		return nil, c.hostErr("storage pool %s: %w", PoolName, err)
+		return nil, c.hostErr("storage pool %s: %w", name, err)
 	} else if active == 0 {
 		if err := c.lv.StoragePoolCreate(p, 0); err != nil {
-			return nil, c.hostErr("start storage pool %s: %w", PoolName, err)
+			return nil, c.hostErr("start storage pool %s: %w", name, err)
 		}
 	}
 	if err := c.lv.StoragePoolRefresh(p, 0); err != nil {
-		return nil, c.hostErr("refresh storage pool %s: %w", PoolName, err)
+		return nil, c.hostErr("refresh storage pool %s: %w", name, err)
 	}
 	x, err := c.lv.StoragePoolGetXMLDesc(p, 0)
 	if err != nil {
-		return nil, c.hostErr("storage pool %s: %w", PoolName, err)
+		return nil, c.hostErr("storage pool %s: %w", name, err)
 	}
 	var px libvirtxml.StoragePool
 	if err := px.Unmarshal(x); err != nil {
-		return nil, c.hostErr("storage pool %s: %w", PoolName, err)
+		return nil, c.hostErr("storage pool %s: %w", name, err)
 	}
-	pool := &Pool{c: c, pool: p}
+	pool := &Pool{c: c, pool: p, Name: name}
 	if px.Target != nil {
 		pool.Path = px.Target.Path
 	}
@@ -101,7 +106,7 @@ func (c *Conn) EnsurePool() (*Pool, error) {
 func (p *Pool) Available() (uint64, error) {
 	_, _, _, avail, err := p.c.lv.StoragePoolGetInfo(p.pool)
 	if err != nil {
-		return 0, p.c.hostErr("storage pool %s: %w", PoolName, err)
+		return 0, p.c.hostErr("storage pool %s: %w", p.Name, err)
 	}
 	return avail, nil
 }
@@ -109,7 +114,7 @@ func (p *Pool) Available() (uint64, error) {
 // lookup returns the volume called name, or ok=false when there is none.
 func (p *Pool) lookup(name string) (libvirt.StorageVol, bool, error) {
 	v, err := p.c.lv.StorageVolLookupByName(p.pool, name)
-	if libvirt.IsNotFound(err) {
+	if notFound(err) {
 		return v, false, nil
 	}
 	if err != nil {
@@ -125,7 +130,7 @@ func (p *Pool) VolumePath(name string) (string, error) {
 		return "", err
 	}
 	if !ok {
-		return "", p.c.hostErr("no volume %s in pool %s", name, PoolName)
+		return "", p.c.hostErr("no volume %s in pool %s", name, p.Name)
 	}
 	path, err := p.c.lv.StorageVolGetPath(v)
 	if err != nil {
@@ -140,7 +145,7 @@ func (p *Pool) DeleteVolume(name string) error {
 	if err != nil || !ok {
 		return err
 	}
-	if err := p.c.lv.StorageVolDelete(v, 0); err != nil && !libvirt.IsNotFound(err) {
+	if err := p.c.lv.StorageVolDelete(v, 0); err != nil && !notFound(err) {
 		return p.c.hostErr("delete volume %s: %w", name, err)
 	}
 	return nil
@@ -149,7 +154,7 @@ func (p *Pool) DeleteVolume(name string) error {
 // Volumes lists the names of the pool's volumes.
 func (p *Pool) Volumes() ([]string, error) {
 	if err := p.c.lv.StoragePoolRefresh(p.pool, 0); err != nil {
-		return nil, p.c.hostErr("refresh storage pool %s: %w", PoolName, err)
+		return nil, p.c.hostErr("refresh storage pool %s: %w", p.Name, err)
 	}
 	vols, _, err := p.c.lv.StoragePoolListAllVolumes(p.pool, 1, 0)
 	if err != nil {
@@ -255,7 +260,7 @@ func (p *Pool) EnsureChain(ctx context.Context, chain []Layer) (Transfer, error)
 	}
 	if need > avail {
 		return t, p.c.hostErr("storage pool %s has %s free, the image's layers need %s: free space on the host or point the pool elsewhere",
-			PoolName, humanBytes(avail), humanBytes(need))
+			p.Name, humanBytes(avail), humanBytes(need))
 	}
 	for _, l := range todo {
 		if err := ctx.Err(); err != nil {

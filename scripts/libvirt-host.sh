@@ -1,15 +1,15 @@
 #!/bin/sh
 # Starts and stops a private libvirt daemon that plays one "host" for kiln's
-# libvirt tests, without touching the machine's own libvirt (see
-# ../docs/libvirt-hosts.md and the shared notes on libvirt):
+# libvirt tests, without touching the machine's own libvirt (used by
+# internal/libvirttest):
 #
 #   libvirt-host.sh start ROOT ADDR PORT [NETNS]   libvirtd + virtlogd, qemu+tcp://ADDR:PORT/system
-#   libvirt-host.sh stop ROOT                       kills its domains' QEMUs, the daemons, and the netns it made
+#   libvirt-host.sh stop ROOT                       kills its domains' QEMUs and its daemons
 #
 # Each host has its own /etc/libvirt, /run/libvirt, /var/lib/libvirt,
 # /var/log/libvirt and /var/cache/libvirt bound from ROOT in a private mount
 # and UTS namespace, and its own host_uuid. With NETNS the daemon runs in
-# that network namespace (the caller creates it and its veth). Needs root.
+# that network namespace (the caller creates and removes it). Needs root.
 set -eu
 
 cmd=${1:?usage: libvirt-host.sh start ROOT ADDR PORT [NETNS] | stop ROOT}
@@ -59,7 +59,6 @@ EOF
 		virtlogd -d -p '$root/virtlogd.pid' &&
 		exec libvirtd -d -l -p '$root/libvirtd.pid'"
 	if [ -n "$netns" ]; then
-		echo "$netns" >"$root/netns"
 		ip netns exec "$netns" ip link set lo up
 		ip netns exec "$netns" unshare -m -u sh -c "$inner"
 	else
@@ -83,14 +82,22 @@ stop)
 		[ -e "$f" ] || continue
 		kill -9 "$(cat "$f")" 2>/dev/null || true
 	done
+	pids=
 	for d in libvirtd virtlogd; do
 		if [ -e "$root/$d.pid" ]; then
-			kill "$(cat "$root/$d.pid")" 2>/dev/null || true
+			pid=$(cat "$root/$d.pid")
+			kill "$pid" 2>/dev/null && pids="$pids $pid"
 		fi
 	done
-	if [ -e "$root/netns" ]; then
-		ip netns delete "$(cat "$root/netns")" 2>/dev/null || true
-	fi
+	# Wait for them to go, so the caller can remove ROOT.
+	for pid in $pids; do
+		i=0
+		while kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do
+			sleep 0.1
+			i=$((i + 1))
+		done
+		kill -9 "$pid" 2>/dev/null || true
+	done
 	;;
 *)
 	echo "libvirt-host.sh: unknown command $cmd (start or stop)" >&2
