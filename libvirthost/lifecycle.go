@@ -57,6 +57,7 @@ type Domain struct {
 
 func (c *Conn) overlayVolume(id string) string { return DomainName(id) + ".qcow2" }
 func (c *Conn) seedVolume(id string) string    { return DomainName(id) + "-seed.iso" }
+func (c *Conn) serialVolume(id string) string  { return DomainName(id) + "-serial.log" }
 
 // StartDomain creates the domain's overlay on the chain's top layer, uploads
 // its seed, defines the domain and starts it. On error nothing it made is
@@ -116,8 +117,11 @@ func (c *Conn) StartDomain(ctx context.Context, pool *Pool, o DomainOptions) (_ 
 		},
 		DomainType: info.DomainType, Machine: o.Machine, CPUs: max(o.CPUs, 1), MemoryMiB: o.MemoryMiB,
 		Disk: overlay, Seed: seed, MAC: NewMAC(),
-		SerialLog: "/var/log/libvirt/qemu/" + name + "-serial.log",
+		// The console goes to a file in kiln's pool: a folder that exists on
+		// every host, listed by virsh vol-list, removed with the domain.
+		SerialLog: pool.Path + "/" + c.serialVolume(o.ID),
 	}
+	d.volumes = append(d.volumes, c.serialVolume(o.ID))
 	// kiln cannot see which ports are free on a remote host, so it picks
 	// random ones and picks again when QEMU could not bind them.
 	for attempt := 1; ; attempt++ {
@@ -313,7 +317,11 @@ func (d *Domain) Stop(ctx context.Context, timeout time.Duration) error {
 }
 
 func (d *Domain) removeVolumes() error {
+	// The serial log is a file QEMU made: the pool learns of it on refresh.
 	var errs []error
+	if err := d.c.lv.StoragePoolRefresh(d.pool.pool, 0); err != nil {
+		errs = append(errs, d.c.hostErr("refresh storage pool %s: %w", d.pool.Name, err))
+	}
 	for _, v := range d.volumes {
 		errs = append(errs, d.pool.DeleteVolume(v))
 	}
