@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/kiln-dev/kiln/disk"
 )
 
 // Candidate is a host as placement sees it.
@@ -68,7 +70,7 @@ func noHostError(hosts []Candidate, memory uint64, placed, n int) error {
 		if h.Err != nil {
 			why = append(why, fmt.Sprintf("%s: %v", h.Name, h.Err))
 		} else {
-			why = append(why, fmt.Sprintf("%s: %s free, %s needed", h.Name, humanBytes(h.FreeMemory), humanBytes(memory)))
+			why = append(why, fmt.Sprintf("%s: %s free, %s needed", h.Name, disk.FormatSize(int64(h.FreeMemory)), disk.FormatSize(int64(memory))))
 		}
 	}
 	return fmt.Errorf("placed %d of %d instances, no host can take more (%s)", placed, n, strings.Join(why, "; "))

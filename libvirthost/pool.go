@@ -13,6 +13,7 @@ import (
 	libvirt "github.com/digitalocean/go-libvirt"
 	"libvirt.org/go/libvirtxml"
 
+	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
 )
 
@@ -260,7 +261,7 @@ func (p *Pool) EnsureChain(ctx context.Context, chain []Layer) (Transfer, error)
 	}
 	if need > avail {
 		return t, p.c.hostErr("storage pool %s has %s free, the image's layers need %s: free space on the host or point the pool elsewhere",
-			p.Name, humanBytes(avail), humanBytes(need))
+			p.Name, disk.FormatSize(int64(avail)), disk.FormatSize(int64(need)))
 	}
 	for _, l := range todo {
 		if err := ctx.Err(); err != nil {
@@ -372,17 +373,4 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	n, err := c.w.Write(b)
 	c.n += int64(n)
 	return n, err
-}
-
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -42,6 +42,7 @@ func init() {
 		"fleet":    {"run fleets of instances behind a load balancer (up, ls, status, ssh, exec, logs, down)", cmdFleet},
 		"rollout":  {"roll a fleet to a new version, blue/green (status, history)", cmdRollout},
 		"rollback": {"roll a fleet back to its previous stable version", cmdRollback},
+		"hosts":    {"libvirt hosts fleets can run on (add, ls, rm)", cmdHosts},
 	}
 }
 
