@@ -18,7 +18,7 @@ func TestInfoOfRealHosts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("%s: %+v", d.Name, in)
+		t.Logf("%s: %s, libvirt %s, QEMU %s, %s, %d of %d bytes free", d.Name, in.Hostname, in.LibvirtVersion, in.QEMUVersion, in.Accel, in.FreeMemory, in.MemoryTotal)
 		if in.LibvirtVersion == "" || in.LibvirtVersion == "0.0.0" || in.QEMUVersion == "0.0.0" {
 			t.Errorf("%s: versions libvirt %q QEMU %q", d.Name, in.LibvirtVersion, in.QEMUVersion)
 		}

@@ -156,6 +156,15 @@ func DomainXML(s DomainSpec) (string, error) {
 		},
 		QEMUCommandline: &libvirtxml.DomainQEMUCommandline{},
 	}
+	// As on the local path: TCG emulates the most capable CPU it can, and
+	// the guest gets entropy from the host.
+	if s.DomainType == "qemu" {
+		d.CPU = &libvirtxml.DomainCPU{Mode: "maximum"}
+	}
+	d.Devices.RNGs = []libvirtxml.DomainRNG{{
+		Model:   "virtio",
+		Backend: &libvirtxml.DomainRNGBackend{Random: &libvirtxml.DomainRNGBackendRandom{Device: "/dev/urandom"}},
+	}}
 	if s.Seed != "" {
 		d.Devices.Disks = append(d.Devices.Disks, libvirtxml.DomainDisk{
 			Device:   "disk",

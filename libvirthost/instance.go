@@ -110,9 +110,13 @@ func (c *Conn) Launch(ctx context.Context, pool *Pool, o LaunchOptions) (_ *Inst
 	}, o.BootTimeout, inst.Done())
 	if err != nil {
 		if derr := inst.Err(); derr != nil {
-			return nil, fmt.Errorf("instance %s: %w (%v)", o.ID, err, derr)
+			err = fmt.Errorf("%w (%v)", err, derr)
 		}
-		return nil, fmt.Errorf("instance %s on %s: %w", o.ID, c.Host, err)
+		tail := inst.SerialTail(2048)
+		if tail != "" {
+			tail = "; its console ended with:\n" + tail
+		}
+		return nil, fmt.Errorf("instance %s on %s: %w%s", o.ID, c.Host, err, tail)
 	}
 	inst.BootTime = time.Since(start)
 	o.Log("ssh ready on %s in %.1fs", inst.Name, inst.BootTime.Seconds())

@@ -14,9 +14,9 @@ import (
 	"libvirt.org/go/libvirtxml"
 )
 
-// DefaultMachine is the QEMU machine type kiln's local path runs (QEMU's
-// default "pc", i440fx), so an image behaves the same on every host.
-const DefaultMachine = "pc"
+// DefaultMachine is the QEMU machine type kiln's local path runs (package
+// qemu's -machine q35), so an image behaves the same on every host.
+const DefaultMachine = "q35"
 
 // DefaultForwardAddr is where a domain's forwarded ports listen on its
 // host: loopback only, as on the local path.
@@ -333,4 +333,30 @@ func (d *Domain) removeVolumes() error {
 // domain that already powered off).
 func isNotRunning(err error) bool {
 	return libvirtCode(err, libvirt.ErrOperationInvalid)
+}
+
+// SerialTail returns the last bytes (up to n) of the domain's serial
+// console, read from the host through the pool, for errors: the guest's own
+// account of why it did not come up.
+func (d *Domain) SerialTail(n int64) string {
+	if err := d.c.lv.StoragePoolRefresh(d.pool.pool, 0); err != nil {
+		return ""
+	}
+	vol, ok, err := d.pool.lookup(DomainPrefix + d.Meta.Instance + "-serial.log")
+	if err != nil || !ok {
+		return ""
+	}
+	_, capacity, _, err := d.c.lv.StorageVolGetInfo(vol)
+	if err != nil || capacity == 0 {
+		return ""
+	}
+	off := uint64(0)
+	if capacity > uint64(n) {
+		off = capacity - uint64(n)
+	}
+	var b strings.Builder
+	if err := d.c.lv.StorageVolDownload(vol, &b, off, capacity-off, 0); err != nil {
+		return ""
+	}
+	return b.String()
 }
