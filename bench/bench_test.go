@@ -135,6 +135,7 @@ func TestBench(t *testing.T) {
 	b.cachedRebuild()
 	b.layered()
 	b.fleets()
+	b.libvirt()
 
 	m.Duration = time.Since(started)
 	m.OtherVMs = stopWatch()
