@@ -53,18 +53,9 @@ func forwardAddr(d *libvirttest.Daemon) string {
 // image layers.
 func TestDomainLifecycle(t *testing.T) {
 	one, two := realHosts(t)
-	chain := testChain(t, 1)[0]
 	for i, d := range []*libvirttest.Daemon{one, two} {
 		t.Run(d.Name, func(t *testing.T) {
-			c := dial(t, d)
-			pool, err := c.EnsurePool()
-			if err != nil {
-				t.Fatal(err)
-			}
-			removeLayers(t, pool, chain)
-			if _, err := pool.EnsureChain(context.Background(), chain); err != nil {
-				t.Fatal(err)
-			}
+			c, pool, chain := uploaded(t, d)
 			id := fmt.Sprintf("lc%d-1", i)
 			dom, err := c.StartDomain(context.Background(), pool, DomainOptions{
 				Fleet: fmt.Sprintf("lc%d", i), ID: id, Version: "tiny:1.0.0", Chain: chain,
@@ -121,14 +112,31 @@ func TestDomainLifecycle(t *testing.T) {
 				conn.Close()
 			}
 
-			// The boot sector ignores ACPI: Stop must fall back to destroy.
-			if err := dom.Stop(context.Background(), 2*time.Second); err != nil {
+			// What a restarted supervisor finds on the host.
+			found, err := c.KilnDomains(meta.Fleet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(found) != 1 || found[0].Instance != id {
+				t.Errorf("KilnDomains(%s) = %+v, want %s alone", meta.Fleet, found, id)
+			}
+			adopted, err := c.AdoptDomain(pool, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if adopted.Addr(22) != dom.Addr(22) || adopted.Addr(8080) != dom.Addr(8080) {
+				t.Errorf("adopted forwards %v, started with %v", adopted.Meta.Forwards, dom.Meta.Forwards)
+			}
+
+			// Stopped through the adopted handle, as after a restart. The boot
+			// sector ignores ACPI: Stop must fall back to destroy.
+			if err := adopted.Stop(context.Background(), 2*time.Second); err != nil {
 				t.Fatal(err)
 			}
 			select {
 			case <-dom.Done():
-			case <-time.After(5 * time.Second):
-				t.Error("Done did not close after Stop")
+			case <-time.After(10 * time.Second):
+				t.Error("the first handle's Done did not close after the domain was stopped")
 			}
 			if _, err := c.lv.DomainLookupByName(dom.Name); !notFound(err) {
 				t.Errorf("domain %s still defined after Stop (err %v)", dom.Name, err)
@@ -157,16 +165,7 @@ func TestDomainLifecycle(t *testing.T) {
 // operator's virsh destroy, a crash): the instance's Done closes and says so.
 func TestDomainStoppedElsewhere(t *testing.T) {
 	one, _ := realHosts(t)
-	c := dial(t, one)
-	pool, err := c.EnsurePool()
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain := testChain(t, 1)[0]
-	removeLayers(t, pool, chain)
-	if _, err := pool.EnsureChain(context.Background(), chain); err != nil {
-		t.Fatal(err)
-	}
+	c, pool, chain := uploaded(t, one)
 	dom, err := c.StartDomain(context.Background(), pool, DomainOptions{Fleet: "gone", ID: "gone-1", Chain: chain, CPUs: 1, MemoryMiB: 32})
 	if err != nil {
 		t.Fatal(err)
@@ -189,17 +188,8 @@ func TestDomainStoppedElsewhere(t *testing.T) {
 // error names the host and the machine, and nothing is left behind.
 func TestMachineTypeMissing(t *testing.T) {
 	one, _ := realHosts(t)
-	c := dial(t, one)
-	pool, err := c.EnsurePool()
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain := testChain(t, 1)[0]
-	removeLayers(t, pool, chain)
-	if _, err := pool.EnsureChain(context.Background(), chain); err != nil {
-		t.Fatal(err)
-	}
-	_, err = c.StartDomain(context.Background(), pool, DomainOptions{Fleet: "mt", ID: "mt-1", Chain: chain, CPUs: 1, MemoryMiB: 32, Machine: "pc-i440fx-99.9"})
+	c, pool, chain := uploaded(t, one)
+	_, err := c.StartDomain(context.Background(), pool, DomainOptions{Fleet: "mt", ID: "mt-1", Chain: chain, CPUs: 1, MemoryMiB: 32, Machine: "pc-i440fx-99.9"})
 	if err == nil || !strings.Contains(err.Error(), "host one (") || !strings.Contains(err.Error(), "cannot run machine type pc-i440fx-99.9") {
 		t.Fatalf("StartDomain error = %v", err)
 	}
@@ -220,4 +210,21 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool, what string) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// uploaded connects to a test host and uploads a boot-sector chain into
+// kiln's pool there, removed after the test.
+func uploaded(t *testing.T, d *libvirttest.Daemon) (*Conn, *Pool, []Layer) {
+	t.Helper()
+	c := dial(t, d)
+	pool, err := c.EnsurePool()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := testChain(t, 1)[0]
+	removeLayers(t, pool, chain)
+	if _, err := pool.EnsureChain(context.Background(), chain); err != nil {
+		t.Fatal(err)
+	}
+	return c, pool, chain
 }

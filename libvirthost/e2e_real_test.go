@@ -55,7 +55,7 @@ func TestDebianInstanceOnLibvirt(t *testing.T) {
 	}
 	base := baseImage(t)
 	removeLayers(t, pool, []Layer{base})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	tr, err := pool.EnsureChain(ctx, []Layer{base})
 	if err != nil {
@@ -69,7 +69,9 @@ func TestDebianInstanceOnLibvirt(t *testing.T) {
 			Fleet: "deb", ID: "deb-1", Version: "debian:12", Chain: []Layer{base},
 			CPUs: 1, MemoryMiB: 512, GuestPorts: []int{8080},
 		},
-		Dir: t.TempDir(), Log: t.Logf,
+		// Other VMs share this machine: a loaded two-core runner has taken
+		// over five minutes to boot a TCG guest.
+		Dir: t.TempDir(), Log: t.Logf, BootTimeout: 12 * time.Minute,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -86,6 +88,15 @@ func TestDebianInstanceOnLibvirt(t *testing.T) {
 		t.Errorf("exec check: %d, %v", code, err)
 	}
 	t.Logf("SSH ready %.1fs after the domain was defined", inst.BootTime.Seconds())
+	// A restarted supervisor adopts it from the host and its folder.
+	again, err := c.Adopt(ctx, pool, "deb-1", inst.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := again.SSH.Output(ctx, "hostname"); err != nil || strings.TrimSpace(out) != "deb-1" {
+		t.Errorf("adopted instance: %q, %v", out, err)
+	}
+	again.SSH.Close()
 	if err := inst.Remove(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -47,14 +47,7 @@ func TestHostFailures(t *testing.T) {
 		t.Errorf("%d bytes sent before the space check failed", tr.BytesSent)
 	}
 
-	pool, err := c.EnsurePool()
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain := testChain(t, 1)[0]
-	if _, err := pool.EnsureChain(context.Background(), chain); err != nil {
-		t.Fatal(err)
-	}
+	_, pool, chain := uploaded(t, d)
 	dom, err := c.StartDomain(context.Background(), pool, DomainOptions{Fleet: "lost", ID: "lost-1", Chain: chain, CPUs: 1, MemoryMiB: 32})
 	if err != nil {
 		t.Fatal(err)

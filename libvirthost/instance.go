@@ -14,6 +14,10 @@ import (
 	"github.com/kiln-dev/kiln/provision"
 )
 
+// knownHostsAlias names the guest in the instance folder's known_hosts, as
+// package instance does for local guests.
+const knownHostsAlias = "kiln-guest"
+
 // Instance is a fleet instance running as a libvirt domain: the domain, and
 // a verified SSH connection to the guest through its forwarded port.
 type Instance struct {
@@ -79,7 +83,7 @@ func (c *Conn) Launch(ctx context.Context, pool *Pool, o LaunchOptions) (_ *Inst
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(o.Dir, "known_hosts"), []byte("kiln-guest "+hostKey.Public+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(o.Dir, "known_hosts"), []byte(knownHostsAlias+" "+hostKey.Public+"\n"), 0o600); err != nil {
 		return nil, err
 	}
 	seed := filepath.Join(o.Dir, "seed.iso")
