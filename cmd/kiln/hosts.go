@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -68,6 +69,9 @@ func cmdHostsAdd(ctx context.Context, args []string) error {
 		return err
 	}
 	say("added host %s (%s)", h.Name, h.URI)
+	if strings.HasPrefix(h.URI, "qemu+tcp:") {
+		say("note: qemu+tcp is neither encrypted nor authenticated unless the host's libvirtd sets up SASL; use qemu+ssh or qemu+tls beyond a lab network")
+	}
 	return nil
 }
 
