@@ -141,6 +141,7 @@ func TestBench(t *testing.T) {
 	b.sharing()
 	b.fleets()
 	b.warmFleets()
+	b.libvirt()
 
 	m.Duration = time.Since(started)
 	m.OtherVMs = stopWatch()

@@ -20,6 +20,9 @@ func (l *loader) value(attr *hcl.Attribute, ctx *hcl.EvalContext, ty cty.Type) (
 	if diags.HasErrors() || v.IsNull() || !v.IsWhollyKnown() {
 		return cty.NilVal, false
 	}
+	// The shared functions mark what file() read (so kiln templates can
+	// keep it out of diagnostics); the build spec takes plain values.
+	v, _ = v.UnmarkDeep()
 	cv, err := convert.Convert(v, ty)
 	if err != nil {
 		l.diags = append(l.diags, diagAt(attr.Expr.Range().Ptr(), "Incorrect attribute value type",

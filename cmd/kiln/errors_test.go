@@ -372,6 +372,18 @@ func TestBadInput(t *testing.T) {
 			{name: "prune_unknown_state", args: []string{"cache", "prune", "0123456789abcdef0123456789abcdef"}, code: 1,
 				want: []string{"kiln cache: no saved state \"0123456789abcdef0123456789abcdef\"; `kiln cache ls` lists them"}},
 		}},
+		{"hosts", []badInputCase{
+			{name: "add_bad_name", args: []string{"hosts", "add", "Lab 1", "qemu:///system"}, code: 2,
+				want: []string{`host name "Lab 1": use 1-32 lower-case letters, digits and inner hyphens`}},
+			{name: "add_bad_uri", args: []string{"hosts", "add", "lab1", "http://lab1/system"}, code: 2,
+				want: []string{`libvirt URI "http://lab1/system": scheme http is not one of qemu, qemu+unix, qemu+ssh, qemu+tcp, qemu+tls`}},
+			{name: "add_session_uri", args: []string{"hosts", "add", "lab1", "qemu:///session"}, code: 2,
+				want: []string{"kiln uses the system instance; end the URI with /system"}},
+			{name: "add_unreachable", args: []string{"hosts", "add", "lab1", "qemu+tcp://" + closed + "/system"}, code: 1,
+				want: []string{"kiln hosts: host lab1 (qemu+tcp://" + closed + "/system): unreachable:", "(add it anyway with --no-check)"}},
+			{name: "rm_unknown", args: []string{"hosts", "rm", "nope"}, code: 1,
+				want: []string{"no host called nope (kiln hosts ls lists them)"}},
+		}},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {

@@ -44,6 +44,7 @@ func init() {
 		"rollout":  {"roll a fleet to a new version, blue/green (status, history)", cmdRollout},
 		"rollback": {"roll a fleet back to its previous stable version", cmdRollback},
 		"cache":    {"list and remove saved booted guests used for warm starts (ls, prune)", cmdCache},
+		"hosts":    {"libvirt hosts fleets can run on (add, ls, rm)", cmdHosts},
 	}
 }
 
