@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -27,8 +28,14 @@ const warmHostname = "kiln-warm"
 // all booting.
 var saving = struct {
 	sync.Mutex
-	m map[string]chan struct{}
-}{m: map[string]chan struct{}{}}
+	m map[string]*savingBoot
+}{m: map[string]*savingBoot{}}
+
+// savingBoot is one instance booting to make a saved state.
+type savingBoot struct {
+	done chan struct{}
+	err  error // set before done is closed: the boot itself failed
+}
 
 // start boots instance o of image m, warm when it can.
 func (l *launcher) start(ctx context.Context, m images.Manifest, o instance.Options) (*instance.Instance, error) {
@@ -63,18 +70,25 @@ func (l *launcher) start(ctx context.Context, m images.Manifest, o instance.Opti
 			return instance.Launch(ctx, o)
 		}
 		if waited {
-			// The boot that was to save it did not: do not try again.
+			// The instance that was to save it booted but could not save:
+			// do not try again.
 			return instance.Launch(ctx, o)
 		}
 		saving.Lock()
-		done, busy := saving.m[key]
+		sb, busy := saving.m[key]
 		if !busy {
-			saving.m[key] = make(chan struct{})
+			sb = &savingBoot{done: make(chan struct{})}
+			saving.m[key] = sb
 		}
 		saving.Unlock()
 		if busy {
 			select {
-			case <-done:
+			case <-sb.done:
+				if sb.err != nil {
+					// The batch fails with that instance anyway: do not
+					// make it wait for another boot first.
+					return nil, fmt.Errorf("the instance that was to save a guest of %s failed: %w", m.Ref(), sb.err)
+				}
 				continue
 			case <-ctx.Done():
 				return nil, ctx.Err()
@@ -82,7 +96,8 @@ func (l *launcher) start(ctx context.Context, m images.Manifest, o instance.Opti
 		}
 		inst, err := l.bootAndSave(ctx, o, states, in, m)
 		saving.Lock()
-		close(saving.m[key])
+		sb.err = err
+		close(sb.done)
 		delete(saving.m, key)
 		saving.Unlock()
 		return inst, err
