@@ -24,6 +24,7 @@ unit:
 # in $$KILN_HOME or the XDG cache between runs.
 e2e: build
 	KILN_E2E=1 $(GO) test -count=1 -v -timeout 60m ./e2e/
+	KILN_E2E=1 $(GO) test -count=1 -v -timeout 30m -run TestDebianInstanceOnLibvirt ./libvirthost/
 
 test: deps vet build unit fuzz-short e2e
 
