@@ -158,6 +158,9 @@ func explain(ref Reference, o Options, err error) error {
 // notFound says a tag or digest is missing, naming the reference.
 func notFound(ref Reference, err error) error {
 	if errors.Is(err, errdef.ErrNotFound) {
+		if ref.Tag() == "latest" {
+			return fmt.Errorf("%s not found in the registry: kiln pushes a version under its own tag (and a channel's), not latest; name one, e.g. %s:1.0.0", ref, ref.Repo())
+		}
 		return fmt.Errorf("%s not found in the registry; check the repository and tag", ref)
 	}
 	return err
