@@ -20,6 +20,11 @@ import (
 // compares what a layered pull moves with a flattened export.
 func (b *bencher) sharing() {
 	b.r.Section("Sharing through a registry (hello:1.1.0 and its chain, local docker-registry)")
+	if _, err := exec.LookPath(testregistry.Binary); err != nil {
+		// Start would end the whole bench; the other figures still count.
+		b.fail("sharing", fmt.Errorf("%s is not installed: run `apt-get install docker-registry`", testregistry.Binary))
+		return
+	}
 	top, err := b.manifest("hello:1.1.0")
 	if err != nil {
 		b.fail("sharing", err)

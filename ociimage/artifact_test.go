@@ -208,6 +208,11 @@ func TestIsRegistryRef(t *testing.T) {
 			t.Errorf("IsRegistryRef(%q) = %v", s, got)
 		}
 	}
+	for _, s := range []string{"acme/hello", "hello:1.0", "ghcr.io/Acme/hello", "ghcr.io/acme/hello:bad tag", "ghcr.io/acme/hello@sha256:12"} {
+		if _, err := ParseReference(s); err == nil {
+			t.Errorf("ParseReference(%q) accepted", s)
+		}
+	}
 	if !isLoopback("127.0.0.1:5000") || !isLoopback("localhost") || !isLoopback("[::1]:443") || isLoopback("ghcr.io") || isLoopback("10.0.0.1:5000") {
 		t.Error("isLoopback")
 	}

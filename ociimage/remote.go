@@ -17,6 +17,8 @@ import (
 	"oras.land/oras-go/v2/registry/remote/credentials"
 	"oras.land/oras-go/v2/registry/remote/errcode"
 	"oras.land/oras-go/v2/registry/remote/retry"
+
+	"github.com/kiln-dev/kiln/images"
 )
 
 // Options say how to reach a registry.
@@ -50,6 +52,10 @@ type Reference struct {
 // ParseReference parses a registry reference. A bare REGISTRY/REPO has no
 // tag or digest; callers choose the default.
 func ParseReference(s string) (Reference, error) {
+	if !images.IsRegistryRef(s) {
+		// docker would guess Docker Hub; kiln names no registry it was not told.
+		return Reference{}, fmt.Errorf("registry reference %q names no registry host; write REGISTRY/REPO[:TAG], e.g. ghcr.io/acme/hello:1.0.0 (docker.io/… for Docker Hub)", s)
+	}
 	r, err := registry.ParseReference(s)
 	if err != nil {
 		return Reference{}, fmt.Errorf("registry reference %q: %v; write REGISTRY/REPO[:TAG] or REGISTRY/REPO@sha256:…, e.g. ghcr.io/acme/hello:1.0.0", s, trimOras(err))
@@ -158,6 +164,9 @@ func explain(ref Reference, o Options, err error) error {
 // notFound says a tag or digest is missing, naming the reference.
 func notFound(ref Reference, err error) error {
 	if errors.Is(err, errdef.ErrNotFound) {
+		if ref.Tag() == "latest" {
+			return fmt.Errorf("%s not found in the registry: kiln pushes a version under its own tag (and a channel's), not latest; name one, e.g. %s:1.0.0", ref, ref.Repo())
+		}
 		return fmt.Errorf("%s not found in the registry; check the repository and tag", ref)
 	}
 	return err

@@ -180,6 +180,10 @@ func TestPushPull(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "not found in the registry") {
 		t.Errorf("pull of a missing tag: %d %s", r.code, r.stderr)
 	}
+	r = runKiln(t, c, "", "images", "pull", repo)
+	if r.code != 1 || !strings.Contains(r.stderr, "not latest; name one, e.g. "+repo+":1.0.0") {
+		t.Errorf("pull without a tag: %d %s", r.code, r.stderr)
+	}
 }
 
 func TestPushPullAuth(t *testing.T) {
