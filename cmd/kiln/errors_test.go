@@ -324,7 +324,7 @@ func TestBadInput(t *testing.T) {
 			{name: "import_existing_version", args: []string{"images", "import", "tiny.qcow2", "--name", "tiny", "--version", "1"}, code: 1,
 				want: []string{"tiny:1 already exists"}},
 			{name: "import_data_file", args: []string{"images", "import", "datafile.qcow2", "--name", "t", "--version", "2"}, code: 1,
-				want: []string{"kiln images import: import: image datafile.qcow2: qcow2 external data file points at " + h.secret}},
+				want: []string{"kiln images import: image datafile.qcow2: qcow2 external data file points at " + h.secret}},
 			{name: "import_json_backing", args: []string{"images", "import", "json.qcow2", "--name", "t", "--version", "2"}, code: 1,
 				want: []string{"image json.qcow2: qcow2 backing file points at json:{… " + h.secret + " …}"}},
 			{name: "import_vmdk_flat_extent", args: []string{"images", "import", "flat.vmdk", "--name", "t", "--version", "2"}, code: 1,
