@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/kiln-dev/kiln/internal/fileutil"
 	"github.com/kiln-dev/kiln/internal/termsafe"
 )
 
@@ -59,7 +60,7 @@ func Admit(ctx context.Context, path string, o AdmitOptions) (Image, error) {
 	if !st.Mode().IsRegular() {
 		return Image{}, fmt.Errorf("image %s: not a regular file (%s); give kiln an image file", quoteOutside(path), describeMode(st.Mode()))
 	}
-	f, err := os.Open(abs)
+	f, err := fileutil.OpenRegular(abs)
 	if err != nil {
 		return Image{}, fmt.Errorf("image %s: %w", quoteOutside(path), err)
 	}
