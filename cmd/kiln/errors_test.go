@@ -706,6 +706,18 @@ func TestStoreStrangers(t *testing.T) {
 		t.Fatal(err)
 	}
 	syscallMknodNull(filepath.Join(manifests, "3.json")) // needs root; the FIFO alone is enough
+	// Free text from outside reaches the terminal escaped.
+	revoke := exec.Command(bin, "images", "revoke", "tiny:1", "--reason", "CVE\x1b[2J\x1b]0;owned\x07 in openssl")
+	revoke.Env = env.environ(env.path)
+	if out, err := revoke.CombinedOutput(); err != nil {
+		t.Fatalf("revoke: %v\n%s", err, out)
+	}
+	tree := exec.Command(bin, "images", "tree")
+	tree.Env = env.environ(env.path)
+	out, err := tree.Output()
+	if err != nil || !strings.Contains(string(out), `(revoked: CVE\x1b[2J\x1b]0;owned\x07 in openssl)`) || strings.ContainsAny(string(out), "\x1b\x07") {
+		t.Errorf("images tree: %v\n%q", err, out)
+	}
 	for _, args := range [][]string{{"images", "ls"}, {"images", "verify"}, {"images", "show", "tiny"}, {"run", "tiny:2"}} {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		cmd := exec.CommandContext(ctx, bin, args...)
