@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/kiln-dev/kiln/internal/fileutil"
 	"github.com/kiln-dev/kiln/internal/termsafe"
 )
 
@@ -63,7 +64,7 @@ func Admit(ctx context.Context, path string, o AdmitOptions) (Image, error) {
 	if !st.Mode().IsRegular() {
 		return Image{}, fmt.Errorf("image %s: not a regular file (%s); give kiln an image file", quoteOutside(path), describeMode(st.Mode()))
 	}
-	f, err := os.Open(abs)
+	f, err := fileutil.OpenRegular(abs)
 	if err != nil {
 		return Image{}, fmt.Errorf("image %s: %w", quoteOutside(path), err)
 	}
@@ -186,4 +187,28 @@ func describeMode(m fs.FileMode) string {
 		return "a symbolic link"
 	}
 	return m.Type().String()
+}
+
+// ReadHeader is kiln's own reading of the image file at path, the first
+// half of Admit without qemu-img: the format, and a refusal for anything
+// that would make qemu read another file except a backing file, which is
+// returned for the caller to check (the store allows only its own blobs).
+// It is for images that reach the store by another way than Admit, such
+// as a blob pulled from a registry.
+func ReadHeader(path string) (Header, error) {
+	f, err := fileutil.OpenRegular(path)
+	if err != nil {
+		return Header{}, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return Header{}, err
+	}
+	h, err := readHeader(f, st.Size())
+	var re *RefusedError
+	if errors.As(err, &re) {
+		re.Path = path
+	}
+	return h, err
 }

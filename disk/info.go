@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/kiln-dev/kiln/internal/fileutil"
 )
 
 // Info is what qemu-img knows about an image.
@@ -152,7 +154,7 @@ func ReadInfoAs(ctx context.Context, path, format string) (Info, error) {
 
 // sniffFile is kiln's reading of a file's format (see sniff).
 func sniffFile(path string) (string, error) {
-	f, err := os.Open(path)
+	f, err := fileutil.OpenRegular(path)
 	if err != nil {
 		return "", err
 	}
@@ -185,7 +187,7 @@ func checkRawDisk(path, name string) error {
 	notDisk := func(why string) error {
 		return fmt.Errorf("%s is not a disk image (%s)", quoteOutside(name), why)
 	}
-	f, err := os.Open(path)
+	f, err := fileutil.OpenRegular(path)
 	if err != nil {
 		return fmt.Errorf("detect format: %w", err)
 	}

@@ -19,6 +19,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/fileutil"
 )
 
 // Defaults. The stall timeout stands in for an overall timeout, which would
@@ -355,7 +357,7 @@ func (f *Fetcher) download(ctx context.Context, dir string, u *url.URL, sum Chec
 // Errors are raw; callers wrap them with newOpError.
 func (f *Fetcher) open(ctx context.Context, u *url.URL) (io.ReadCloser, int64, error) {
 	if u.Scheme == "file" {
-		file, err := os.Open(u.Path)
+		file, err := fileutil.OpenRegular(u.Path) // a FIFO or device would never end
 		if err != nil {
 			return nil, 0, err
 		}

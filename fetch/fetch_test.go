@@ -499,3 +499,29 @@ func TestFetchRemovesStaleTmp(t *testing.T) {
 		t.Errorf("fresh tmp file (maybe another process's download) was removed: %v", err)
 	}
 }
+
+// TestDiscard: a download its user refuses leaves the cache; nothing
+// outside the cache folder can be removed through it.
+func TestDiscard(t *testing.T) {
+	dir := t.TempDir()
+	f := &Fetcher{CacheDir: dir}
+	in := filepath.Join(dir, "sha256-"+strings.Repeat("a", 64))
+	out := filepath.Join(t.TempDir(), "sha256-"+strings.Repeat("a", 64))
+	for _, p := range []string{in, out} {
+		if err := os.WriteFile(p, []byte("x"), 0o444); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Discard(Result{Path: in}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(in); !os.IsNotExist(err) {
+		t.Errorf("the discarded download is still there: %v", err)
+	}
+	if err := f.Discard(Result{Path: out}); err == nil {
+		t.Error("Discard removed a file outside its cache")
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Errorf("a file outside the cache is gone: %v", err)
+	}
+}

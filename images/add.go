@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/internal/fileutil"
 )
 
@@ -439,6 +440,12 @@ func fillManifest(m *Manifest, b *stagedBlob) error {
 
 	info, err := probeImage(b.path)
 	if err != nil {
+		return err
+	}
+	// Whoever hands the store a file, it holds all its own data: no
+	// external data file, no vmdk extents, no encryption (the backing
+	// file is checked against backing_digest below).
+	if _, err := disk.ReadHeader(b.path); err != nil {
 		return err
 	}
 	if m.Format == "" {

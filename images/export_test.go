@@ -165,3 +165,26 @@ func TestStoreExportDestinations(t *testing.T) {
 		t.Errorf("the store was damaged: %v", err)
 	}
 }
+
+// TestAddRefusesOutsideData: whoever hands the store a file (a build, an
+// import, a pull from a registry), a qcow2 whose data lives in another
+// file never becomes a blob.
+func TestAddRefusesOutsideData(t *testing.T) {
+	needQemuImg(t)
+	s := newStore(t)
+	dir := t.TempDir()
+	host := filepath.Join(dir, "host-secret")
+	os.WriteFile(host, make([]byte, 1<<20), 0o600)
+	img := filepath.Join(dir, "df.qcow2")
+	qemuImg(t, "create", "-q", "-f", "qcow2", "-o", "data_file="+host+",data_file_raw=on", img, "1M")
+	_, err := s.Add(context.Background(), manifestFor("df:1"), img, AddOptions{KeepSource: true})
+	if err == nil || !strings.Contains(err.Error(), "qcow2 external data file points at "+host) {
+		t.Fatalf("Add = %v", err)
+	}
+	if list, _ := s.List(); len(list) != 0 {
+		t.Errorf("stored %v", list)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(s.Root, "tmp")); len(entries) != 0 {
+		t.Errorf("tmp not empty: %v", entries)
+	}
+}

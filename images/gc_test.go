@@ -315,7 +315,9 @@ func TestGCExcludesAdd(t *testing.T) {
 	var addErr error
 	s.hook = func(stage string) error {
 		if stage == "gc-marked" {
-			c, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+			// Long enough for the work before the lock on a loaded machine;
+			// the Add must then be waiting for the GC lock, not still staging.
+			c, cancel := context.WithTimeout(ctx, time.Second)
 			defer cancel()
 			_, addErr = s.Add(c, manifestFor("b:1"), src, AddOptions{KeepSource: true})
 		}
@@ -331,7 +333,7 @@ func TestGCExcludesAdd(t *testing.T) {
 	var gcErr error
 	s.hook = func(stage string) error {
 		if stage == "blob" {
-			c, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+			c, cancel := context.WithTimeout(ctx, time.Second)
 			defer cancel()
 			_, gcErr = s.GC(c, nil, false)
 		}

@@ -56,7 +56,7 @@ func (s *Store) Import(ctx context.Context, file, name, version string, force bo
 	// qemu read another file (a data file, a backing file, vmdk extents).
 	img, err := disk.Admit(ctx, file, disk.AdmitOptions{})
 	if err != nil {
-		return Manifest{}, fmt.Errorf("import: %w", err)
+		return Manifest{}, err // it names the file
 	}
 	format := img.Format
 	if !slices.Contains(importFormats, format) {

@@ -43,6 +43,7 @@ func writeQcow2(t *testing.T, path string, vsize uint64, payload string, backing
 	}
 	be.PutUint32(buf[20:], 16)
 	be.PutUint64(buf[24:], vsize)
+	be.PutUint32(buf[100:], 104) // header length: a valid version 3 header
 	buf = append(buf, payload...)
 	if err := os.WriteFile(path, buf, 0o644); err != nil {
 		t.Fatal(err)

@@ -105,12 +105,13 @@ func TestHostKeyMismatchRefused(t *testing.T) {
 // and what it holds is escaped before it reaches a terminal.
 func TestSerialTail(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "serial.log")
-	body := strings.Repeat("boot noise\n", 1<<20) + "login: \x1b[2J\x1b]0;owned\x07\nlast line\n"
+	body := strings.Repeat("boot noise\n", 1<<20) + "\x1bM\r\x1b[K[\x1b[0;31m*\x1b[0m] Job networking.service/start running\r\r\nlogin: \x1b]0;owned\x07\nlast line\n"
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	got := serialTail(path)
-	if len(got) > 4096 || !strings.Contains(got, "last line") || strings.ContainsAny(got, "\x1b\x07") || !strings.Contains(got, `\x1b[2J`) {
+	if len(got) > 4096 || !strings.Contains(got, "last line") || strings.ContainsAny(got, "\x1b\x07\r") ||
+		!strings.Contains(got, "[*] Job networking.service/start running") || !strings.Contains(got, `owned\x07`) {
 		t.Errorf("serialTail = %q", got)
 	}
 }

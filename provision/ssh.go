@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"regexp"
 	"strings"
 	"time"
 
@@ -209,13 +210,19 @@ func serialTail(path string) string {
 	if err != nil || len(b) == 0 {
 		return ""
 	}
-	b = []byte(termsafe.Text(string(b)))
-	lines := strings.Split(strings.TrimRight(strings.ReplaceAll(string(b), "\r", ""), "\n"), "\n")
+	// Terminal formatting (colours, cursor moves) is dropped; any other
+	// control character is escaped.
+	text := termsafe.Text(ansiEscape.ReplaceAllString(strings.ReplaceAll(string(b), "\r", ""), ""))
+	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
 	if len(lines) > 8 {
 		lines = lines[len(lines)-8:]
 	}
 	return "\nlast lines of the serial console:\n  " + strings.Join(lines, "\n  ")
 }
+
+// ansiEscape matches the CSI and two-character escape sequences systemd
+// and the kernel print on a console.
+var ansiEscape = regexp.MustCompile(`\x1b(\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_])`)
 
 // readTail returns at most the last n bytes of a regular file.
 func readTail(path string, n int64) ([]byte, error) {
