@@ -25,6 +25,7 @@ import (
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/qemu"
 	"github.com/kiln-dev/kiln/supervisor"
 	"github.com/kiln-dev/kiln/workdir"
 )
@@ -125,6 +126,7 @@ func TestBench(t *testing.T) {
 
 	stopWatch := b.watchOthers()
 	b.micro()
+	b.accelProbe()
 	base := b.baseImage()
 	work := b.builds()
 	if work != "" {
@@ -133,6 +135,7 @@ func TestBench(t *testing.T) {
 	b.cachedRebuild()
 	b.dialects(base)
 	b.layered()
+	b.sharing()
 	b.fleets()
 
 	m.Duration = time.Since(started)
@@ -437,6 +440,47 @@ func (b *bencher) micro() {
 		}
 		b.add(bm.figure, PerOp, ns, fmt.Sprintf("%.0f B/op, %.0f allocs/op", bytesOp, allocs))
 	}
+}
+
+// ---- accelerator probe ----
+
+// accelProbe times the KVM probe as the first command of a host boot pays
+// it (every CPU model run at once on the probe guest) and as later commands
+// pay it (the verdict read from the cache), plus the probe guest itself
+// under TCG, which bounds what a working KVM costs.
+func (b *bencher) accelProbe() {
+	b.r.Section("Accelerator probe (KVM verdict per host boot, cached)")
+	ctx := context.Background()
+	sel := qemu.Selector{CacheFile: filepath.Join(b.home, "accel-probe.json")}
+	var cold, cached, guest []time.Duration
+	var outcome string
+	for i := 0; i < b.s.runs; i++ {
+		fresh := sel
+		fresh.Fresh = true
+		start := time.Now()
+		rep, err := fresh.ProbeKVM(ctx)
+		if err != nil {
+			b.fail("accelerator probe", err)
+			return
+		}
+		cold = append(cold, time.Since(start))
+		outcome = rep.Finding()
+		start = time.Now()
+		if _, err := sel.Choose(ctx, qemu.Auto); err != nil {
+			b.fail("accelerator probe", err)
+			return
+		}
+		cached = append(cached, time.Since(start))
+		a := qemu.Probe(ctx, qemu.Config{Accel: qemu.TCG}, time.Minute)
+		if a.Outcome != qemu.ProbeWorks {
+			b.fail("accelerator probe", fmt.Errorf("probe guest under TCG: %s", a))
+			return
+		}
+		guest = append(guest, a.Took)
+	}
+	b.add("KVM probe, cold (first command after a host boot)", Duration, Seconds(cold...), outcome)
+	b.add("accelerator choice, verdict cached", Duration, Seconds(cached...), "")
+	b.add("probe guest under TCG (firmware, interrupt, protected mode, exit)", Duration, Seconds(guest...), "")
 }
 
 // ---- base image ----

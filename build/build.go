@@ -35,6 +35,7 @@ type Options struct {
 	Force       bool   // replace an existing name:version
 	KeepOnError bool   // --on-error=abort: leave the failed VM running for debugging
 	Accel       qemu.Accel
+	CPU         string    // -cpu model chosen with Accel; "" = its default
 	Out         io.Writer // progress and provisioner output
 	Debug       bool      // copy the serial console to Out
 	NoCache     bool      // build even when identical inputs were built before
@@ -295,7 +296,7 @@ func (b *builder) boot(ctx context.Context) error {
 	inst, err := instance.Launch(ctx, instance.Options{
 		Name: b.spec.Name + "-build", Image: b.source.path, ImageFormat: b.source.format,
 		Dir: filepath.Join(b.dir, "vm"), DiskSize: b.spec.DiskSize, CPUs: b.spec.CPUs,
-		MemoryMiB: b.spec.MemoryMiB, Accel: b.opts.Accel, UserData: b.spec.UserData,
+		MemoryMiB: b.spec.MemoryMiB, Accel: b.opts.Accel, CPU: b.opts.CPU, UserData: b.spec.UserData,
 		BootTimeout: b.spec.BootTimeout, Log: b.say, Own: own, Firmware: b.spec.Firmware,
 	})
 	if err != nil {
@@ -387,6 +388,7 @@ func (b *builder) store(ctx context.Context) error {
 		Provisioners:   describeProvisioners(b.spec.Provisioners),
 		KilnVersion:    b.opts.KilnVersion,
 		Accelerator:    string(b.inst.VM.Accel()),
+		CPUModel:       b.inst.VM.CPU(),
 		BuildStart:     b.start.UTC(),
 		BuildEnd:       time.Now().UTC(),
 		GuestUsedBytes: b.guestUsed,

@@ -30,6 +30,10 @@ func TestParseSize(t *testing.T) {
 		{" 2 G ", 2 * GiB},
 		{"1.5G", 3 * GiB / 2},
 		{"0", 0},
+		{"4Gi", 4 * GiB},
+		{"1.5M", 3 << 19},
+		{"512B", 512},
+		{"1k", 1024},
 	}
 	for _, c := range good {
 		got, err := ParseSize(c.in)
@@ -37,14 +41,15 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", c.in, got, err, c.want)
 		}
 	}
-	bad := []string{"", "4X", "G", "-1G", "4 GiBB", "1.2.3G", "1.5", "iB", "4IB", "99999999999999999999", "2000000000T"}
+	bad := []string{"", "4X", "G", "-1G", "4 GiBB", "1.2.3G", "1.5", "iB", "4IB", "4iB", "99999999999999999999", "2000000000T",
+		".5G", "1.G", "0.1", "0.3K", "four", "9999999T"}
 	for _, in := range bad {
 		if got, err := ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) = %d, want error", in, got)
 		}
 	}
 	_, err := ParseSize("4X")
-	if want := `invalid size "4X": use a number with K, M, G or T, e.g. 4G`; err == nil || err.Error() != want {
+	if want := `invalid size "4X": unknown unit "X"; use K, M, G or T`; err == nil || err.Error() != want {
 		t.Errorf("ParseSize(4X) error = %v, want %q", err, want)
 	}
 }

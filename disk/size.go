@@ -5,7 +5,7 @@ package disk
 import (
 	"fmt"
 	"math"
-	"strconv"
+	"math/big"
 	"strings"
 )
 
@@ -20,67 +20,66 @@ const (
 // maxSize keeps sizes far below int64 overflow and well above any real disk.
 const maxSize = 1 << 60
 
-// ParseSize turns a human size into bytes. Units are binary, like qemu-img:
-// K, M, G, T with an optional "i", "iB" or "B" ("4G", "4GiB" and "4GB" all mean
-// 4 GiB), case-insensitive; a bare number is bytes. Fractions are allowed with a
-// unit ("1.5G") and rounded down to whole bytes.
+// ParseSize turns a human size into bytes. It is the one size syntax of
+// kiln: flags, templates and fleet files all use it. Units are binary, like
+// qemu-img: K, M, G, T with an optional "i", "iB" or "B" ("4G", "4Gi",
+// "4GiB" and "4GB" all mean 4 GiB), case-insensitive; a bare number is
+// bytes. Fractions are allowed when they make whole bytes ("1.5G"; "0.3K"
+// is refused, not rounded).
 func ParseSize(s string) (int64, error) {
 	bad := func() (int64, error) {
 		return 0, fmt.Errorf("invalid size %q: use a number with K, M, G or T, e.g. 4G", s)
 	}
 	t := strings.TrimSpace(s)
-	if t == "" {
-		return bad()
-	}
-	// Split the number from the unit.
 	i := 0
 	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
 		i++
 	}
-	num, unit := t[:i], strings.ToUpper(strings.TrimSpace(t[i:]))
-	if num == "" {
+	num, rawUnit := t[:i], strings.TrimSpace(t[i:])
+	unit := strings.ToUpper(rawUnit)
+	badUnit := func() (int64, error) {
+		return 0, fmt.Errorf("invalid size %q: unknown unit %q; use K, M, G or T", s, rawUnit)
+	}
+	if num == "" || strings.Count(num, ".") > 1 || num[0] == '.' || num[len(num)-1] == '.' {
 		return bad()
 	}
-	var mult int64
+	var shift uint
 	switch strings.TrimSuffix(strings.TrimSuffix(unit, "B"), "I") {
 	case "":
 		if unit != "" && unit != "B" { // "IB" alone is not a unit
-			return bad()
+			return badUnit()
 		}
-		mult = 1
 	case "K":
-		mult = KiB
+		shift = 10
 	case "M":
-		mult = MiB
+		shift = 20
 	case "G":
-		mult = GiB
+		shift = 30
 	case "T":
-		mult = TiB
+		shift = 40
 	default:
+		return badUnit()
+	}
+	r, ok := new(big.Rat).SetString(num)
+	if !ok {
 		return bad()
 	}
-	if !strings.Contains(num, ".") {
-		n, err := strconv.ParseInt(num, 10, 64)
-		if err != nil || n > maxSize/mult {
-			if err == nil || strings.Contains(err.Error(), "range") {
-				return 0, fmt.Errorf("invalid size %q: too large", s)
-			}
-			return bad()
-		}
-		return n * mult, nil
+	r.Mul(r, new(big.Rat).SetInt(new(big.Int).Lsh(big.NewInt(1), shift)))
+	if !r.IsInt() {
+		return 0, fmt.Errorf("invalid size %q: not a whole number of bytes", s)
 	}
-	if mult == 1 {
-		return 0, fmt.Errorf("invalid size %q: a byte count must be a whole number", s)
+	if n := r.Num(); n.IsInt64() && n.Int64() <= maxSize {
+		return n.Int64(), nil
 	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || math.IsNaN(f) {
-		return bad()
-	}
-	b := f * float64(mult)
-	if b > maxSize {
-		return 0, fmt.Errorf("invalid size %q: too large", s)
-	}
-	return int64(b), nil
+	return 0, fmt.Errorf("invalid size %q: too large", s)
+}
+
+// HasUnit reports whether a size ends in a unit. A bare number is bytes to
+// ParseSize but ambiguous from people ("memory = 2048" means MiB to a Packer
+// user, "--disk-size 8" means 8G), so kiln asks them for the unit.
+func HasUnit(s string) bool {
+	t := strings.TrimSpace(s)
+	return t != "" && (t[len(t)-1] < '0' || t[len(t)-1] > '9')
 }
 
 // FormatSize renders bytes for people, with one decimal and binary units

@@ -1,3 +1,5 @@
+//go:build e2e
+
 package e2e
 
 import (
@@ -129,11 +131,14 @@ func waitGone(t *testing.T, pid int) {
 // qemuOf returns the pid of the QEMU whose command line names dir.
 func qemuOf(t *testing.T, dir string) int {
 	t.Helper()
-	out, err := exec.Command("pgrep", "-f", "qemu-system.*"+regexp.QuoteMeta(dir)).Output()
+	procs, err := qemuProcesses(dir)
 	if err != nil {
+		t.Fatalf("cannot look for QEMU processes: %v", err)
+	}
+	if len(procs) == 0 {
 		return 0
 	}
-	pid, _ := strconv.Atoi(strings.Fields(string(out))[0])
+	pid, _ := strconv.Atoi(strings.Fields(procs[0])[0])
 	return pid
 }
 
@@ -232,8 +237,8 @@ func TestInterruptFleetUp(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(home, "data", "kiln", "fleets", "intr")); err == nil {
 		t.Error("the interrupted fleet's folder remains")
 	}
-	if out, err := exec.Command("pgrep", "-af", "qemu-system.*fleets/intr").Output(); err == nil {
-		t.Errorf("the interrupted fleet's QEMU still runs:\n%s", out)
+	if procs, err := qemuProcesses(filepath.Join(home, "data", "kiln", "fleets", "intr")); err != nil || len(procs) > 0 {
+		t.Errorf("the interrupted fleet's QEMU still runs (%v):\n%s", err, strings.Join(procs, "\n"))
 	}
 	if ls := kilnCmd(t, time.Minute, "fleet", "ls"); strings.Contains(ls.stdout, "intr") {
 		t.Errorf("fleet ls still lists the interrupted fleet:\n%s", ls.stdout)

@@ -1,3 +1,5 @@
+//go:build e2e
+
 package e2e
 
 import (
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/internal/testregistry"
 )
 
 // TestRegistry exercises the store as a registry on the hello images from
@@ -153,4 +156,23 @@ func TestRegistry(t *testing.T) {
 	}
 	wg.Wait()
 	assertNothingLeft(t)
+
+	// Share through a real OCI registry: push hello@stable, then boot it
+	// straight from the registry on another store, which pulls the chain
+	// on first use with its lineage and channel.
+	reg := testregistry.Start(t, testregistry.Options{})
+	kilnOK(t, "images", "push", "hello@stable", reg.Host+"/kiln/hello")
+	want := showImage(t, "hello:1.1.0").Digest
+	t.Setenv("KILN_HOME", filepath.Join(tmp, "other")) // from here on, another machine's store
+	r = kilnCmd(t, 10*time.Minute, "run", reg.Host+"/kiln/hello:stable", "--memory", "512M", "--", "curl -s localhost:8080")
+	if r.code != 0 || !strings.Contains(r.stdout, "hello 1.1.0") || !strings.Contains(r.stderr, "pulled "+reg.Host) {
+		t.Errorf("booting hello from the registry: exit %d, %q", r.code, r.stdout)
+	}
+	tree = kilnOK(t, "images", "tree").stdout
+	if !strings.Contains(tree, "\n  hello:1.0.0") || !strings.Contains(tree, "\n    hello:1.1.0") {
+		t.Errorf("the pulled chain lost its lineage:\n%s", tree)
+	}
+	if m := showImage(t, "hello@stable"); m.Digest != want {
+		t.Errorf("the pulled hello@stable is %s, not %s", m.Digest, want)
+	}
 }

@@ -43,6 +43,7 @@ type Manifest struct {
 	Provisioners   []string          `json:"provisioners,omitempty"` // short descriptions
 	KilnVersion    string            `json:"kiln_version"`
 	Accelerator    string            `json:"accelerator,omitempty"`
+	CPUModel       string            `json:"cpu_model,omitempty"` // QEMU's -cpu, as the accelerator probe chose it
 	BuildStart     time.Time         `json:"build_start"`
 	BuildEnd       time.Time         `json:"build_end"`
 	Phases         []PhaseTime       `json:"phases,omitempty"`           // build steps before storing, in order

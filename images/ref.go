@@ -131,6 +131,23 @@ func checkChannel(c string) string {
 	return ""
 }
 
+// CheckName says why name cannot name an image, or nil: the store's rule,
+// which templates and flags ask too.
+func CheckName(name string) error {
+	if reason := checkName(name); reason != "" {
+		return errors.New(reason)
+	}
+	return nil
+}
+
+// CheckVersion says why v cannot be an image version, or nil.
+func CheckVersion(v string) error {
+	if reason := checkVersion(v); reason != "" {
+		return errors.New(reason)
+	}
+	return nil
+}
+
 // checkName returns why name is not a valid image name, or "".
 func checkName(name string) string {
 	switch {

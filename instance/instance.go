@@ -44,6 +44,7 @@ type Options struct {
 	CPUs        int
 	MemoryMiB   int
 	Accel       qemu.Accel
+	CPU         string         // -cpu model; "" = the accelerator's default
 	Forwards    []qemu.Forward // guest ports besides SSH
 	UserData    []byte         // the user's user-data: cloud-config merged into kiln's, any other form passed through beside it
 	BootTimeout time.Duration
@@ -142,7 +143,7 @@ func (inst *Instance) start(ctx context.Context, o Options, seed string, target 
 	forwards := append([]qemu.Forward{{GuestPort: 22}}, o.Forwards...)
 	inst.VM, err = qemu.Start(ctx, qemu.Config{
 		Name: o.Name, Dir: o.Dir, Disk: inst.Overlay, DiskFormat: "qcow2", Seed: seed,
-		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, Accel: o.Accel, Forwards: forwards, Firmware: o.Firmware,
+		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, Accel: o.Accel, CPU: o.CPU, Forwards: forwards, Firmware: o.Firmware,
 		SerialLog: o.SerialLog, ExtraArgs: extraArgs,
 	})
 	if err != nil {
@@ -152,13 +153,51 @@ func (inst *Instance) start(ctx context.Context, o Options, seed string, target 
 	target.Addr = "127.0.0.1:" + strconv.Itoa(inst.VM.HostPort(22))
 	target.SerialLog = inst.VM.SerialLog()
 	inst.Target = target
-	inst.SSH, err = provision.WaitForSSH(ctx, inst.Target, o.BootTimeout, inst.VM.Done())
+	inst.SSH, err = waitForSSH(ctx, inst.VM, inst.Target, o.BootTimeout)
 	if err != nil {
 		return err
 	}
 	inst.BootTime = time.Since(start)
 	o.Log("ssh ready in %.1fs", inst.BootTime.Seconds())
 	return nil
+}
+
+// waitForSSH waits for the guest's SSH as provision.WaitForSSH does, and
+// stops early, with the reason, when the VM exits or spins without output
+// (its firmware never ran: an accelerator that cannot run guests).
+func waitForSSH(ctx context.Context, vm *qemu.Machine, t provision.Target, timeout time.Duration) (*provision.Client, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stalled := vm.WatchFirmware(wctx)
+	stop := make(chan struct{})
+	stall := make(chan error, 1)
+	go func() {
+		select {
+		case <-vm.Done():
+		case err, ok := <-stalled:
+			if !ok { // the guest wrote output: only its exit stops the wait
+				select {
+				case <-vm.Done():
+				case <-wctx.Done():
+					return
+				}
+				break
+			}
+			stall <- err
+		case <-wctx.Done():
+			return
+		}
+		close(stop)
+	}()
+	c, err := provision.WaitForSSH(wctx, t, timeout, stop)
+	if err != nil {
+		select {
+		case serr := <-stall:
+			return nil, serr
+		default:
+		}
+	}
+	return c, err
 }
 
 // SSHCommand is the OpenSSH command line that reaches this guest, for users

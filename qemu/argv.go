@@ -5,48 +5,10 @@ package qemu
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 )
-
-// Accel is the QEMU accelerator a VM runs under.
-type Accel string
-
-const (
-	KVM Accel = "kvm" // Linux hardware virtualisation
-	HVF Accel = "hvf" // macOS Hypervisor.framework
-	TCG Accel = "tcg" // software emulation: works everywhere, ~10x slower
-)
-
-// DetectAccel picks the fastest accelerator this host can use: KVM when
-// /dev/kvm opens read-write (existing but unwritable means no KVM), HVF on
-// Intel macOS (HVF cannot run x86 guests on Apple Silicon), else TCG.
-func DetectAccel() Accel {
-	switch runtime.GOOS {
-	case "linux":
-		if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
-			f.Close()
-			return KVM
-		}
-	case "darwin":
-		if runtime.GOARCH == "amd64" {
-			return HVF
-		}
-	}
-	return TCG
-}
-
-// AccelWarning is the one line to show users when a VM will be slow, or ""
-// when it will not. The qemu package never logs; callers decide.
-func AccelWarning(a Accel) string {
-	if a == TCG {
-		return "no KVM: running under TCG software emulation, about 10x slower"
-	}
-	return ""
-}
 
 // Forward asks for a host TCP port on 127.0.0.1 that reaches GuestPort.
 type Forward struct {
@@ -63,7 +25,8 @@ type Config struct {
 	Seed       string // cloud-init seed ISO path, optional
 	CPUs       int    // default 2
 	MemoryMiB  int    // default 1024
-	Accel      Accel  // "" = DetectAccel()
+	Accel      Accel  // required: see Selector.Choose
+	CPU        string // -cpu; "" = host under KVM and HVF, max under TCG
 	Forwards   []Forward
 	// Firmware is "" for BIOS (SeaBIOS), else an OVMF file for UEFI. A
 	// split build (name containing "CODE", e.g. OVMF_CODE_4M.fd) is mapped
@@ -126,7 +89,7 @@ func splitFirmware(fw string) (vars string, split bool) {
 // Argv is the full QEMU command line (without the binary) for c, with
 // hostPorts[i] used as the host port of c.Forwards[i] (a missing or zero
 // entry falls back to Forwards[i].HostPort). It is pure: Start resolves
-// Accel ("" here means TCG) and ports before calling it.
+// ports before calling it.
 func Argv(c Config, hostPorts []int) []string {
 	c = c.withDefaults()
 	var a []string
@@ -135,24 +98,8 @@ func Argv(c Config, hostPorts []int) []string {
 	if c.Name != "" {
 		add("-name", optEscape(c.Name))
 	}
-	machine := "q35"
 	secure := strings.Contains(filepath.Base(c.Firmware), "secboot")
-	if secure {
-		machine += ",smm=on" // secure-boot OVMF builds need SMM
-	}
-	add("-machine", machine)
-	switch c.Accel {
-	case KVM, HVF:
-		add("-accel", string(c.Accel), "-cpu", "host")
-	default:
-		// Multi-threaded TCG uses one host thread per vCPU; -cpu max gives
-		// the guest every feature TCG can emulate (x86-64-v2+ for Debian).
-		// tb-size caps the translated-code cache, which QEMU otherwise
-		// sizes at 1 GiB whatever the guest: a 512 MiB guest then peaks at
-		// 1.4 GiB of host memory, and at 540 MiB with a 128 MiB cache,
-		// booting as fast.
-		add("-accel", fmt.Sprintf("tcg,thread=multi,tb-size=%d", tbSizeMiB(c.MemoryMiB)), "-cpu", "max")
-	}
+	add(platformArgs(c)...)
 	add("-smp", strconv.Itoa(c.CPUs), "-m", strconv.Itoa(c.MemoryMiB))
 	add("-nodefaults", "-no-user-config", "-display", "none")
 

@@ -128,15 +128,11 @@ func TestArgvKVM(t *testing.T) {
 	}
 }
 
-func TestAccelWarning(t *testing.T) {
-	if AccelWarning(TCG) == "" || AccelWarning(KVM) != "" || AccelWarning(HVF) != "" {
-		t.Error("AccelWarning: only TCG warrants a warning")
-	}
-	switch a := DetectAccel(); a {
-	case KVM, HVF, TCG:
-	default:
-		t.Errorf("DetectAccel = %q", a)
-	}
+func TestArgvCPUModel(t *testing.T) {
+	c := Config{Dir: "/r", Accel: KVM, CPU: "host,-arch-capabilities"}
+	wantAll(t, Argv(c, nil), "-accel kvm", "-cpu host,-arch-capabilities")
+	c.Accel, c.CPU = TCG, ""
+	wantAll(t, Argv(c, nil), "-cpu max")
 }
 
 func TestPickPorts(t *testing.T) {

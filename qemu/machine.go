@@ -69,19 +69,12 @@ func Start(ctx context.Context, c Config) (*Machine, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if c.Accel == "" {
-		c.Accel = DetectAccel()
-	}
 	if err := validate(c); err != nil {
 		return nil, err
 	}
-	name := c.Binary
-	if name == "" {
-		name = "qemu-system-x86_64"
-	}
-	bin, err := exec.LookPath(name)
+	bin, err := findBinary(c.Binary)
 	if err != nil {
-		return nil, fmt.Errorf("start vm: %s not found (install qemu-system-x86 on Debian/Ubuntu, qemu on macOS): %w", name, err)
+		return nil, fmt.Errorf("start vm: %w", err)
 	}
 	sock := filepath.Join(c.Dir, qmpSocketName)
 	if conn, err := net.DialTimeout("unix", sock, 200*time.Millisecond); err == nil {
@@ -121,6 +114,18 @@ func Start(ctx context.Context, c Config) (*Machine, error) {
 	}
 }
 
+// findBinary resolves Config.Binary ("" = qemu-system-x86_64 from PATH).
+func findBinary(name string) (string, error) {
+	if name == "" {
+		name = "qemu-system-x86_64"
+	}
+	bin, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("%s not found (install qemu-system-x86 on Debian/Ubuntu, qemu on macOS): %w", name, err)
+	}
+	return bin, nil
+}
+
 func validate(c Config) error {
 	if c.Dir == "" {
 		return errors.New("start vm: no run folder (Config.Dir)")
@@ -147,6 +152,8 @@ func validate(c Config) error {
 	}
 	switch c.Accel {
 	case KVM, HVF, TCG:
+	case "":
+		return errors.New("start vm: no accelerator chosen (Config.Accel; see Selector.Choose)")
 	default:
 		return fmt.Errorf("start vm: unknown accelerator %q (use kvm, hvf or tcg)", c.Accel)
 	}
@@ -509,6 +516,9 @@ func (m *Machine) Pid() int { return m.cmd.Process.Pid }
 
 // Accel is the accelerator the VM actually runs under.
 func (m *Machine) Accel() Accel { return m.cfg.Accel }
+
+// CPU is the -cpu model the VM runs with.
+func (m *Machine) CPU() string { return m.cfg.cpuModel() }
 
 // Args is the full command line QEMU was started with, for debugging.
 func (m *Machine) Args() []string { return slices.Clone(m.args) }

@@ -26,6 +26,7 @@ targets="
 ./fetch:FuzzParseSumsList
 ./images:FuzzParseRef
 ./images:FuzzReadManifest
+./ociimage:FuzzParseArtifact
 "
 
 out=$(mktemp)

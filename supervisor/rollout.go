@@ -9,6 +9,7 @@ import (
 
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/qemu"
 )
 
 // RolloutRequest is what `kiln rollout` and `kiln rollback` ask for.
@@ -22,6 +23,10 @@ type RolloutRequest struct {
 	Check            *fleet.Check  `json:"check,omitempty"` // overrides the fleet's check for this rollout
 	Rollback         bool          `json:"rollback"`
 	Force            bool          `json:"force"` // use a revoked image
+	// Accel, when set, is what the rollout's instances (and later
+	// replacements) run under, as the CLI's accelerator probe chose it.
+	Accel qemu.Accel `json:"accel,omitempty"`
+	CPU   string     `json:"cpu_model,omitempty"`
 }
 
 // traffic lets a rollout move the load balancers: it names instances by
@@ -94,7 +99,7 @@ func (l rolloutLauncher) Stop(ctx context.Context, in fleet.Instance) error {
 // background; the CLI follows it through the state.
 func (s *Supervisor) startRollout(req RolloutRequest) (int, error) {
 	if len(s.spec.Ports) == 0 {
-		return 0, errors.New("this fleet has no --port: a rollout needs a service port to move traffic on")
+		return 0, errors.New("this fleet has no front port: a rollout needs a service port to move traffic on")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -136,6 +141,9 @@ func (s *Supervisor) startRollout(req RolloutRequest) (int, error) {
 		Surge: req.Surge, AutoPromote: req.AutoPromote}
 	if err := opts.WithDefaults().Validate(); err != nil {
 		return 0, err
+	}
+	if req.Accel != "" {
+		s.launch.setAccel(qemu.Choice{Accel: req.Accel, CPU: req.CPU})
 	}
 	var blue []fleet.Instance
 	for _, id := range s.serving {

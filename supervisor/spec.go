@@ -11,11 +11,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/qemu"
 )
 
 // Port maps a front port on 127.0.0.1 to a guest port on every instance.
@@ -33,29 +34,38 @@ type Spec struct {
 	CPUs      int          `json:"cpus"`
 	MemoryMiB int          `json:"memory_mib"`
 	Check     *fleet.Check `json:"check,omitempty"`
+	Accel     qemu.Accel   `json:"accel,omitempty"` // as asked: auto (""), kvm, hvf or tcg
 	CreatedAt time.Time    `json:"created_at"`
 }
 
-var fleetName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,30}$`)
+// FieldError is a problem with one field of a spec. It speaks of the field
+// ("count"), so the CLI can name its flag and a fleet file its attribute.
+type FieldError struct {
+	Field   string // name, image, count, port
+	Value   string
+	Problem string
+}
+
+func (e *FieldError) Error() string { return fmt.Sprintf("%s %s: %s", e.Field, e.Value, e.Problem) }
 
 // Validate says what to fix in a spec.
 func (s Spec) Validate() error {
-	if !fleetName.MatchString(s.Name) {
-		return fmt.Errorf("fleet name %q: use up to 31 lower-case letters, digits and -", s.Name)
+	if err := fleet.CheckName(s.Name); err != nil {
+		return &FieldError{"name", strconv.Quote(s.Name), err.Error()}
 	}
 	if _, err := images.ParseRef(s.Image); err != nil {
 		return err
 	}
-	if s.Count < 1 || s.Count > 16 {
-		return fmt.Errorf("--count %d: use 1 to 16 instances", s.Count)
+	if s.Count < 1 || s.Count > fleet.MaxInstances {
+		return &FieldError{"count", strconv.Itoa(s.Count), fmt.Sprintf("use 1 to %d instances", fleet.MaxInstances)}
 	}
 	seen := map[int]bool{}
 	for _, p := range s.Ports {
 		if p.Host < 1 || p.Host > 65535 || p.Guest < 1 || p.Guest > 65535 {
-			return fmt.Errorf("--port %d:%d: ports are 1 to 65535", p.Host, p.Guest)
+			return &FieldError{"port", fmt.Sprintf("%d:%d", p.Host, p.Guest), "ports are 1 to 65535"}
 		}
 		if seen[p.Host] {
-			return fmt.Errorf("--port: front port %d given twice", p.Host)
+			return &FieldError{"port", strconv.Itoa(p.Host), "front port given twice"}
 		}
 		seen[p.Host] = true
 	}

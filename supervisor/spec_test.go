@@ -15,9 +15,9 @@ func TestSpecValidate(t *testing.T) {
 		wantErr string
 	}{
 		{"good", func(*Spec) {}, ""},
-		{"bad name", func(s *Spec) { s.Name = "Web_1" }, "fleet name"},
+		{"bad name", func(s *Spec) { s.Name = "Web_1" }, `name "Web_1"`},
 		{"bad ref", func(s *Spec) { s.Image = "Hello:1" }, "invalid image ref"},
-		{"no instances", func(s *Spec) { s.Count = 0 }, "--count 0"},
+		{"no instances", func(s *Spec) { s.Count = 0 }, "count 0: use 1 to 16"},
 		{"port twice", func(s *Spec) { s.Ports = append(s.Ports, Port{8080, 80}) }, "given twice"},
 		{"bad port", func(s *Spec) { s.Ports = []Port{{70000, 80}} }, "1 to 65535"},
 		{"bad check", func(s *Spec) { s.Check = &fleet.Check{Kind: "ping"} }, "ping"},

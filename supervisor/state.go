@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/fleet"
+	"github.com/kiln-dev/kiln/qemu"
 )
 
 // State is what the supervisor remembers across restarts, saved after
@@ -31,6 +32,8 @@ type InstanceRecord struct {
 	ID      string      `json:"id"`
 	Version string      `json:"version"`
 	Pid     int         `json:"pid"`
+	Accel   qemu.Accel  `json:"accel,omitempty"`
+	CPU     string      `json:"cpu_model,omitempty"`
 	Dir     string      `json:"dir"`
 	SSHPort int         `json:"ssh_port"`
 	Ports   map[int]int `json:"ports"` // guest port -> host port

@@ -54,7 +54,7 @@ type Supervisor struct {
 // it to bring the fleet down. It returns an error when the fleet cannot
 // start (a front port in use, an image missing); the error is also saved
 // in the state file for the CLI that is waiting.
-func Run(ctx context.Context, data string, name string, accel qemu.Accel, log *slog.Logger) error {
+func Run(ctx context.Context, data string, name string, accel qemu.Choice, log *slog.Logger) error {
 	dirs := FleetDirs(data, name)
 	spec, err := ReadSpec(dirs)
 	if err != nil {
@@ -283,6 +283,7 @@ func (s *Supervisor) recordLocked() {
 		}
 		recs = append(recs, InstanceRecord{
 			ID: id, Version: in.Version(), Pid: v.inst.VM.Pid(), Dir: v.inst.Dir,
+			Accel: v.inst.VM.Accel(), CPU: v.inst.VM.CPU(),
 			SSHPort: v.inst.VM.HostPort(22), Ports: ports, Started: v.started.UTC(),
 			Health: state, Detail: h.LastDetail, Serving: slices.Contains(s.serving, id),
 		})

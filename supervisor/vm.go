@@ -45,12 +45,19 @@ type launcher struct {
 	spec  Spec
 	dirs  Dirs
 	store *images.Store
-	accel qemu.Accel
+	accel qemu.Choice // what new instances run under; a rollout may change it
 	log   func(format string, args ...any)
 	life  context.Context // the supervisor's lifetime: VMs run under it, not under one request's ctx
 
 	mu     sync.Mutex
 	nextID func() int // hands out instance numbers; persisted by the supervisor
+}
+
+// setAccel changes what instances started from now on run under.
+func (l *launcher) setAccel(c qemu.Choice) {
+	l.mu.Lock()
+	l.accel = c
+	l.mu.Unlock()
 }
 
 // Launch starts n instances of version in parallel. On error, the ones that
@@ -79,6 +86,7 @@ func (l *launcher) Launch(ctx context.Context, version string, n int) ([]fleet.I
 	for i := 0; i < n; i++ {
 		l.mu.Lock()
 		id := fmt.Sprintf("%s-%d", l.spec.Name, l.nextID())
+		accel := l.accel
 		l.mu.Unlock()
 		go func() {
 			// The VM must outlive the rollout step that asked for it, so it
@@ -90,7 +98,7 @@ func (l *launcher) Launch(ctx context.Context, version string, n int) ([]fleet.I
 			inst, err := instance.Launch(vmCtx, instance.Options{
 				Name: id, Image: l.store.BlobPath(m.Digest), ImageFormat: m.Format,
 				Dir: l.dirs.Instance(id), CPUs: l.spec.CPUs, MemoryMiB: l.spec.MemoryMiB,
-				Accel: l.accel, Forwards: forwards, Log: l.log,
+				Accel: accel.Accel, CPU: accel.CPU, Forwards: forwards, Log: l.log,
 			})
 			if err != nil {
 				results <- result{err: fmt.Errorf("instance %s: %w", id, err)}

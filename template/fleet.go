@@ -1,7 +1,6 @@
 package template
 
 import (
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -10,6 +9,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
 )
 
@@ -43,13 +43,8 @@ type FleetHealth struct {
 
 // Limits and defaults, as for `kiln fleet up`.
 const (
-	fleetMaxCount  = 16
 	fleetMemoryMiB = 512
 )
-
-// fleetNameRe is the supervisor's rule for fleet names, which become
-// folder names.
-var fleetNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,30}$`)
 
 var fleetRootSchema = &hcl.BodySchema{
 	Blocks: []hcl.BlockHeaderSchema{
@@ -203,16 +198,16 @@ func (l *loader) fleet(b *hcl.Block) *FleetFile {
 	l.diags = append(l.diags, diags...)
 	attrs := content.Attributes
 
-	if !fleetNameRe.MatchString(f.Name) {
+	if err := fleet.CheckName(f.Name); err != nil {
 		l.diags = append(l.diags, diagAt(b.LabelRanges[0].Ptr(), "Invalid fleet name",
-			"%q is not a valid fleet name: use 1 to 31 lower-case letters, digits and '-', starting with a letter or digit, e.g. \"web\".", f.Name))
+			"%q is not a valid fleet name: %v, e.g. \"web\".", f.Name, err))
 	}
 
 	switch attr := attrs["image"]; {
 	case l.isSet(attr):
 		if v, ok := l.value(attr, cty.String); ok {
 			f.Image = v.AsString()
-			if _, err := images.ParseRef(f.Image); err != nil {
+			if _, err := images.ParseRef(f.Image); err != nil && !images.IsRegistryRef(f.Image) {
 				l.diags = append(l.diags, diagAt(attr.Expr.Range().Ptr(), "Invalid image",
 					`%s; use NAME or NAME:VERSION of a stored image, e.g. "hello:1.0.0".`, err))
 			}
@@ -224,9 +219,9 @@ func (l *loader) fleet(b *hcl.Block) *FleetFile {
 
 	if attr := attrs["count"]; attr != nil {
 		if n, ok := l.integer(attr); ok {
-			if n < 1 || n > fleetMaxCount {
+			if n < 1 || n > fleet.MaxInstances {
 				l.diags = append(l.diags, diagAt(attr.Expr.Range().Ptr(), "Invalid count",
-					"count must be from 1 to %d instances, not %d.", fleetMaxCount, n))
+					"count must be from 1 to %d instances, not %d.", fleet.MaxInstances, n))
 			}
 			f.Count = n
 		}

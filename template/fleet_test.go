@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
 )
 
@@ -298,9 +299,9 @@ func FuzzLoadFleet(f *testing.F) {
 // or "".
 func checkFleetFile(f *FleetFile) string {
 	switch {
-	case !fleetNameRe.MatchString(f.Name):
+	case fleet.CheckName(f.Name) != nil:
 		return "name"
-	case f.Count < 1 || f.Count > fleetMaxCount || f.CPUs < 1 || f.MemoryMiB < 1:
+	case f.Count < 1 || f.Count > fleet.MaxInstances || f.CPUs < 1 || f.MemoryMiB < 1:
 		return "count, cpus or memory"
 	}
 	if _, err := images.ParseRef(f.Image); err != nil {

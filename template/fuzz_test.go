@@ -121,7 +121,7 @@ func checkSpec(t *testing.T, s *build.Spec, path string) {
 	if s.TemplatePath != path {
 		fail("template path %q, want %q", s.TemplatePath, path)
 	}
-	if !nameRe.MatchString(s.Name) || !versionRe.MatchString(s.Version) {
+	if images.CheckName(s.Name) != nil || images.CheckVersion(s.Version) != nil {
 		fail("name %q, version %q", s.Name, s.Version)
 	}
 	if _, err := images.ParseRef(s.Name + ":" + s.Version); err != nil {

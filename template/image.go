@@ -15,6 +15,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/provision"
 )
@@ -22,8 +23,6 @@ import (
 var (
 	// Names and versions become parts of store paths and refs ("hello:1.0.0"),
 	// so they avoid separators and may not start with a dot or dash.
-	nameRe    = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
-	versionRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]*$`)
 
 	checksumRe = regexp.MustCompile(`^(sha256:[0-9a-fA-F]{64}|sha512:[0-9a-fA-F]{128})$`)
 )
@@ -95,22 +94,22 @@ func (l *loader) image(b *hcl.Block) *build.Spec {
 	attrs := content.Attributes
 
 	spec.Name = b.Labels[0]
-	if !nameRe.MatchString(spec.Name) {
+	if err := images.CheckName(spec.Name); err != nil {
 		l.diags = append(l.diags, diagAt(b.LabelRanges[0].Ptr(), "Invalid image name",
-			"%q is not a valid image name: use lowercase letters, digits, '.', '-' and '_', starting with a letter or digit.", spec.Name))
+			"%q is not a valid image name: %v (lower-case letters, digits, '.', '-' and '_', up to 128).", spec.Name, err))
 	}
 
 	verAttr := attrs["version"]
 	if v, ok := l.value(verAttr, cty.String); ok {
 		spec.Version = v.AsString()
-		if l.opts.Version == "" && !versionRe.MatchString(spec.Version) {
+		if l.opts.Version == "" && images.CheckVersion(spec.Version) != nil {
 			l.diags = append(l.diags, diagAt(verAttr.Expr.Range().Ptr(), "Invalid version", "%s", versionProblem(spec.Version)))
 		}
 	}
 	switch {
 	case l.opts.Version != "":
 		spec.Version = l.opts.Version
-		if !versionRe.MatchString(spec.Version) {
+		if images.CheckVersion(spec.Version) != nil {
 			l.diags = append(l.diags, diagAt(nil, "Invalid --version", "%s", versionProblem(spec.Version)))
 		}
 	case !l.isSet(verAttr):
@@ -186,7 +185,7 @@ func versionProblem(v string) string {
 	if v == "" {
 		return "The version must not be empty."
 	}
-	return fmt.Sprintf("%q is not a valid version: use letters, digits, '.', '-', '_' and '+', starting with a letter or digit, e.g. \"1.0.0\".", v)
+	return fmt.Sprintf("%q is not a valid version: %v (letters, digits, '.', '-', '_' and '+', up to 128), e.g. \"1.0.0\".", v, images.CheckVersion(v))
 }
 
 func (l *loader) base(b *hcl.Block) build.Source {
@@ -244,7 +243,7 @@ func (l *loader) base(b *hcl.Block) build.Source {
 	if attr := attrs["image"]; attr != nil {
 		if v, ok := l.value(attr, cty.String); ok {
 			src.Image = v.AsString()
-			if _, err := images.ParseRef(src.Image); err != nil { // as the build will
+			if _, err := images.ParseRef(src.Image); err != nil && !images.IsRegistryRef(src.Image) { // as the build will
 				l.diags = append(l.diags, diagAt(attr.Expr.Range().Ptr(), "Invalid base image",
 					`%q is not an image reference; use NAME or NAME:VERSION of a stored image, e.g. "debian:12".`, src.Image))
 			}
@@ -480,12 +479,12 @@ func (l *loader) size(attr *hcl.Attribute, unit int64) int64 {
 		l.diags = append(l.diags, diagAt(rng, "Invalid size", `%s must not be empty; write e.g. "4G" or "512M".`, attr.Name))
 		return 0
 	}
-	if !hasSizeUnit(s) {
+	if !disk.HasUnit(s) {
 		l.diags = append(l.diags, diagAt(rng, "Invalid size",
 			`%s needs a unit: %q is ambiguous; write e.g. "%sM" (K, M, G or T; powers of 1024).`, attr.Name, s, s))
 		return 0
 	}
-	n, err := parseSize(s)
+	n, err := disk.ParseSize(s)
 	switch {
 	case err != nil:
 		l.diags = append(l.diags, diagAt(rng, "Invalid size", "%s: %v.", attr.Name, err))

@@ -161,6 +161,7 @@ func TestBaseSources(t *testing.T) {
 		want build.Source
 	}{
 		{`image = "debian:12"`, build.Source{Image: "debian:12"}},
+		{`image = "ghcr.io/acme/hello:1.0"`, build.Source{Image: "ghcr.io/acme/hello:1.0"}}, // pulled on first use
 		{`url = "https://example.com/d.qcow2"` + "\n checksum = \"sha256:" + strings.ToUpper(sum) + `"`,
 			build.Source{URL: "https://example.com/d.qcow2", Checksum: "sha256:" + sum}},
 		{`url = "http://example.com/d.qcow2"` + "\n checksum = \"sha512:" + sum + sum + `"`,
@@ -219,43 +220,6 @@ image "hello" {
 	got, _ = mustLoad(t, tmpl, nil, Options{Vars: map[string]string{"big": "true"}})
 	if got.DiskSize != 10<<30 {
 		t.Errorf("DiskSize %d; want 10G", got.DiskSize)
-	}
-}
-
-func TestParseSize(t *testing.T) {
-	tests := []struct {
-		in   string
-		want int64
-		err  bool
-	}{
-		{"0", 0, false},
-		{"512", 512, false},
-		{"512B", 512, false},
-		{"1K", 1024, false},
-		{"1k", 1024, false},
-		{"1KiB", 1024, false},
-		{"1KB", 1024, false},
-		{"4G", 4 << 30, false},
-		{" 4 G ", 4 << 30, false},
-		{"1.5M", 3 << 19, false},
-		{"2T", 2 << 40, false},
-		{"", 0, true},
-		{"G", 0, true},
-		{"4X", 0, true},
-		{"4iB", 0, true},
-		{"-1G", 0, true},
-		{"1.2.3G", 0, true},
-		{".5G", 0, true},
-		{"1.G", 0, true},
-		{"0.1", 0, true},      // not whole bytes
-		{"9999999T", 0, true}, // overflows int64
-		{"four", 0, true},
-	}
-	for _, tt := range tests {
-		got, err := parseSize(tt.in)
-		if (err != nil) != tt.err || got != tt.want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d, error %v", tt.in, got, err, tt.want, tt.err)
-		}
 	}
 }
 

@@ -95,6 +95,11 @@ func TestValidation(t *testing.T) {
 			want: []want{{"1:7", `Invalid image name: "Hello World" is not a valid image name`}},
 		},
 		{
+			name: "name longer than the store takes", // once accepted by validate, refused by the store
+			tmpl: strings.Replace(minimal, `"hello"`, `"`+strings.Repeat("a", 200)+`"`, 1),
+			want: []want{{"1:7", "is not a valid image name: name is longer than 128 characters"}},
+		},
+		{
 			name: "name starting with a dot",
 			tmpl: strings.Replace(minimal, `"hello"`, `".hello"`, 1),
 			want: []want{{"1:7", `Invalid image name`}},

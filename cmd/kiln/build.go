@@ -66,7 +66,7 @@ func cmdBuild(ctx context.Context, args []string) error {
 	pf.add(fs)
 	force := fs.Bool("force", false, "replace an existing name:version")
 	onError := fs.String("on-error", "cleanup", "on failure: cleanup (stop the VM, remove everything) or abort (keep the VM running to debug)")
-	accel := fs.String("accel", "", "accelerator: kvm, hvf or tcg (default: the best available)")
+	accel := addAccelFlag(fs)
 	asJSON := fs.Bool("json", false, "print the manifest as JSON when done")
 	noCache := fs.Bool("no-cache", false, "build even if identical inputs were built before")
 	packerManifest := fs.String("manifest", "", "also write a Packer-compatible manifest (packer-manifest.json) to FILE")
@@ -98,17 +98,22 @@ func cmdBuild(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	*accel = templateAccel(*accel, spec.Accel)
-	ac, err := chooseAccel(*accel)
-	if err != nil {
-		return usageError{err.Error()}
+	if spec.Base.Image, err = localRef(ctx, spec.Base.Image); err != nil {
+		return err
 	}
+	req, err := parseAccel(*accel)
+	if err != nil {
+		return err
+	}
+	req = templateAccel(req, spec.Accel)
 	if err := needTools(qemuSystem, qemuImg); err != nil {
 		return err
 	}
-	if *accel == "" {
-		warnAccel(ac)
+	ac, err := req.choose(ctx)
+	if err != nil {
+		return err
 	}
+	noteTemplateAccel(req, spec.Accel, ac.Accel)
 	paths := images.DefaultPaths()
 	store, err := images.Open(paths.Images())
 	if err != nil {
@@ -118,7 +123,7 @@ func cmdBuild(ctx context.Context, args []string) error {
 	start := time.Now()
 	res, err := build.Run(ctx, *spec, build.Options{
 		Store: store, RunDir: paths.Runtime, CacheDir: paths.Cache, Force: *force,
-		KeepOnError: *onError == "abort", Accel: ac, Out: os.Stderr, Debug: debug, NoCache: *noCache, KilnVersion: version,
+		KeepOnError: *onError == "abort", Accel: ac.Accel, CPU: ac.CPU, Out: os.Stderr, Debug: debug, NoCache: *noCache, KilnVersion: version,
 		KeepWorkDisk: *keepWorkDisk,
 	})
 	if err != nil {

@@ -128,6 +128,7 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	hf.add(fs)
 	file := fs.StringP("file", "f", "", "read the fleet from an HCL fleet file instead of these flags")
 	force := fs.Bool("force", false, "run a revoked image anyway")
+	accel := addAccelFlag(fs)
 	var vars, varFiles []string
 	fs.StringArrayVar(&vars, "var", nil, "set a fleet file variable: NAME=VALUE (repeatable)")
 	fs.StringArrayVar(&varFiles, "var-file", nil, "read fleet file variables from an HCL file (repeatable)")
@@ -138,6 +139,10 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 		return usageError{"give one fleet name"}
 	}
 	name := fs.Arg(0)
+	req, err := parseAccel(*accel)
+	if err != nil {
+		return err
+	}
 	var spec supervisor.Spec
 	if *file != "" {
 		tf := templateFlags{vars: vars, varFiles: varFiles}
@@ -201,6 +206,11 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 			CPUs: *cpus, MemoryMiB: mem, Check: check}
 	}
 	spec.CreatedAt = time.Now().UTC()
+	local, err := localRef(ctx, spec.Image)
+	if err != nil {
+		return err
+	}
+	spec.Image = local
 	ref, err := images.ParseRef(spec.Image)
 	if err != nil {
 		return err
@@ -217,8 +227,14 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 		return err
 	}
 	spec.Image = m.Ref().String()
+	spec.Accel = req.want
 	if err := spec.Validate(); err != nil {
-		return usageError{err.Error()}
+		return usageError{specProblem(err, *file)}
+	}
+	// Chosen here, so an explicit --accel kvm that cannot run fails at once;
+	// the supervisor then finds the probe's verdict cached.
+	if _, err := req.choose(ctx); err != nil {
+		return err
 	}
 	ports := spec.Ports
 	for _, p := range ports {
@@ -275,6 +291,20 @@ func logTail(path string, n int) string {
 }
 
 // specFromFile turns a fleet file into the supervisor's spec.
+// specProblem names the flag, or the fleet file, that a spec's problem is
+// about: the supervisor speaks of the field, the CLI of what the user wrote.
+func specProblem(err error, file string) string {
+	var fe *supervisor.FieldError
+	if !errors.As(err, &fe) {
+		return err.Error()
+	}
+	if file != "" {
+		return fmt.Sprintf("%s: %s", file, fe)
+	}
+	flag := map[string]string{"name": "fleet name", "count": "--count", "port": "--port", "image": "--image"}[fe.Field]
+	return fmt.Sprintf("%s %s: %s", flag, fe.Value, fe.Problem)
+}
+
 func specFromFile(ff *template.FleetFile) supervisor.Spec {
 	spec := supervisor.Spec{Name: ff.Name, Image: ff.Image, Count: ff.Count, CPUs: ff.CPUs, MemoryMiB: ff.MemoryMiB}
 	for _, p := range ff.Ports {
@@ -362,7 +392,18 @@ func cmdFleetSupervise(ctx context.Context, args []string) error {
 	}
 	defer os.Remove(dirs.Pid())
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	return supervisor.Run(ctx, images.DefaultPaths().Data, args[0], "", log)
+	spec, err := supervisor.ReadSpec(dirs)
+	if err != nil {
+		return err
+	}
+	choice, err := accelSelector().Choose(ctx, spec.Accel)
+	if err != nil {
+		return err
+	}
+	if choice.Note != "" {
+		log.Warn(choice.Note)
+	}
+	return supervisor.Run(ctx, images.DefaultPaths().Data, args[0], choice, log)
 }
 
 // fleetStatus asks the supervisor, falling back to the saved state.

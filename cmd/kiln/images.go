@@ -13,11 +13,12 @@ import (
 
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/ociimage"
 )
 
 func cmdImages(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usageError{"say what to do: kiln images ls | show | tag | tree | revoke | verify | rm | gc | export | import"}
+		return usageError{"say what to do: kiln images ls | show | tag | tree | revoke | verify | rm | gc | export | import | push | pull"}
 	}
 	switch args[0] {
 	case "ls", "list":
@@ -42,8 +43,12 @@ func cmdImages(ctx context.Context, args []string) error {
 		return cmdImagesGC(ctx, args[1:])
 	case "import":
 		return cmdImagesImport(ctx, args[1:])
+	case "push":
+		return cmdImagesPush(ctx, args[1:])
+	case "pull":
+		return cmdImagesPull(ctx, args[1:])
 	}
-	return usageError{fmt.Sprintf("unknown images command %q: use ls, show, tag, tree, revoke, unrevoke, verify, rm, gc, export or import", args[0])}
+	return usageError{fmt.Sprintf("unknown images command %q: use ls, show, tag, tree, revoke, unrevoke, verify, rm, gc, export, import, push or pull", args[0])}
 }
 
 func openStore() (*images.Store, error) {
@@ -118,6 +123,9 @@ func cmdImagesShow(args []string) error {
 	}
 	if m.TemplateDigest != "" {
 		fmt.Printf("template:   %s\n", m.TemplateDigest)
+	}
+	if from := m.Labels[ociimage.LabelPulledFrom]; from != "" {
+		fmt.Printf("pulled:     %s\n", from)
 	}
 	for k, v := range m.Variables {
 		fmt.Printf("var:        %s = %s\n", k, v)

@@ -50,7 +50,8 @@ func parseSizeFlag(flag, value, example string) (int64, error) {
 	if n <= 0 {
 		return 0, usageError{fmt.Sprintf("%s %s: give a size above zero, e.g. %s", flag, value, example)}
 	}
-	if t := strings.TrimSpace(value); t[len(t)-1] >= '0' && t[len(t)-1] <= '9' {
+	if !disk.HasUnit(value) {
+		t := strings.TrimSpace(value)
 		return 0, usageError{fmt.Sprintf("%s %s needs a unit: write e.g. %sM or %sG (K, M, G or T; powers of 1024)", flag, value, t, t)}
 	}
 	return n, nil

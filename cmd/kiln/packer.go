@@ -105,17 +105,21 @@ func loadPacker(path string, tf *templateFlags, pf *packerFlags, force, debug bo
 	return spec, nil
 }
 
-// templateAccel is the template's accelerator when the command line names
-// none: honoured when this host can use it, otherwise kiln says so and
-// uses the best it has (a template written for a KVM laptop still builds
-// in CI without KVM).
-func templateAccel(flag, fromTemplate string) string {
-	if flag != "" || fromTemplate == "" {
-		return flag
+// templateAccel applies a template's accelerator when neither --accel nor
+// KILN_ACCEL names one: "tcg" (Packer's "none") is used as asked; "kvm" and
+// "hvf" are a preference the probe decides, so a template written for a
+// KVM laptop still builds in CI without KVM (noteTemplateAccel says so).
+func templateAccel(req accelRequest, fromTemplate string) accelRequest {
+	if req.from != "" || fromTemplate != string(qemu.TCG) {
+		return req
 	}
-	if fromTemplate == string(qemu.TCG) || qemu.DetectAccel() == qemu.Accel(fromTemplate) {
-		return fromTemplate
+	return accelRequest{want: qemu.TCG, from: `the template's accelerator "tcg"`}
+}
+
+// noteTemplateAccel says when the template's accelerator is not the one
+// the build runs under.
+func noteTemplateAccel(req accelRequest, fromTemplate string, got qemu.Accel) {
+	if req.from == "" && fromTemplate != "" && fromTemplate != string(got) {
+		say("note: the template's accelerator %q cannot run here; using %s", fromTemplate, got)
 	}
-	say("note: the template's accelerator %q cannot run here; using %s", fromTemplate, qemu.DetectAccel())
-	return ""
 }

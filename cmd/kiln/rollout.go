@@ -19,6 +19,7 @@ type rolloutFlags struct {
 	bake, drain, deadline time.Duration
 	autoPromote, detach   bool
 	force                 bool
+	accel                 string
 	health                healthFlags
 }
 
@@ -34,9 +35,10 @@ func (r *rolloutFlags) add(fs interface {
 	fs.BoolVar(&r.autoPromote, "auto-promote", true, "switch as soon as green is healthy (false: wait for `kiln rollout promote`)")
 	fs.BoolVar(&r.detach, "detach", false, "return at once instead of following the rollout")
 	fs.BoolVar(&r.force, "force", false, "roll out a revoked image anyway")
+	fs.StringVar(&r.accel, "accel", "", accelUsage+"; for the instances this rollout starts")
 }
 
-func (r *rolloutFlags) request(name, to string, rollback bool) (supervisor.RolloutRequest, error) {
+func (r *rolloutFlags) request(ctx context.Context, name, to string, rollback bool) (supervisor.RolloutRequest, error) {
 	surge, err := strconv.Atoi(strings.TrimSuffix(r.surge, "%"))
 	if err != nil || surge < 1 || surge > 100 {
 		return supervisor.RolloutRequest{}, usageError{fmt.Sprintf("--surge %q: use a percentage from 1%% to 100%%", r.surge)}
@@ -49,8 +51,20 @@ func (r *rolloutFlags) request(name, to string, rollback bool) (supervisor.Rollo
 	if err != nil {
 		return supervisor.RolloutRequest{}, err
 	}
-	return supervisor.RolloutRequest{To: to, Surge: surge, Bake: r.bake, Drain: r.drain,
-		ProgressDeadline: r.deadline, AutoPromote: r.autoPromote, Check: check, Rollback: rollback, Force: r.force}, nil
+	req := supervisor.RolloutRequest{To: to, Surge: surge, Bake: r.bake, Drain: r.drain,
+		ProgressDeadline: r.deadline, AutoPromote: r.autoPromote, Check: check, Rollback: rollback, Force: r.force}
+	ar, err := parseAccel(r.accel)
+	if err != nil {
+		return req, err
+	}
+	if ar.from != "" { // asked for: otherwise the fleet keeps what it runs under
+		c, err := ar.choose(ctx)
+		if err != nil {
+			return req, err
+		}
+		req.Accel, req.CPU = c.Accel, c.CPU
+	}
+	return req, nil
 }
 
 func cmdRollout(ctx context.Context, args []string) error {
@@ -78,7 +92,12 @@ func cmdRollout(ctx context.Context, args []string) error {
 	if fs.NArg() != 1 || *to == "" {
 		return usageError{"give a fleet name and --to, e.g. kiln rollout web --to hello:1.1.0"}
 	}
-	req, err := rf.request(fs.Arg(0), *to, false)
+	target, err := localRef(ctx, *to)
+	if err != nil {
+		return err
+	}
+	*to = target
+	req, err := rf.request(ctx, fs.Arg(0), *to, false)
 	if err != nil {
 		return err
 	}
@@ -97,7 +116,12 @@ func cmdRollback(ctx context.Context, args []string) error {
 	if fs.NArg() != 1 {
 		return usageError{"give a fleet name"}
 	}
-	req, err := rf.request(fs.Arg(0), *to, true)
+	target, err := localRef(ctx, *to)
+	if err != nil {
+		return err
+	}
+	*to = target
+	req, err := rf.request(ctx, fs.Arg(0), *to, true)
 	if err != nil {
 		return err
 	}

@@ -26,7 +26,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	var ports []string
 	fs.StringArrayVar(&ports, "port", nil, "forward 127.0.0.1:HOST to the guest's GUEST port (HOST:GUEST; repeatable)")
 	userData := fs.String("user-data", "", "user-data file: #cloud-config is merged into kiln's; scripts, MIME multipart, #include, boothooks, gzip and jinja are passed through beside it")
-	accel := fs.String("accel", "", "accelerator: kvm, hvf or tcg (default: the best available)")
+	accel := addAccelFlag(fs)
 	bootTimeout := fs.Duration("boot-timeout", instance.DefaultBootTimeout, "how long to wait for SSH")
 	firmware := fs.String("firmware", "bios", "bios, or uefi (needs the ovmf package)")
 	force := fs.Bool("force", false, "boot a revoked image anyway")
@@ -69,9 +69,9 @@ func cmdRun(ctx context.Context, args []string) error {
 	if err != nil {
 		return usageError{err.Error()}
 	}
-	ac, err := chooseAccel(*accel)
+	req, err := parseAccel(*accel)
 	if err != nil {
-		return usageError{err.Error()}
+		return err
 	}
 	if err := needTools(qemuSystem, qemuImg); err != nil {
 		return err
@@ -86,8 +86,9 @@ func cmdRun(ctx context.Context, args []string) error {
 	if size > 0 && size < virtual {
 		return usageError{fmt.Sprintf("--disk-size %s is smaller than %s (%s); disks can only grow", *diskSize, pos[0], disk.FormatSize(virtual))}
 	}
-	if *accel == "" {
-		warnAccel(ac)
+	ac, err := req.choose(ctx)
+	if err != nil {
+		return err
 	}
 
 	dir, err := workdir.Create(paths.Runtime, "run")
@@ -104,7 +105,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	serialLog := filepath.Join(logDir, name+".serial.log")
 	inst, err := instance.Launch(ctx, instance.Options{
 		Name: name, Image: image, ImageFormat: format, Dir: dir, DiskSize: size,
-		CPUs: *cpus, MemoryMiB: mem, Accel: ac, Forwards: forwards, UserData: extra,
+		CPUs: *cpus, MemoryMiB: mem, Accel: ac.Accel, CPU: ac.CPU, Forwards: forwards, UserData: extra,
 		BootTimeout: *bootTimeout, Firmware: fw, SerialLog: serialLog,
 		Log: func(f string, a ...any) { say(f, a...) },
 	})
@@ -166,6 +167,9 @@ func resolveImage(ctx context.Context, paths images.Paths, arg string, force boo
 		}
 		return arg, format, info.VirtualSize, nil
 	}
+	if arg, err = localRef(ctx, arg); err != nil {
+		return "", "", 0, err
+	}
 	if !images.LooksLikeRef(arg) {
 		return "", "", 0, fmt.Errorf("image %s: no such file", arg)
 	}
@@ -198,25 +202,6 @@ func parseForwards(specs []string) ([]qemu.Forward, error) {
 		out = append(out, qemu.Forward{HostPort: h, GuestPort: g})
 	}
 	return out, nil
-}
-
-// chooseAccel checks an --accel value; "" picks the best available.
-func chooseAccel(name string) (qemu.Accel, error) {
-	switch name {
-	case "":
-		return qemu.DetectAccel(), nil
-	case "kvm", "hvf", "tcg":
-		return qemu.Accel(name), nil
-	}
-	return "", fmt.Errorf("--accel %q: use kvm, hvf or tcg", name)
-}
-
-// warnAccel says when VMs will be slow. Commands call it once their input
-// has been checked, so it never comes before an error about that input.
-func warnAccel(a qemu.Accel) {
-	if w := qemu.AccelWarning(a); w != "" {
-		say("%s", w)
-	}
 }
 
 // ovmfPaths are where Debian and Ubuntu install UEFI firmware for QEMU.

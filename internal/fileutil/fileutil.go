@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 )
 
 // Copy writes src's bytes to dst, a new file made with perm; an existing
@@ -70,4 +71,34 @@ func Move(src, dst string, perm os.FileMode) error {
 		return err
 	}
 	return os.Remove(src)
+}
+
+// WriteAtomic writes data to path through a temporary file in the same
+// folder, synced and renamed over path, so readers see the old file or the
+// whole new one.
+func WriteAtomic(path string, data []byte, perm os.FileMode) (err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Chmod(perm); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
