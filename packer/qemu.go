@@ -551,4 +551,3 @@ func (l *loader) communicator(f fieldSet, ctx *hcl.EvalContext, spec *build.Spec
 	}
 	spec.Login = login
 }
-

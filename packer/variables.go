@@ -403,4 +403,3 @@ func readProblem(err error) string {
 	}
 	return err.Error()
 }
-
