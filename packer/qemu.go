@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -552,5 +551,3 @@ func (l *loader) communicator(f fieldSet, ctx *hcl.EvalContext, spec *build.Spec
 	}
 	spec.Login = login
 }
-
-var _ = sort.Strings

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"sort"
 	"strings"
 
@@ -404,5 +403,3 @@ func readProblem(err error) string {
 	}
 	return err.Error()
 }
-
-var _ = os.Stat

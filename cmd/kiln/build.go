@@ -102,10 +102,11 @@ func cmdBuild(ctx context.Context, args []string) error {
 	if spec.Base.Image, err = localRef(ctx, spec.Base.Image); err != nil {
 		return err
 	}
-	req, err := templateAccel(ctx, *accel, spec.Accel)
+	req, err := parseAccel(*accel)
 	if err != nil {
 		return err
 	}
+	req = templateAccel(req, spec.Accel)
 	if err := needTools(qemuSystem, qemuImg); err != nil {
 		return err
 	}
@@ -113,6 +114,7 @@ func cmdBuild(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	noteTemplateAccel(req, spec.Accel, ac.Accel)
 	paths := images.DefaultPaths()
 	store, err := images.Open(paths.Images())
 	if err != nil {
