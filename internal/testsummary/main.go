@@ -80,6 +80,9 @@ func summarize(in io.Reader, out io.Writer, verbose bool) (failed bool, err erro
 			delete(output, k)
 		case "fail":
 			failed = true
+			if e.Test != "" && !verbose {
+				fmt.Fprint(out, strings.Join(output[k], "")) // the failed test's own lines
+			}
 			if e.Test == "" && !verbose {
 				// Package-level output holds the failing tests' lines too.
 				fmt.Fprint(out, strings.Join(output[k], ""))

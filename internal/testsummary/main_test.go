@@ -17,7 +17,7 @@ func TestSummarize(t *testing.T) {
 {"Action":"pass","Package":"p","Elapsed":0.1}
 {"Action":"output","Package":"q","Test":"TestC","Output":"    c_test.go:3: boom\n"}
 {"Action":"fail","Package":"q","Test":"TestC"}
-{"Action":"output","Package":"q","Output":"--- FAIL: TestC (0.00s)\n    c_test.go:3: boom\n"}
+{"Action":"output","Package":"q","Output":"FAIL\n"}
 {"Action":"fail","Package":"q","Elapsed":0.2}
 `
 	var out bytes.Buffer
