@@ -27,7 +27,7 @@ unit:
 # e2e only); the base image is cached
 # in $$KILN_HOME or the XDG cache between runs.
 e2e: build
-	GO=$(GO) sh scripts/gotest.sh -v -count=1 -tags e2e -timeout 60m ./e2e/
+	GO=$(GO) sh scripts/gotest.sh -v -count=1 -tags e2e -timeout 75m ./e2e/
 	GO=$(GO) sh scripts/gotest.sh -v -count=1 -tags e2e -timeout 30m -run TestDebianInstanceOnLibvirt ./libvirthost/
 
 test: deps vet build unit fuzz-short e2e
