@@ -75,6 +75,7 @@ func Run(ctx context.Context, data string, name string, accel qemu.Choice, log *
 		return err
 	}
 	s := newSupervisor(ctx, dirs, spec, st, log)
+	s.store = store
 	defer s.stop()
 	ctx = s.ctx // ends on SIGTERM or when the CLI asks the fleet down
 	l := &launcher{spec: spec, dirs: dirs, store: store, accel: accel, life: ctx,
