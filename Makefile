@@ -4,7 +4,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build deps test unit e2e demo bench fuzz fuzz-short vet clean
+.PHONY: build deps test-deps test unit e2e demo bench fuzz fuzz-short vet clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/kiln ./cmd/kiln
@@ -30,7 +30,11 @@ e2e: build
 	GO=$(GO) sh scripts/gotest.sh -v -count=1 -tags e2e -timeout 75m ./e2e/
 	GO=$(GO) sh scripts/gotest.sh -v -count=1 -tags e2e -timeout 30m -run TestDebianInstanceOnLibvirt ./libvirthost/
 
-test: deps vet build unit fuzz-short e2e
+# test-deps installs the servers the tests run (docker-registry, libvirt).
+test-deps:
+	@sh scripts/test-deps.sh
+
+test: deps test-deps vet build unit fuzz-short e2e
 
 demo: deps build
 	sh scripts/demo.sh
