@@ -203,36 +203,10 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 }
 
 // writeFileAtomic stages in tmpDir, which must be on path's filesystem.
-func writeFileAtomic(tmpDir, path string, data []byte, perm os.FileMode) (err error) {
-	// The pid tells GC whose leftover a crashed write is (see tmpOwner).
-	f, err := os.CreateTemp(tmpDir, fmt.Sprintf(".%s.tmp-%d-*", filepath.Base(path), os.Getpid()))
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Chmod(perm); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	syncDir(filepath.Dir(path))
-	return nil
+// The pid in the temporary name tells GC whose leftover a crashed write is
+// (see tmpOwner).
+func writeFileAtomic(tmpDir, path string, data []byte, perm os.FileMode) error {
+	return fileutil.WriteAtomicVia(tmpDir, fmt.Sprintf(".%s.tmp-%d-*", filepath.Base(path), os.Getpid()), path, data, perm)
 }
 
 // syncDir makes a rename in dir durable. Best effort: some filesystems

@@ -78,8 +78,16 @@ func Move(src, dst string, perm os.FileMode) error {
 // WriteAtomic writes data to path through a temporary file in the same
 // folder, synced and renamed over path, so readers see the old file or the
 // whole new one.
-func WriteAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+func WriteAtomic(path string, data []byte, perm os.FileMode) error {
+	return WriteAtomicVia(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*", path, data, perm)
+}
+
+// WriteAtomicVia is WriteAtomic staging in tmpDir (on path's filesystem)
+// under a name made from pattern (os.CreateTemp's), for callers whose
+// leftovers must be recognisable, such as the image store's. The folder's
+// rename is synced too, best effort.
+func WriteAtomicVia(tmpDir, pattern, path string, data []byte, perm os.FileMode) (err error) {
+	f, err := os.CreateTemp(tmpDir, pattern)
 	if err != nil {
 		return err
 	}
@@ -102,7 +110,14 @@ func WriteAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	if err = f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	if err = os.Rename(tmp, path); err != nil {
+		return err
+	}
+	if d, derr := os.Open(filepath.Dir(path)); derr == nil {
+		d.Sync() // makes the rename durable where the filesystem allows it
+		d.Close()
+	}
+	return nil
 }
 
 // ErrNotRegular is OpenRegular's error for a path that is not a regular
