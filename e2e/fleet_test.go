@@ -378,7 +378,7 @@ func TestFleetRollout(t *testing.T) {
 	// back on 1.1.0 (green had not passed its bake), keeps blue's QEMU and
 	// stops green; nothing is left half-switched.
 	onGreen := fleetStatusJSON(t, "web")
-	kilnOK(t, "rollback", "web", "--bake", "10m", "--drain", "5s", "--detach")
+	kilnOK(t, "rollback", "web", "--bake", "10m", "--progress-deadline", "30m", "--drain", "5s", "--detach")
 	baking := waitPhase(t, "web", fleet.PhaseBaking, 20*time.Minute)
 	g, st = killSupervisor(t, "web", front)
 	gaps = append(gaps, g)
