@@ -185,9 +185,15 @@ func (l *loader) templateFiles() (tmpl, auto []string) {
 }
 
 func (l *loader) parseFile(name string) *hcl.File {
-	src, err := os.ReadFile(name)
+	// The same bounds as kiln templates: a FIFO, a huge file or deep
+	// nesting gets a diagnostic, not a hang or a Go stack overflow.
+	src, err := template.ReadSource(name)
 	if err != nil {
 		l.diags = append(l.diags, diagAt(&hcl.Range{Filename: name}, "Cannot read file", "%s", readProblem(err)))
+		return nil
+	}
+	if ds := template.CheckDepth(src, name); ds.HasErrors() {
+		l.diags = append(l.diags, ds...)
 		return nil
 	}
 	l.files = append(l.files, name)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -314,5 +315,31 @@ func TestIsTemplate(t *testing.T) {
 		if got := IsTemplate(p); got != want {
 			t.Errorf("IsTemplate(%s) = %v", p, got)
 		}
+	}
+}
+
+// TestHostileTemplateFilesAreBounded: a Packer template gets the limits kiln
+// templates have, so deep nesting is one diagnostic, not a stack overflow,
+// and a FIFO is refused instead of waited on.
+func TestHostileTemplateFilesAreBounded(t *testing.T) {
+	dir := t.TempDir()
+	deep := filepath.Join(dir, "deep.pkr.hcl")
+	os.WriteFile(deep, []byte("locals { x = "+strings.Repeat("[", 100000)+strings.Repeat("]", 100000)+" }\n"), 0o644)
+	if _, err := Load(deep, Options{}); err == nil || !strings.Contains(err.Error(), "deep") {
+		t.Errorf("deeply nested template: %v", err)
+	}
+	fifo := filepath.Join(dir, "fifo.pkr.hcl")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := Load(fifo, Options{}); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("FIFO template: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("loading a FIFO template hangs")
 	}
 }

@@ -47,3 +47,11 @@ func FromHCL(diags hcl.Diagnostics) Diagnostics { return fromHCL(diags) }
 
 // DidYouMean suggests the choice closest to s, as " Did you mean "x"?", or "".
 func DidYouMean(s string, choices []string) string { return didYouMean(s, choices) }
+
+// ReadSource reads a template or var file of another dialect (Packer's)
+// under the same limits as kiln's own: a regular file of at most 1 MiB.
+func ReadSource(path string) ([]byte, error) { return readSource(path, maxTemplateSize) }
+
+// CheckDepth reports where src nests deeper than kiln's evaluator may
+// safely go, as kiln's own templates are checked before parsing.
+func CheckDepth(src []byte, name string) hcl.Diagnostics { return checkDepth(src, name) }
