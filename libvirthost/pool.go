@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	libvirt "github.com/digitalocean/go-libvirt"
 	"libvirt.org/go/libvirtxml"
@@ -315,14 +316,11 @@ func (p *Pool) upload(ctx context.Context, l Layer) (sent, read int64, err error
 	if err != nil {
 		return fail(p.c.hostErr("upload %s to volume %s: %w", l.Digest, name, err))
 	}
-	h := sha256.New()
-	cw := &countingWriter{w: h}
-	if err := p.c.lv.StorageVolDownload(vol, cw, 0, uint64(l.Size), 0); err != nil {
-		read = cw.n
+	read, got, err := p.readBack(ctx, vol, l)
+	if err != nil {
 		return fail(p.c.hostErr("read back volume %s: %w", name, err))
 	}
-	read = cw.n
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != l.Digest || read != l.Size {
+	if got != l.Digest || read != l.Size {
 		return fail(p.c.hostErr("volume %s holds %d bytes with digest %s after upload, not %d bytes of %s: the upload was damaged; try again",
 			name, read, got, l.Size, l.Digest))
 	}
@@ -335,6 +333,36 @@ func (p *Pool) upload(ctx context.Context, l Layer) (sent, read int64, err error
 		return fail(p.c.hostErr("mark volume %s verified: %w", name, err))
 	}
 	return sent, read, nil
+}
+
+// readBackTries bounds how often a read-back that disagrees is repeated.
+// libvirtd may still be writing an upload's last packets when the client
+// library returns (seen on a loaded CI machine: the read-back right after an
+// upload found 0 bytes), so a mismatch is read again after a pause; a volume
+// that is really damaged disagrees every time and fails.
+const readBackTries = 7
+
+// readBack reads the volume and returns how many bytes it holds and their
+// digest, repeating a read that disagrees with the layer a few times.
+func (p *Pool) readBack(ctx context.Context, vol libvirt.StorageVol, l Layer) (read int64, digest string, err error) {
+	pause := 100 * time.Millisecond
+	for try := 1; ; try++ {
+		h := sha256.New()
+		cw := &countingWriter{w: h}
+		if err := p.c.lv.StorageVolDownload(vol, cw, 0, uint64(l.Size), 0); err != nil {
+			return cw.n, "", err
+		}
+		read, digest = cw.n, "sha256:"+hex.EncodeToString(h.Sum(nil))
+		if (digest == l.Digest && read == l.Size) || try == readBackTries {
+			return read, digest, nil
+		}
+		select {
+		case <-ctx.Done():
+			return read, digest, ctx.Err()
+		case <-time.After(pause):
+		}
+		pause *= 2
+	}
 }
 
 // RemoveLayer deletes a layer's volume and its marker (marker first, so a
