@@ -10,7 +10,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
 
-	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/bake"
 )
 
 var buildSchema = &hcl.BodySchema{
@@ -179,7 +179,7 @@ func matchAny(patterns []string, c candidate) bool {
 
 // buildCtx is the evaluation context of a build's provisioners and
 // post-processors: var, local, path, source and build.
-func (l *loader) buildCtx(c *candidate, login *build.Login) *hcl.EvalContext {
+func (l *loader) buildCtx(c *candidate, login *bake.Login) *hcl.EvalContext {
 	ctx := l.ctx.NewChild()
 	user, password := "", ""
 	if login != nil {
@@ -211,8 +211,8 @@ var (
 )
 
 // spec turns the selected build into a Spec.
-func (l *loader) spec(c *candidate) *build.Spec {
-	spec := &build.Spec{Compression: "zstd", BuildName: c.name}
+func (l *loader) spec(c *candidate) *bake.Spec {
+	spec := &bake.Spec{Compression: "zstd", BuildName: c.name}
 	q := l.qemuSource(c, spec)
 	if q == nil {
 		return nil
@@ -256,7 +256,7 @@ func (l *loader) spec(c *candidate) *build.Spec {
 
 // nameAndVersion names the stored version: --name or vm_name (without a
 // disk image extension), and --version or var.version.
-func (l *loader) nameAndVersion(spec *build.Spec, c *candidate) {
+func (l *loader) nameAndVersion(spec *bake.Spec, c *candidate) {
 	name := l.opts.Name
 	from := "--name"
 	if name == "" {

@@ -9,14 +9,14 @@ import (
 	"path/filepath"
 	"sort"
 
-	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/bake"
 )
 
 // digest is the sha256 of everything the build reads: the template and var
 // files, the files its functions read, the scripts, uploads and seed files
 // it names, and the variables' values, so a changed input is a new build
 // and an unchanged one a cache hit.
-func (l *loader) digest(vars []build.Variable) string {
+func (l *loader) digest(vars []bake.Variable) string {
 	h := sha256.New()
 	files, env := l.fs.Reads()
 	paths := append([]string{}, l.files...)

@@ -29,7 +29,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/zclconf/go-cty/cty"
 
-	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/bake"
 	"github.com/kiln-dev/kiln/template"
 )
 
@@ -72,7 +72,7 @@ func IsTemplate(path string) bool {
 // Load reads the Packer template at path and returns the Spec of the one
 // build it selects. On failure the error is a template.Diagnostics listing
 // every problem found.
-func Load(path string, opts Options) (*build.Spec, error) {
+func Load(path string, opts Options) (*bake.Spec, error) {
 	l := newLoader(path, opts)
 	spec := l.load()
 	if ds := template.FromHCL(l.diags); len(ds) > 0 {
@@ -211,7 +211,7 @@ func (l *loader) parseFile(name string) *hcl.File {
 	return f
 }
 
-func (l *loader) load() *build.Spec {
+func (l *loader) load() *bake.Spec {
 	tmplFiles, autoFiles := l.templateFiles()
 	var files []*hcl.File
 	for _, name := range tmplFiles {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/bake"
 	"github.com/kiln-dev/kiln/template"
 )
 
@@ -21,7 +21,7 @@ func workdir(t *testing.T) string {
 	return dir
 }
 
-func load(t *testing.T, path string, opts Options) *build.Spec {
+func load(t *testing.T, path string, opts Options) *bake.Spec {
 	t.Helper()
 	spec, err := Load(path, opts)
 	if err != nil {

@@ -8,7 +8,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
 
-	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/bake"
 	"github.com/kiln-dev/kiln/provision"
 	"github.com/kiln-dev/kiln/template"
 )
@@ -44,7 +44,7 @@ func (l *loader) refuseRest(f fieldSet, what string, known []string) {
 	}
 }
 
-func (l *loader) provisioner(b *hcl.Block, ctx *hcl.EvalContext, c *candidate) ([]build.Provisioner, bool) {
+func (l *loader) provisioner(b *hcl.Block, ctx *hcl.EvalContext, c *candidate) ([]bake.Provisioner, bool) {
 	typ := b.Labels[0]
 	f := l.attributes(b.Body)
 	if !contains(provisionerTypes, typ) {
@@ -55,7 +55,7 @@ func (l *loader) provisioner(b *hcl.Block, ctx *hcl.EvalContext, c *candidate) (
 	if l.skipFor(f, ctx, c) {
 		return nil, false
 	}
-	p := build.Provisioner{Type: typ}
+	p := bake.Provisioner{Type: typ}
 	p.PauseBefore = l.duration(f.take("pause_before"), ctx)
 	p.MaxRetries, _ = l.integer(f.take("max_retries"), ctx)
 	p.Timeout = l.duration(f.take("timeout"), ctx)
@@ -67,18 +67,18 @@ func (l *loader) provisioner(b *hcl.Block, ctx *hcl.EvalContext, c *candidate) (
 		if disabled {
 			return nil, true
 		}
-		return []build.Provisioner{p}, true
+		return []bake.Provisioner{p}, true
 	case "shell":
 		l.shell(b, f, ctx, &p)
 		l.refuseRest(f, "shell provisioner", shellFields)
-		return []build.Provisioner{p}, true
+		return []bake.Provisioner{p}, true
 	}
 	ps := l.file(b, f, ctx, p)
 	l.refuseRest(f, "file provisioner", fileFields)
 	return ps, true
 }
 
-func (l *loader) shell(b *hcl.Block, f fieldSet, ctx *hcl.EvalContext, p *build.Provisioner) {
+func (l *loader) shell(b *hcl.Block, f fieldSet, ctx *hcl.EvalContext, p *bake.Provisioner) {
 	given := 0
 	if v, ok := l.strList(f.take("inline"), ctx); ok {
 		p.Inline = v
@@ -155,7 +155,7 @@ func (l *loader) localFile(a *hcl.Attribute, p string) string {
 	return abs
 }
 
-func (l *loader) file(b *hcl.Block, f fieldSet, ctx *hcl.EvalContext, p build.Provisioner) []build.Provisioner {
+func (l *loader) file(b *hcl.Block, f fieldSet, ctx *hcl.EvalContext, p bake.Provisioner) []bake.Provisioner {
 	p.Direction = "upload"
 	if a := f.take("direction"); a != nil {
 		if v, ok := l.str(a, ctx); ok {
@@ -189,7 +189,7 @@ func (l *loader) file(b *hcl.Block, f fieldSet, ctx *hcl.EvalContext, p build.Pr
 			if len(sources) > 0 {
 				l.diags = append(l.diags, diagAt(a.NameRange.Ptr(), "Conflicting file sources", "A file provisioner takes content or source(s), not both."))
 			}
-			return []build.Provisioner{p}
+			return []bake.Provisioner{p}
 		}
 	}
 	if len(sources) == 0 {
@@ -200,7 +200,7 @@ func (l *loader) file(b *hcl.Block, f fieldSet, ctx *hcl.EvalContext, p build.Pr
 		l.diags = append(l.diags, diagAt(b.DefRange.Ptr(), "Destination must be a folder",
 			"With several sources, the destination must end in \"/\", as in Packer; %q does not.", dest))
 	}
-	var out []build.Provisioner
+	var out []bake.Provisioner
 	for _, s := range sources {
 		q := p
 		if p.Direction == "upload" {
@@ -229,9 +229,9 @@ var ppFields = map[string][]string{
 	"shell-local": {"inline", "script", "scripts", "environment_vars", "env", "execute_command", "inline_shebang", "keep_input_artifact", "only", "except"},
 }
 
-func (l *loader) postProcessor(b *hcl.Block, ctx *hcl.EvalContext, c *candidate, chain int) (build.PostProcessor, bool) {
+func (l *loader) postProcessor(b *hcl.Block, ctx *hcl.EvalContext, c *candidate, chain int) (bake.PostProcessor, bool) {
 	typ := b.Labels[0]
-	pp := build.PostProcessor{Type: typ, Chain: chain, CompressionLevel: -1}
+	pp := bake.PostProcessor{Type: typ, Chain: chain, CompressionLevel: -1}
 	fields, ok := ppFields[typ]
 	if !ok {
 		l.diags = append(l.diags, diagAt(b.LabelRanges[0].Ptr(), "Post-processor not run by kiln",
@@ -275,7 +275,7 @@ func (l *loader) postProcessor(b *hcl.Block, ctx *hcl.EvalContext, c *candidate,
 		}
 	case "shell-local":
 		pp.ExecuteCommand, _ = l.strList(f.take("execute_command"), ctx)
-		var sp build.Provisioner
+		var sp bake.Provisioner
 		l.shell(b, f, ctx, &sp)
 		pp.Inline, pp.Scripts, pp.Env = sp.Inline, sp.Scripts, sp.Env
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
 
-	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/bake"
 	"github.com/kiln-dev/kiln/template"
 )
 
@@ -119,7 +119,7 @@ var hexRe = regexp.MustCompile(`^[0-9a-fA-F]+$`)
 
 // qemuSource maps the selected source "qemu" (with the build's overrides)
 // onto spec. It returns nil when nothing more can be checked.
-func (l *loader) qemuSource(c *candidate, spec *build.Spec) *build.Spec {
+func (l *loader) qemuSource(c *candidate, spec *bake.Spec) *bake.Spec {
 	f := l.attributes(c.source.Body)
 	if c.override != nil {
 		for name, a := range l.attributes(c.override.Body) {
@@ -192,7 +192,7 @@ func (l *loader) qemuSource(c *candidate, spec *build.Spec) *build.Spec {
 	if !skipResize {
 		spec.DiskSize = size
 	}
-	out := &build.Output{Format: "qcow2", Force: l.opts.Force}
+	out := &bake.Output{Format: "qcow2", Force: l.opts.Force}
 	if v, ok := l.str(f.take("format"), ctx); ok {
 		if v != "qcow2" && v != "raw" {
 			l.diags = append(l.diags, diagAt(f0(c.source.Body, "format"), "Unsupported format",
@@ -418,8 +418,8 @@ func (l *loader) diskSize(attr *hcl.Attribute, ctx *hcl.EvalContext) int64 {
 }
 
 // seed reads cd_files, cd_content, cd_label, http_directory and http_content.
-func (l *loader) seed(f fieldSet, ctx *hcl.EvalContext, spec *build.Spec) {
-	seed := &build.Seed{}
+func (l *loader) seed(f fieldSet, ctx *hcl.EvalContext, spec *bake.Spec) {
+	seed := &bake.Seed{}
 	filesAttr := f.take("cd_files")
 	contentAttr := f.take("cd_content")
 	labelAttr := f.take("cd_label")
@@ -509,14 +509,14 @@ func (l *loader) readCDFile(iso map[string][]byte, p, name string, attr *hcl.Att
 }
 
 // communicator reads the SSH login.
-func (l *loader) communicator(f fieldSet, ctx *hcl.EvalContext, spec *build.Spec, def *hcl.Range) {
+func (l *loader) communicator(f fieldSet, ctx *hcl.EvalContext, spec *bake.Spec, def *hcl.Range) {
 	if a := f.take("communicator"); a != nil {
 		if v, ok := l.str(a, ctx); ok && v != "ssh" {
 			l.diags = append(l.diags, diagAt(a.Expr.Range().Ptr(), "Unsupported communicator",
 				"kiln provisions over SSH: communicator must be \"ssh\", not %q.", v))
 		}
 	}
-	login := &build.Login{}
+	login := &bake.Login{}
 	userAttr := f.take("ssh_username")
 	if v, ok := l.str(userAttr, ctx); ok {
 		login.User = v

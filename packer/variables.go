@@ -14,7 +14,7 @@ import (
 	"github.com/zclconf/go-cty/cty/convert"
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
-	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/bake"
 	"github.com/kiln-dev/kiln/template"
 )
 
@@ -353,14 +353,14 @@ func (l *loader) evalLocals(blocks []*hcl.Block) {
 
 // specVariables lists variables and sensitive locals as used, for the
 // manifest (sensitive ones redacted) and the build's secret filter.
-func (l *loader) specVariables() []build.Variable {
-	out := []build.Variable{}
+func (l *loader) specVariables() []bake.Variable {
+	out := []bake.Variable{}
 	for _, name := range sortedKeys(l.vars) {
 		v := l.vars[name]
-		out = append(out, build.Variable{Name: name, Value: valueString(v.value), Sensitive: v.sensitive})
+		out = append(out, bake.Variable{Name: name, Value: valueString(v.value), Sensitive: v.sensitive})
 	}
 	for _, name := range sortedKeys(l.secrets) {
-		out = append(out, build.Variable{Name: "local." + name, Value: valueString(l.locals[name]), Sensitive: true})
+		out = append(out, bake.Variable{Name: "local." + name, Value: valueString(l.locals[name]), Sensitive: true})
 	}
 	return out
 }

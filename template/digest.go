@@ -13,7 +13,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 
-	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/bake"
 	"github.com/kiln-dev/kiln/internal/fileutil"
 )
 
@@ -46,7 +46,7 @@ import (
 // SIZE is a decimal byte count, which keeps the stream unambiguous.
 // timestamp() is deliberately not part of it. The base image is not either:
 // it is identified by the build, by checksum or stored digest.
-func (l *loader) digest(src []byte, vars []build.Variable) string {
+func (l *loader) digest(src []byte, vars []bake.Variable) string {
 	h := sha256.New()
 	io.WriteString(h, "kiln-template-digest v1\n")
 	fmt.Fprintf(h, "template %d\n", len(src))

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/bake"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/provision"
 )
@@ -109,7 +109,7 @@ func checkDiagnostics(t *testing.T, err error, path string, src []byte) {
 
 // checkSpec checks the promises build.Spec makes, and those of the
 // template language, for a spec Load returned.
-func checkSpec(t *testing.T, s *build.Spec, path string) {
+func checkSpec(t *testing.T, s *bake.Spec, path string) {
 	t.Helper()
 	fail := func(format string, args ...any) {
 		t.Helper()

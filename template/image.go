@@ -14,7 +14,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
 
-	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/bake"
 	"github.com/kiln-dev/kiln/cloudinit"
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
@@ -89,8 +89,8 @@ var (
 
 // image decodes the image block. Every attribute is checked even after a
 // failure, so all problems are reported together.
-func (l *loader) image(b *hcl.Block) *build.Spec {
-	spec := &build.Spec{Generalize: true, Compression: "zstd", Warm: true}
+func (l *loader) image(b *hcl.Block) *bake.Spec {
+	spec := &bake.Spec{Generalize: true, Compression: "zstd", Warm: true}
 	content, diags := b.Body.Content(imageSchema)
 	l.diags = append(l.diags, diags...)
 	attrs := content.Attributes
@@ -197,8 +197,8 @@ func versionProblem(v string) string {
 	return fmt.Sprintf("%q is not a valid version: %v (letters, digits, '.', '-', '_' and '+', up to 128), e.g. \"1.0.0\".", v, images.CheckVersion(v))
 }
 
-func (l *loader) base(b *hcl.Block) build.Source {
-	var src build.Source
+func (l *loader) base(b *hcl.Block) bake.Source {
+	var src bake.Source
 	content, diags := b.Body.Content(baseSchema)
 	l.diags = append(l.diags, diags...)
 	attrs := content.Attributes
@@ -279,8 +279,8 @@ func checkChecksum(s string) error {
 
 // provisioner decodes one provision block; the schema depends on its type,
 // so an argument of the other type is reported as unsupported.
-func (l *loader) provisioner(b *hcl.Block) (build.Provisioner, bool) {
-	p := build.Provisioner{Type: b.Labels[0]}
+func (l *loader) provisioner(b *hcl.Block) (bake.Provisioner, bool) {
+	p := bake.Provisioner{Type: b.Labels[0]}
 	switch p.Type {
 	case "shell":
 		l.shell(b, &p)
@@ -294,7 +294,7 @@ func (l *loader) provisioner(b *hcl.Block) (build.Provisioner, bool) {
 	return p, true
 }
 
-func (l *loader) shell(b *hcl.Block, p *build.Provisioner) {
+func (l *loader) shell(b *hcl.Block, p *bake.Provisioner) {
 	content, diags := b.Body.Content(shellSchema)
 	l.diags = append(l.diags, diags...)
 	attrs := content.Attributes
@@ -370,7 +370,7 @@ func (l *loader) shell(b *hcl.Block, p *build.Provisioner) {
 	}
 }
 
-func (l *loader) file(b *hcl.Block, p *build.Provisioner) {
+func (l *loader) file(b *hcl.Block, p *bake.Provisioner) {
 	content, diags := b.Body.Content(fileSchema)
 	l.diags = append(l.diags, diags...)
 	attrs := content.Attributes

@@ -41,7 +41,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/function"
 
-	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/bake"
 )
 
 // Options are the inputs to a template that come from outside it: the
@@ -55,7 +55,7 @@ type Options struct {
 
 // Load reads the template at path and returns the Spec it describes. On
 // failure the error is a Diagnostics listing every problem found.
-func Load(path string, opts Options) (*build.Spec, error) {
+func Load(path string, opts Options) (*bake.Spec, error) {
 	l := newLoader(path, opts)
 	spec := l.load()
 	if ds := l.redact(fromHCL(l.diags)); len(ds) > 0 {
@@ -194,7 +194,7 @@ func (l *loader) readBlocks(what string, schema *hcl.BodySchema, blockType strin
 	return file, blocks
 }
 
-func (l *loader) load() *build.Spec {
+func (l *loader) load() *bake.Spec {
 	file, images := l.readBlocks("template", rootSchema, "image")
 	if file == nil {
 		return nil

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/bake"
 )
 
 // noEnv keeps tests independent of the environment they run in.
@@ -42,7 +42,7 @@ func writeDir(t testing.TB, files map[string]string) string {
 }
 
 // load writes a template (and any other files) and loads it.
-func load(t testing.TB, tmpl string, files map[string]string, opts Options) (*build.Spec, string, error) {
+func load(t testing.TB, tmpl string, files map[string]string, opts Options) (*bake.Spec, string, error) {
 	t.Helper()
 	all := map[string]string{"kiln.hcl": tmpl}
 	for k, v := range files {
@@ -56,7 +56,7 @@ func load(t testing.TB, tmpl string, files map[string]string, opts Options) (*bu
 	return spec, dir, err
 }
 
-func mustLoad(t testing.TB, tmpl string, files map[string]string, opts Options) (*build.Spec, string) {
+func mustLoad(t testing.TB, tmpl string, files map[string]string, opts Options) (*bake.Spec, string) {
 	t.Helper()
 	spec, dir, err := load(t, tmpl, files, opts)
 	if err != nil {
@@ -91,15 +91,15 @@ func TestLoadFull(t *testing.T) {
 	}
 	got.TemplateDigest = ""
 	abs := func(p string) string { return filepath.Join(dir, p) }
-	want := &build.Spec{
+	want := &bake.Spec{
 		Name:      "hello",
 		Version:   "1.0.0",
-		Base:      build.Source{File: abs("base.qcow2")},
+		Base:      bake.Source{File: abs("base.qcow2")},
 		DiskSize:  4 << 30,
 		CPUs:      2,
 		MemoryMiB: 1536,
 		UserData:  []byte("#cloud-config\npackages: [curl]\n"),
-		Provisioners: []build.Provisioner{
+		Provisioners: []bake.Provisioner{
 			{Type: "file", Source: abs("app") + "/", Destination: "/opt/hello", Direction: "upload"},
 			{
 				Type:         "shell",
@@ -118,7 +118,7 @@ func TestLoadFull(t *testing.T) {
 		BootTimeout:     10 * time.Minute,
 		ShutdownTimeout: 2 * time.Minute,
 		TemplatePath:    abs("kiln.hcl"),
-		Variables: []build.Variable{
+		Variables: []bake.Variable{
 			{Name: "api_token", Value: "s3cret", Sensitive: true},
 			{Name: "cpus", Value: "2"},
 			{Name: "debug", Value: "false"},
@@ -138,7 +138,7 @@ const minimal = `image "hello" {
 
 func TestDefaults(t *testing.T) {
 	got, _ := mustLoad(t, minimal, nil, Options{})
-	if got.Name != "hello" || got.Version != "1.0.0" || got.Base != (build.Source{Image: "debian:12"}) {
+	if got.Name != "hello" || got.Version != "1.0.0" || got.Base != (bake.Source{Image: "debian:12"}) {
 		t.Errorf("got %+v", got)
 	}
 	// Unset values are zero, which build.Spec documents as "the default",
@@ -158,16 +158,16 @@ func TestBaseSources(t *testing.T) {
 	sum := strings.Repeat("ab", 32)
 	tests := []struct {
 		base string
-		want build.Source
+		want bake.Source
 	}{
-		{`image = "debian:12"`, build.Source{Image: "debian:12"}},
-		{`image = "ghcr.io/acme/hello:1.0"`, build.Source{Image: "ghcr.io/acme/hello:1.0"}}, // pulled on first use
+		{`image = "debian:12"`, bake.Source{Image: "debian:12"}},
+		{`image = "ghcr.io/acme/hello:1.0"`, bake.Source{Image: "ghcr.io/acme/hello:1.0"}}, // pulled on first use
 		{`url = "https://example.com/d.qcow2"` + "\n checksum = \"sha256:" + strings.ToUpper(sum) + `"`,
-			build.Source{URL: "https://example.com/d.qcow2", Checksum: "sha256:" + sum}},
+			bake.Source{URL: "https://example.com/d.qcow2", Checksum: "sha256:" + sum}},
 		{`url = "http://example.com/d.qcow2"` + "\n checksum = \"sha512:" + sum + sum + `"`,
-			build.Source{URL: "http://example.com/d.qcow2", Checksum: "sha512:" + sum + sum}},
+			bake.Source{URL: "http://example.com/d.qcow2", Checksum: "sha512:" + sum + sum}},
 		{`url = "https://example.com/d.qcow2"` + "\n checksum = \"file:https://example.com/SHA256SUMS\"",
-			build.Source{URL: "https://example.com/d.qcow2", Checksum: "file:https://example.com/SHA256SUMS"}},
+			bake.Source{URL: "https://example.com/d.qcow2", Checksum: "file:https://example.com/SHA256SUMS"}},
 	}
 	for _, tt := range tests {
 		tmpl := "image \"x\" {\n version = \"1\"\n base {\n " + tt.base + "\n }\n}\n"

@@ -8,7 +8,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 
-	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/bake"
 )
 
 // envPrefix marks environment variables that set template variables, as
@@ -186,11 +186,11 @@ func (l *loader) readVarFile(path string) {
 }
 
 // specVariables lists the variables as used, sorted by name.
-func (l *loader) specVariables() []build.Variable {
-	out := []build.Variable{}
+func (l *loader) specVariables() []bake.Variable {
+	out := []bake.Variable{}
 	for _, name := range sortedKeys(l.vars) {
 		v := l.vars[name]
-		out = append(out, build.Variable{Name: name, Value: valueString(v.value), Sensitive: v.sensitive})
+		out = append(out, bake.Variable{Name: name, Value: valueString(v.value), Sensitive: v.sensitive})
 	}
 	return out
 }

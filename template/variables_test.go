@@ -5,7 +5,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/bake"
 )
 
 const varsTemplate = `variable "v" {
@@ -72,7 +72,7 @@ func TestVariablePrecedence(t *testing.T) {
 			if spec.Version != tt.version || spec.CPUs != tt.cpus || spec.Flatten != tt.flat || spec.Provisioners[0].Inline[0] != "echo "+tt.pass {
 				t.Errorf("got version %q cpus %d flatten %v inline %q", spec.Version, spec.CPUs, spec.Flatten, spec.Provisioners[0].Inline)
 			}
-			wantVars := []build.Variable{
+			wantVars := []bake.Variable{
 				{Name: "cpus", Value: itoa(tt.cpus)},
 				{Name: "flat", Value: map[bool]string{true: "true", false: "false"}[tt.flat]},
 				{Name: "password", Value: tt.pass, Sensitive: true},
@@ -144,7 +144,7 @@ variable "s" {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []build.Variable{{Name: "big", Value: "12345678901234567890"}, {Name: "frac", Value: "0.25"}, {Name: "s", Value: "42"}}
+	want := []bake.Variable{{Name: "big", Value: "12345678901234567890"}, {Name: "frac", Value: "0.25"}, {Name: "s", Value: "42"}}
 	if !reflect.DeepEqual(spec.Variables, want) {
 		t.Errorf("Variables = %+v", spec.Variables)
 	}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/bake"
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/packer"
@@ -85,7 +85,7 @@ func cmdBuild(ctx context.Context, args []string) error {
 		return usageError{fmt.Sprintf("--on-error %q: use cleanup or abort", *onError)}
 	}
 	debug, _ := fs.GetBool("debug")
-	var spec *build.Spec
+	var spec *bake.Spec
 	var err error
 	if packer.IsTemplate(fs.Arg(0)) {
 		spec, err = loadPacker(fs.Arg(0), &tf, &pf, *force, debug)
@@ -122,13 +122,13 @@ func cmdBuild(ctx context.Context, args []string) error {
 	}
 	say("building %s:%s from %s", spec.Name, spec.Version, fs.Arg(0))
 	start := time.Now()
-	res, err := build.Run(ctx, *spec, build.Options{
+	res, err := bake.Run(ctx, *spec, bake.Options{
 		Store: store, RunDir: paths.Runtime, CacheDir: paths.Cache, Force: *force,
 		KeepOnError: *onError == "abort", Accel: ac.Accel, CPU: ac.CPU, Out: os.Stderr, Debug: debug, NoCache: *noCache, KilnVersion: version,
 		KeepWorkDisk: *keepWorkDisk, Cold: *cold,
 	})
 	if err != nil {
-		var pe *build.ProvisionerError
+		var pe *bake.ProvisionerError
 		if errors.As(err, &pe) {
 			fmt.Fprintf(os.Stderr, "kiln build: %s\n", pe)
 			return exitError{exitProvisioner}
@@ -154,7 +154,7 @@ func cmdBuild(ctx context.Context, args []string) error {
 }
 
 // newRunUUID is a random UUID naming this run in the Packer manifest.
-func newRunUUID() string { return build.NewRunUUID() }
+func newRunUUID() string { return bake.NewRunUUID() }
 
 func cmdValidate(ctx context.Context, args []string) error {
 	fs := newFlags("validate", "validate TEMPLATE.kiln.hcl|TEMPLATE.pkr.hcl|DIR [flags]")

@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/kiln-dev/kiln/build"
+	"github.com/kiln-dev/kiln/bake"
 	"github.com/kiln-dev/kiln/packer"
 	"github.com/kiln-dev/kiln/qemu"
 )
@@ -89,7 +89,7 @@ func (p *packerFlags) add(fs *pflag.FlagSet) {
 }
 
 // loadPacker loads a Packer template with the command line's options.
-func loadPacker(path string, tf *templateFlags, pf *packerFlags, force, debug bool) (*build.Spec, error) {
+func loadPacker(path string, tf *templateFlags, pf *packerFlags, force, debug bool) (*bake.Spec, error) {
 	spec, err := packer.Load(path, packer.Options{
 		Vars: tf.ordered, Only: pf.only, Except: pf.except, Name: pf.name, Version: tf.version,
 		Force: force, Generalize: pf.generalize, Debug: debug,

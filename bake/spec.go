@@ -1,7 +1,7 @@
 // Package build runs the bake pipeline: an ordered list of steps, each with
 // a cleanup that runs in reverse order when a later step fails or the build
 // is interrupted. It knows nothing of HCL or CLI flags; it is handed a Spec.
-package build
+package bake
 
 import "time"
 
