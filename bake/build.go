@@ -15,6 +15,7 @@ import (
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/instance"
 	"github.com/kiln-dev/kiln/internal/fileutil"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/qemu"
 	"github.com/kiln-dev/kiln/savedstate"
 	"github.com/kiln-dev/kiln/workdir"
@@ -134,11 +135,11 @@ func Run(ctx context.Context, spec Spec, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	defer release()
-	dir, err := workdir.Create(opts.RunDir, "build-"+spec.Name)
+	dir, err := workdir.Create(opts.RunDir, layout.BuildPrefix(spec.Name))
 	if err != nil {
 		return Result{}, err
 	}
-	logFile, err := os.OpenFile(filepath.Join(dir, "build.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	logFile, err := os.OpenFile(layout.Work(dir).BuildLog(), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		os.RemoveAll(dir)
 		return Result{}, err
@@ -290,7 +291,7 @@ func (b *builder) artifactSteps() []step {
 
 func (b *builder) boot(ctx context.Context) error {
 	if b.opts.Debug {
-		go followFile(ctx, filepath.Join(b.dir, "vm", "serial.log"), newLineWriter(b.opts.Out, "serial: ", b.secrets, nil))
+		go followFile(ctx, layout.Work(b.dir).BuildVM().Serial(), newLineWriter(b.opts.Out, "serial: ", b.secrets, nil))
 	}
 	var own *instance.OwnSeed
 	if b.spec.Seed != nil || b.spec.Login != nil {
@@ -301,7 +302,7 @@ func (b *builder) boot(ctx context.Context) error {
 	}
 	o := instance.Options{
 		Name: b.spec.Name + "-build", Image: b.source.path, ImageFormat: b.source.format,
-		Dir: filepath.Join(b.dir, "vm"), DiskSize: b.spec.DiskSize, CPUs: b.spec.CPUs,
+		Dir: string(layout.Work(b.dir).BuildVM()), DiskSize: b.spec.DiskSize, CPUs: b.spec.CPUs,
 		MemoryMiB: b.spec.MemoryMiB, Accel: b.opts.Accel, CPU: b.opts.CPU, UserData: b.spec.UserData,
 		BootTimeout: b.spec.BootTimeout, Log: b.say, Own: own, Firmware: b.spec.Firmware,
 	}
@@ -355,7 +356,7 @@ func (b *builder) shutdown(ctx context.Context) error {
 // compressed. On a stored base it stays an overlay on that base's blob
 // unless the spec asks to flatten it.
 func (b *builder) compact(ctx context.Context) error {
-	out := filepath.Join(b.opts.Store.Root, "tmp", fmt.Sprintf("build-%s-%d.qcow2", b.spec.Name, os.Getpid()))
+	out := filepath.Join(layout.Store(b.opts.Store.Root).Tmp(), fmt.Sprintf("build-%s-%d.qcow2", b.spec.Name, os.Getpid()))
 	b.output = out
 	o := disk.ConvertOptions{Format: "qcow2", Compression: b.spec.Compression}
 	if b.source.parent != nil && !b.spec.Flatten {
@@ -418,9 +419,9 @@ func (b *builder) store(ctx context.Context) error {
 		m.BackingDigest = b.source.parent.Digest
 	}
 	b.log.Sync()
-	logs := map[string]string{"build.log": b.log.Name()}
+	logs := map[string]string{layout.BuildLogFile: b.log.Name()}
 	if serial := b.inst.VM.SerialLog(); fileExists(serial) {
-		logs["serial.log"] = serial
+		logs[layout.SerialFile] = serial
 	}
 	stored, err := b.opts.Store.Add(ctx, m, b.output, images.AddOptions{Force: b.opts.Force, Logs: logs})
 	if err != nil {

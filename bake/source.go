@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/fetch"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/layout"
 )
 
 // sourceInfo is the resolved base: a local disk to put the overlay on, and
@@ -62,7 +62,7 @@ func (b *builder) resolveSource(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		f := &fetch.Fetcher{CacheDir: filepath.Join(b.opts.CacheDir, "downloads")}
+		f := &fetch.Fetcher{CacheDir: layout.Home{Cache: b.opts.CacheDir}.Downloads()}
 		res, err := f.Fetch(ctx, src.URL, sum)
 		if err != nil {
 			return err

@@ -19,6 +19,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/kiln-dev/kiln/layout"
 )
 
 // recipeVersion changes whenever the way an image is made changes outside
@@ -72,7 +74,7 @@ func (o Options) Key() string {
 
 // CachedPath is where the cache keeps the image for these inputs.
 func (o Options) CachedPath() string {
-	return filepath.Join(o.Cache, "base", fmt.Sprintf("debian-%s-%s.qcow2", o.Suite, o.Key()))
+	return layout.Home{Cache: o.Cache}.BaseImage(o.Suite, o.Key())
 }
 
 // Result tells what Make produced.

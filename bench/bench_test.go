@@ -25,6 +25,7 @@ import (
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/qemu"
 	"github.com/kiln-dev/kiln/supervisor"
 	"github.com/kiln-dev/kiln/workdir"
@@ -188,7 +189,7 @@ func setup(t *testing.T) *bencher {
 	// A fresh store and run folders; the cache (base images, downloads) is
 	// shared with the user's so the base is not made again.
 	os.Unsetenv("KILN_HOME")
-	userBase := filepath.Join(images.DefaultPaths().Cache, "base")
+	userBase := layout.Default().BaseImages()
 	os.Setenv("XDG_DATA_HOME", filepath.Join(home, "data"))
 	os.Setenv("XDG_RUNTIME_DIR", filepath.Join(home, "run"))
 	os.Unsetenv("KILN_LOG")

@@ -3,7 +3,7 @@ package bench
 import (
 	"fmt"
 
-	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/savedstate"
 )
 
@@ -30,7 +30,7 @@ func (b *bencher) warmBuilds() {
 		b.add("first build's extra cost (saves the guest)", Duration, []float64{save.res.wall().Seconds() - Median(b.coldBuilds)},
 			"its wall clock minus the cold builds' median; the save itself pauses the guest while its disk is copied")
 	}
-	if s, ok, err := savedstate.Open(images.DefaultPaths().Cache).Lookup(save.m.SavedState); ok && err == nil {
+	if s, ok, err := savedstate.Open(layout.Default().Cache).Lookup(save.m.SavedState); ok && err == nil {
 		b.add("saved state size (debian:12, 2 CPUs, 1 GiB)", Bytes, []float64{float64(s.Size)}, "overlay with the machine's memory inside, seed, keys")
 	}
 	var hello, restore, echo []float64

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/workdir"
 )
 
@@ -54,7 +54,7 @@ func run(m *testing.M) int {
 	// Saved guests (warm starts) are this run's own, so which builds boot
 	// and which resume does not depend on earlier runs: a cache of its own
 	// that shares only the user's base images.
-	userBase := filepath.Join(images.DefaultPaths().Cache, "base")
+	userBase := layout.Default().BaseImages()
 	os.Setenv("XDG_CACHE_HOME", filepath.Join(home, "cache"))
 	err = os.MkdirAll(userBase, 0o755)
 	if err == nil {

@@ -244,7 +244,7 @@ func (s *Store) inBlobs(path string) bool {
 	if real, err := filepath.EvalSymlinks(p); err == nil {
 		p = real
 	}
-	blobs := filepath.Join(s.Root, "blobs")
+	blobs := filepath.Dir(s.layout().Blobs())
 	if real, err := filepath.EvalSymlinks(blobs); err == nil {
 		blobs = real
 	}

@@ -3,7 +3,6 @@ package images
 import (
 	"errors"
 	"os"
-	"path/filepath"
 )
 
 // FindByFingerprint returns the newest image (by BuildEnd) whose manifest
@@ -15,7 +14,7 @@ func (s *Store) FindByFingerprint(fp string) (Manifest, bool, error) {
 	if fp == "" {
 		return Manifest{}, false, errors.New("empty build fingerprint")
 	}
-	entries, err := os.ReadDir(filepath.Join(s.Root, "manifests"))
+	entries, err := os.ReadDir(s.layout().Manifests())
 	if errors.Is(err, os.ErrNotExist) {
 		return Manifest{}, false, nil
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -49,11 +48,11 @@ type channelFile struct {
 }
 
 func (s *Store) channelDir(name string) string {
-	return filepath.Join(s.Root, "channels", name)
+	return s.layout().Channels(name)
 }
 
 func (s *Store) channelPath(name, channel string) string {
-	return filepath.Join(s.channelDir(name), channel+".json")
+	return s.layout().Channel(name, channel)
 }
 
 func invalidChannel(channel, reason string) error {

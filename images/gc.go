@@ -84,7 +84,7 @@ func (s *Store) GC(ctx context.Context, roots map[string]string, dryRun bool) (G
 
 	var rep GCReport
 	var errs []error
-	blobs := filepath.Join(s.Root, "blobs", "sha256")
+	blobs := s.layout().Blobs()
 	entries, err := os.ReadDir(blobs)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return GCReport{}, fmt.Errorf("gc: %w", err)
@@ -159,7 +159,7 @@ func (s *Store) BlobDigest(path string) (digest string, ok bool) {
 	if err != nil {
 		return "", false
 	}
-	blobs := filepath.Join(s.Root, "blobs", "sha256")
+	blobs := s.layout().Blobs()
 	if dir == blobs {
 		return d, true
 	}
@@ -297,11 +297,10 @@ func treeSize(path string) int64 {
 // The file is never removed, so there is no stale-file takeover as in
 // LockContext.
 func (s *Store) lockGC(ctx context.Context, how int) (unlock func(), err error) {
-	dir := filepath.Join(s.Root, "locks")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(s.layout().Locks(), 0o700); err != nil {
 		return nil, err
 	}
-	path := filepath.Join(dir, ".gc.lock")
+	path := s.layout().GCLock()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("opening lock: %w", err)

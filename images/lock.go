@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,11 +34,11 @@ func (s *Store) LockContext(ctx context.Context, name string) (unlock func(), er
 	if reason := checkName(name); reason != "" {
 		return nil, &kindError{fmt.Sprintf("invalid image name %q: %s", name, reason), ErrInvalidRef}
 	}
-	dir := filepath.Join(s.Root, "locks")
+	dir := s.layout().Locks()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	path := filepath.Join(dir, name+".lock")
+	path := s.layout().Lock(name)
 	delay := 5 * time.Millisecond
 	for {
 		if err := ctx.Err(); err != nil {

@@ -29,7 +29,7 @@ type Revocation struct {
 }
 
 func (s *Store) revokedPath(r Ref) string {
-	return filepath.Join(s.Root, "revoked", r.Name, r.Version+".json")
+	return s.layout().Revoked(r.Name, r.Version)
 }
 
 // Revoke marks version r as not to be used, for reason (required, e.g. "CVE-2025-1234

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kiln-dev/kiln/internal/fileutil"
 	"github.com/kiln-dev/kiln/internal/termsafe"
+	"github.com/kiln-dev/kiln/layout"
 )
 
 // Store is an image store rooted at Root. Its methods are safe for
@@ -52,18 +53,22 @@ func (s *Store) init() error {
 	if s.Root == "" {
 		return errors.New("image store: no root folder given")
 	}
-	for _, d := range []string{"blobs/sha256", "manifests", "logs", "tmp", "locks"} {
-		if err := os.MkdirAll(filepath.Join(s.Root, d), 0o700); err != nil {
+	l := s.layout()
+	for _, d := range []string{l.Blobs(), l.Manifests(), l.Logs(), l.Tmp(), l.Locks()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("image store: %w", err)
 		}
 	}
 	return nil
 }
 
-func (s *Store) tmpDir() string { return filepath.Join(s.Root, "tmp") }
+// layout names the store's files.
+func (s *Store) layout() layout.Store { return layout.Store(s.Root) }
+
+func (s *Store) tmpDir() string { return s.layout().Tmp() }
 
 // BlobDir is the folder holding the blobs, named by their hex digests.
-func BlobDir(root string) string { return filepath.Join(root, "blobs", "sha256") }
+func BlobDir(root string) string { return layout.Store(root).Blobs() }
 
 // BlobPath returns where the blob with digest "sha256:<hex>" lives, or ""
 // for a malformed digest (so a bad manifest cannot point outside the store).
@@ -71,7 +76,7 @@ func (s *Store) BlobPath(digest string) string {
 	if checkDigest(digest) != nil {
 		return ""
 	}
-	return filepath.Join(BlobDir(s.Root), strings.TrimPrefix(digest, "sha256:"))
+	return s.layout().Blob(digest)
 }
 
 // LogPath returns where log name ("build.log", "serial.log") of r is kept,
@@ -84,11 +89,11 @@ func (s *Store) LogPath(r Ref, name string) string {
 }
 
 func (s *Store) logDir(r Ref) string {
-	return filepath.Join(s.Root, "logs", r.Name, r.Version)
+	return s.layout().Log(r.Name, r.Version)
 }
 
 func (s *Store) manifestPath(r Ref) string {
-	return filepath.Join(s.Root, "manifests", r.Name, r.Version+".json")
+	return s.layout().Manifest(r.Name, r.Version)
 }
 
 // checkLogName allows plain file names only: they are joined to a store path.
@@ -151,7 +156,7 @@ func (s *Store) Resolve(r Ref) (Manifest, error) {
 // together in the error, so one damaged file does not hide the rest: a
 // caller may show the list and the error both.
 func (s *Store) List() ([]Manifest, error) {
-	entries, err := os.ReadDir(filepath.Join(s.Root, "manifests"))
+	entries, err := os.ReadDir(s.layout().Manifests())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -177,7 +182,7 @@ func (s *Store) List() ([]Manifest, error) {
 // readName reads all manifests of one name, returning the good ones and an
 // error naming each bad one.
 func (s *Store) readName(name string) ([]Manifest, error) {
-	dir := filepath.Join(s.Root, "manifests", name)
+	dir := s.layout().ManifestsOf(name)
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil

@@ -40,7 +40,7 @@ func (s *Store) Verify(ctx context.Context, r Ref) error {
 // the only entry is under "".
 func (s *Store) VerifyAll(ctx context.Context) map[string]error {
 	out := map[string]error{}
-	root := filepath.Join(s.Root, "manifests")
+	root := s.layout().Manifests()
 	names, err := os.ReadDir(root)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/kiln-dev/kiln/cloudinit"
 	"github.com/kiln-dev/kiln/disk"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/provision"
 	"github.com/kiln-dev/kiln/qemu"
 )
@@ -97,7 +97,7 @@ func Launch(ctx context.Context, o Options) (_ *Instance, err error) {
 	if inst.Key, err = provision.NewKeyPair("kiln@" + o.Name); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(o.Dir, "id_ed25519"), inst.Key.PrivatePEM, 0o600); err != nil {
+	if err := os.WriteFile(layout.VM(o.Dir).Key(), inst.Key.PrivatePEM, 0o600); err != nil {
 		return nil, err
 	}
 	hostKey, err := cloudinit.NewHostKey()
@@ -105,7 +105,7 @@ func Launch(ctx context.Context, o Options) (_ *Instance, err error) {
 		return nil, err
 	}
 	inst.InstanceID = cloudinit.NewInstanceID()
-	seed := filepath.Join(o.Dir, "seed.iso")
+	seed := layout.VM(o.Dir).Seed()
 	err = cloudinit.WriteISO(seed, cloudinit.Config{
 		InstanceID:     inst.InstanceID,
 		Hostname:       o.Name,
@@ -117,7 +117,7 @@ func Launch(ctx context.Context, o Options) (_ *Instance, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(o.Dir, "known_hosts"), []byte(knownHostsAlias+" "+hostKey.Public+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(layout.VM(o.Dir).KnownHosts(), []byte(knownHostsAlias+" "+hostKey.Public+"\n"), 0o600); err != nil {
 		return nil, err
 	}
 
@@ -198,7 +198,7 @@ func newRun(ctx context.Context, o Options) (*Instance, string, error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, "", err
 	}
-	inst := &Instance{Dir: o.Dir, Overlay: filepath.Join(o.Dir, "disk.qcow2")}
+	inst := &Instance{Dir: o.Dir, Overlay: layout.VM(o.Dir).Disk()}
 	format := o.ImageFormat
 	if format == "" {
 		var err error
@@ -231,13 +231,13 @@ func (i *Instance) SSHCommand() string {
 // its key, its known host key, and the forwarded port.
 func SSHArgs(dir string, port int) string {
 	return fmt.Sprintf("-i %s -o UserKnownHostsFile=%s -o HostKeyAlias=%s -o IdentitiesOnly=yes -p %d %s@127.0.0.1",
-		filepath.Join(dir, "id_ed25519"), filepath.Join(dir, "known_hosts"), knownHostsAlias, port, User)
+		layout.VM(dir).Key(), layout.VM(dir).KnownHosts(), knownHostsAlias, port, User)
 }
 
 // Connect opens a verified SSH connection to a running guest from the key
 // and host key kept in its run folder, e.g. from another kiln process.
 func Connect(ctx context.Context, dir string, port int) (*provision.Client, error) {
-	keyPEM, err := os.ReadFile(filepath.Join(dir, "id_ed25519"))
+	keyPEM, err := os.ReadFile(layout.VM(dir).Key())
 	if err != nil {
 		return nil, err
 	}
@@ -245,14 +245,14 @@ func Connect(ctx context.Context, dir string, port int) (*provision.Client, erro
 	if err != nil {
 		return nil, fmt.Errorf("read key in %s: %w", dir, err)
 	}
-	known, err := os.ReadFile(filepath.Join(dir, "known_hosts"))
+	known, err := os.ReadFile(layout.VM(dir).KnownHosts())
 	if err != nil {
 		return nil, err
 	}
 	hostKey := strings.TrimSpace(strings.TrimPrefix(string(known), knownHostsAlias+" "))
 	return provision.Dial(ctx, provision.Target{
 		Addr: "127.0.0.1:" + strconv.Itoa(port), User: User, Signer: signer,
-		HostKeys: []string{hostKey}, SerialLog: filepath.Join(dir, "serial.log"),
+		HostKeys: []string{hostKey}, SerialLog: layout.VM(dir).Serial(),
 	}, 10*time.Second)
 }
 

@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/kiln-dev/kiln/cloudinit"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/provision"
 )
 
@@ -35,7 +35,7 @@ func (inst *Instance) launchOwn(ctx context.Context, o Options) error {
 	inst.InstanceID = "of the template's seed"
 	seed := ""
 	if own.ISOFiles != nil {
-		seed = filepath.Join(o.Dir, "seed.iso")
+		seed = layout.VM(o.Dir).Seed()
 		if err := cloudinit.WriteFilesISO(seed, own.Label, own.ISOFiles); err != nil {
 			return err
 		}
@@ -47,7 +47,7 @@ func (inst *Instance) launchOwn(ctx context.Context, o Options) error {
 			return fmt.Errorf("ssh_private_key_file: %w", err)
 		}
 		target.Signer = signer
-		if err := os.WriteFile(filepath.Join(o.Dir, "id_ed25519"), own.PrivateKey, 0o600); err != nil {
+		if err := os.WriteFile(layout.VM(o.Dir).Key(), own.PrivateKey, 0o600); err != nil {
 			return err
 		}
 	}
@@ -59,7 +59,7 @@ func (inst *Instance) launchOwn(ctx context.Context, o Options) error {
 		o.Log("trusted the guest's first host key (kiln could not put its own in this seed): %s; pinned for the rest of the build", fingerprint(key))
 		inst.Target.HostKeys, inst.Target.TrustFirstKey = []string{key}, false
 	}
-	return os.WriteFile(filepath.Join(o.Dir, "known_hosts"), []byte(knownHostsAlias+" "+key+"\n"), 0o600)
+	return os.WriteFile(layout.VM(o.Dir).KnownHosts(), []byte(knownHostsAlias+" "+key+"\n"), 0o600)
 }
 
 func fingerprint(authorizedKey string) string {

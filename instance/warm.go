@@ -22,6 +22,7 @@ import (
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/internal/fileutil"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/provision"
 	"github.com/kiln-dev/kiln/qemu"
 	"github.com/kiln-dev/kiln/savedstate"
@@ -149,8 +150,8 @@ func (i *Instance) Save(ctx context.Context, p *savedstate.Pending) error {
 		return err
 	}
 	for name, src := range map[string]string{
-		savedstate.SeedFile:       filepath.Join(i.Dir, "seed.iso"),
-		savedstate.KnownHostsFile: filepath.Join(i.Dir, "known_hosts"),
+		savedstate.SeedFile:       layout.VM(i.Dir).Seed(),
+		savedstate.KnownHostsFile: layout.VM(i.Dir).KnownHosts(),
 	} {
 		if err := fileutil.Copy(src, p.File(name), 0o600); err != nil {
 			return err
@@ -222,11 +223,11 @@ func resume(ctx context.Context, o Options, s savedstate.State, ident *identity)
 	}()
 	inst.InstanceID = s.Meta.InstanceID
 	start := time.Now()
-	seed := filepath.Join(o.Dir, "seed.iso")
+	seed := layout.VM(o.Dir).Seed()
 	for src, dst := range map[string]string{
 		s.File(savedstate.DiskFile):       inst.Overlay,
 		s.File(savedstate.SeedFile):       seed,
-		s.File(savedstate.KnownHostsFile): filepath.Join(o.Dir, "known_hosts"),
+		s.File(savedstate.KnownHostsFile): layout.VM(o.Dir).KnownHosts(),
 	} {
 		if err := fileutil.Copy(src, dst, 0o600); err != nil {
 			return nil, fmt.Errorf("copy the saved state: %w", err)
@@ -255,7 +256,7 @@ func resume(ctx context.Context, o Options, s savedstate.State, ident *identity)
 	if inst.Key, err = provision.NewKeyPair("kiln@" + o.Name); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(o.Dir, "id_ed25519"), inst.Key.PrivatePEM, 0o600); err != nil {
+	if err := os.WriteFile(layout.VM(o.Dir).Key(), inst.Key.PrivatePEM, 0o600); err != nil {
 		return nil, err
 	}
 
@@ -308,7 +309,7 @@ func (i *Instance) pinHostKey(ident *identity) error {
 		return nil
 	}
 	i.Target.HostKeys = []string{ident.hostKey.Public}
-	return os.WriteFile(filepath.Join(i.Dir, "known_hosts"), []byte(knownHostsAlias+" "+ident.hostKey.Public+"\n"), 0o600)
+	return os.WriteFile(layout.VM(i.Dir).KnownHosts(), []byte(knownHostsAlias+" "+ident.hostKey.Public+"\n"), 0o600)
 }
 
 // Reidentify gives a running guest a new identity as ResumeAs does: the

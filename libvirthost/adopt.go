@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/kiln-dev/kiln/instance"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/provision"
 )
 
@@ -82,7 +82,7 @@ func (c *Conn) Adopt(ctx context.Context, pool *Pool, id, dir string) (*Instance
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(dir, "id_ed25519"))
+	keyPEM, err := os.ReadFile(layout.VM(dir).Key())
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +90,7 @@ func (c *Conn) Adopt(ctx context.Context, pool *Pool, id, dir string) (*Instance
 	if err != nil {
 		return nil, fmt.Errorf("instance %s: key in %s: %w", id, dir, err)
 	}
-	known, err := os.ReadFile(filepath.Join(dir, "known_hosts"))
+	known, err := os.ReadFile(layout.VM(dir).KnownHosts())
 	if err != nil {
 		return nil, err
 	}

@@ -18,10 +18,11 @@ import (
 	"strings"
 
 	"github.com/kiln-dev/kiln/internal/fileutil"
+	"github.com/kiln-dev/kiln/layout"
 )
 
 // HostsFile is the name of the hosts list in kiln's data folder.
-const HostsFile = "hosts.json"
+const HostsFile = layout.HostsFileName
 
 // Host is one libvirt host kiln may place instances on.
 type Host struct {

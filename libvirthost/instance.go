@@ -11,6 +11,7 @@ import (
 	"github.com/kiln-dev/kiln/cloudinit"
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/instance"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/provision"
 )
 
@@ -76,17 +77,17 @@ func (c *Conn) Launch(ctx context.Context, pool *Pool, o LaunchOptions) (_ *Inst
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(o.Dir, "id_ed25519"), key.PrivatePEM, 0o600); err != nil {
+	if err := os.WriteFile(layout.VM(o.Dir).Key(), key.PrivatePEM, 0o600); err != nil {
 		return nil, err
 	}
 	hostKey, err := cloudinit.NewHostKey()
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(o.Dir, "known_hosts"), []byte(knownHostsAlias+" "+hostKey.Public+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(layout.VM(o.Dir).KnownHosts(), []byte(knownHostsAlias+" "+hostKey.Public+"\n"), 0o600); err != nil {
 		return nil, err
 	}
-	seed := filepath.Join(o.Dir, "seed.iso")
+	seed := layout.VM(o.Dir).Seed()
 	if err := cloudinit.WriteISO(seed, cloudinit.Config{
 		InstanceID:     cloudinit.NewInstanceID(),
 		Hostname:       o.ID,

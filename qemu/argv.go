@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/kiln-dev/kiln/layout"
 )
 
 // Forward asks for a host TCP port on 127.0.0.1 that reaches GuestPort.
@@ -45,14 +47,6 @@ type Config struct {
 	// collisions with it).
 	pickPorts func(n int, avoid []int) []int
 }
-
-// Files kept in Config.Dir.
-const (
-	qmpSocketName = "qmp.sock"
-	serialLogName = "serial.log"
-	pidFileName   = "qemu.pid"
-	efiVarsName   = "efivars.fd"
-)
 
 func (c Config) withDefaults() Config {
 	if c.DiskFormat == "" {
@@ -109,7 +103,7 @@ func Argv(c Config, hostPorts []int) []string {
 				add("-global", "driver=cfi.pflash01,property=secure,value=on")
 			}
 			add("-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+optEscape(c.Firmware))
-			add("-drive", "if=pflash,format=raw,unit=1,file="+optEscape(filepath.Join(c.Dir, efiVarsName)))
+			add("-drive", "if=pflash,format=raw,unit=1,file="+optEscape(layout.VM(c.Dir).EFIVars()))
 		} else {
 			add("-bios", c.Firmware)
 		}
@@ -144,9 +138,9 @@ func Argv(c Config, hostPorts []int) []string {
 	// commas are escaped the same way everywhere.
 	add("-chardev", "file,id=serial0,path="+optEscape(c.serialLog()),
 		"-serial", "chardev:serial0")
-	add("-chardev", "socket,id=qmp0,path="+optEscape(filepath.Join(c.Dir, qmpSocketName))+",server=on,wait=off",
+	add("-chardev", "socket,id=qmp0,path="+optEscape(layout.VM(c.Dir).QMP())+",server=on,wait=off",
 		"-mon", "chardev=qmp0,mode=control")
-	add("-pidfile", filepath.Join(c.Dir, pidFileName))
+	add("-pidfile", layout.VM(c.Dir).Pid())
 	add(c.ExtraArgs...)
 	return a
 }
@@ -155,5 +149,5 @@ func (c Config) serialLog() string {
 	if c.SerialLog != "" {
 		return c.SerialLog
 	}
-	return filepath.Join(c.Dir, serialLogName)
+	return layout.VM(c.Dir).Serial()
 }

@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kiln-dev/kiln/layout"
 )
 
 // Attach takes over a QEMU process that another process started, such as
@@ -34,7 +35,7 @@ func Attach(ctx context.Context, dir string, pid int, ports map[int]int, serialL
 		return nil, fmt.Errorf("attach vm: process %d: %w", pid, err)
 	}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	sock := filepath.Join(dir, qmpSocketName)
+	sock := layout.VM(dir).QMP()
 	if err != nil || !strings.Contains(string(cmdline), sock) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("attach vm: process %d is not the QEMU of %s", pid, dir)

@@ -4,11 +4,12 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/layout"
 )
 
 // A QEMU whose parent died (a killed fleet supervisor) is adopted by
@@ -29,14 +30,14 @@ func TestAttachOrphan(t *testing.T) {
 	var pid int
 	for i := 0; i < 100 && pid == 0; i++ {
 		time.Sleep(50 * time.Millisecond)
-		b, _ := os.ReadFile(filepath.Join(c.Dir, pidFileName))
+		b, _ := os.ReadFile(layout.VM(c.Dir).Pid())
 		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 	}
 	if pid == 0 {
 		t.Fatal("QEMU wrote no pid file")
 	}
 	for i := 0; i < 200; i++ { // the pid file comes before the QMP socket
-		if _, err := os.Stat(filepath.Join(c.Dir, qmpSocketName)); err == nil {
+		if _, err := os.Stat(layout.VM(c.Dir).QMP()); err == nil {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"github.com/digitalocean/go-qemu/qmp"
 
 	"github.com/kiln-dev/kiln/internal/fileutil"
+	"github.com/kiln-dev/kiln/layout"
 )
 
 // ErrNotRunning is returned by QMP calls once the QEMU process has exited.
@@ -76,13 +76,13 @@ func Start(ctx context.Context, c Config) (*Machine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start vm: %w", err)
 	}
-	sock := filepath.Join(c.Dir, qmpSocketName)
+	sock := layout.VM(c.Dir).QMP()
 	if conn, err := net.DialTimeout("unix", sock, 200*time.Millisecond); err == nil {
 		conn.Close()
 		return nil, fmt.Errorf("start vm: a VM is already running in %s (its QMP socket answers)", c.Dir)
 	}
 	if vars, split := splitFirmware(c.Firmware); split {
-		if err := fileutil.CopyIfMissing(vars, filepath.Join(c.Dir, efiVarsName), 0o600); err != nil {
+		if err := fileutil.CopyIfMissing(vars, layout.VM(c.Dir).EFIVars(), 0o600); err != nil {
 			return nil, fmt.Errorf("start vm: UEFI variables for %s: %w", c.Firmware, err)
 		}
 	}
@@ -136,7 +136,7 @@ func validate(c Config) error {
 		return fmt.Errorf("start vm: %s is not a folder", c.Dir)
 	}
 	// sun_path holds 108 bytes including the terminating NUL.
-	if sock := filepath.Join(c.Dir, qmpSocketName); len(sock) > 107 {
+	if sock := layout.VM(c.Dir).QMP(); len(sock) > 107 {
 		return fmt.Errorf("start vm: run folder path too long for a unix socket (%d bytes): %s", len(sock), sock)
 	}
 	for what, p := range map[string]string{"disk": c.Disk, "seed": c.Seed, "firmware": c.Firmware} {
@@ -216,8 +216,8 @@ func (e *forwardError) Unwrap() error { return e.err }
 // greeting means every forward is bound; a bind failure makes QEMU exit.
 func launch(ctx context.Context, c Config, bin string, hostPorts []int) (*Machine, error) {
 	argv := Argv(c, hostPorts)
-	_ = os.Remove(filepath.Join(c.Dir, qmpSocketName))
-	_ = os.Remove(filepath.Join(c.Dir, pidFileName))
+	_ = os.Remove(layout.VM(c.Dir).QMP())
+	_ = os.Remove(layout.VM(c.Dir).Pid())
 	// QEMU creates the console log with the umask's mode; the console can
 	// show what provisioning printed, so make it private first (QEMU keeps
 	// an existing file's mode when it truncates it).
@@ -281,7 +281,7 @@ func launch(ctx context.Context, c Config, bin string, hostPorts []int) (*Machin
 			return nil, fmt.Errorf("start vm: %w", ctx.Err())
 		default:
 			return nil, fmt.Errorf("start vm: QEMU did not answer on %s within %v: %s",
-				qmpSocketName, startTimeout, trimOutput(m.output.String()))
+				layout.QMPFile, startTimeout, trimOutput(m.output.String()))
 		}
 	}
 }
@@ -310,7 +310,7 @@ func (m *Machine) wait() {
 // the handshake is left to finish (or fail when QEMU exits) in the
 // background and its connection is closed then.
 func (m *Machine) dialQMP(ctx context.Context) (*monitor, error) {
-	sock := filepath.Join(m.cfg.Dir, qmpSocketName)
+	sock := layout.VM(m.cfg.Dir).QMP()
 	sm, err := qmp.NewSocketMonitor("unix", sock, time.Second)
 	if err != nil {
 		return nil, err

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/layout"
 )
 
 // These tests start real QEMU processes, paused (-S) and with no disk, so no
@@ -157,7 +159,7 @@ func TestShutdownWithoutQMPKills(t *testing.T) {
 	if mon != nil {
 		m.dropMonitor(mon)
 	}
-	if err := os.Remove(filepath.Join(c.Dir, qmpSocketName)); err != nil {
+	if err := os.Remove(layout.VM(c.Dir).QMP()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.Status(context.Background()); err == nil {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kiln-dev/kiln/layout"
 )
 
 // probeBootSector is the probe's guest (probeguest/boot.S): it prints one
@@ -129,7 +131,7 @@ func Probe(ctx context.Context, c Config, timeout time.Duration) ProbeAttempt {
 		return att
 	}
 	defer os.RemoveAll(dir)
-	disk, serial := filepath.Join(dir, "boot.img"), filepath.Join(dir, "serial.log")
+	disk, serial := filepath.Join(dir, "boot.img"), layout.VM(dir).Serial()
 	img := make([]byte, probeDiskSize)
 	copy(img, probeBootSector)
 	if err := os.WriteFile(disk, img, 0o600); err != nil {

@@ -22,22 +22,22 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kiln-dev/kiln/layout"
 )
 
-// Files in a state's folder.
+// Files in a state's folder (named by package layout: a state is a VM
+// folder plus its Meta).
 const (
-	DiskFile       = "disk.qcow2"  // overlay on the base, with the snapshot inside
-	SeedFile       = "seed.iso"    // the cloud-init seed the guest booted from
-	KnownHostsFile = "known_hosts" // the guest's host key, pinned at save time
-	KeyFile        = "id_ed25519"  // the resume key: logs in once, then is replaced
-	MetaFile       = "state.json"  // Meta
+	DiskFile       = layout.DiskFile           // overlay on the base, with the snapshot inside
+	SeedFile       = layout.SeedFile           // the cloud-init seed the guest booted from
+	KnownHostsFile = layout.KnownHostsFile     // the guest's host key, pinned at save time
+	KeyFile        = layout.KeyFile            // the resume key: logs in once, then is replaced
+	MetaFile       = layout.SavedStateMetaFile // Meta
 )
 
 // Snapshot is the name of the internal snapshot in DiskFile.
 const Snapshot = "kiln-warm"
-
-// dirName is the cache's subfolder for saved states.
-const dirName = "saved-states"
 
 // keyVersion changes when the way a state is made changes, so states of an
 // older kiln are never resumed.
@@ -86,7 +86,7 @@ var keyRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
 type Cache struct{ Root string }
 
 // Open returns the saved states kept under cacheDir (kiln's cache folder).
-func Open(cacheDir string) Cache { return Cache{Root: filepath.Join(cacheDir, dirName)} }
+func Open(cacheDir string) Cache { return Cache{Root: layout.Home{Cache: cacheDir}.SavedStates()} }
 
 // Dir is the folder of the state named key.
 func (c Cache) Dir(key string) string { return filepath.Join(c.Root, key) }
@@ -128,7 +128,7 @@ func (c Cache) Lookup(key string) (State, bool, error) {
 
 func read(dir string) (State, error) {
 	s := State{Dir: dir}
-	b, err := os.ReadFile(filepath.Join(dir, MetaFile))
+	b, err := os.ReadFile(layout.SavedState(dir).Meta())
 	if err != nil {
 		return s, fmt.Errorf("%w: %v", ErrDamaged, err)
 	}

@@ -34,8 +34,6 @@ const (
 	RunnerMonitor RunnerKind = "monitor"
 )
 
-func (d Dirs) Runner() string { return filepath.Join(d.Root, "runner.json") }
-
 // WriteRunner saves how the fleet's supervisor is kept running.
 func WriteRunner(d Dirs, r Runner) error { return writeJSON(d.Runner(), r) }
 

@@ -10,12 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/qemu"
 )
 
@@ -100,19 +100,11 @@ func (s Spec) Validate() error {
 	return nil
 }
 
-// Dirs are the files of one fleet.
-type Dirs struct{ Root string }
+// Dirs are the files of one fleet, named by package layout.
+type Dirs = layout.Fleet
 
 // FleetDirs is where fleet name lives under kiln's data folder.
-func FleetDirs(data, name string) Dirs { return Dirs{filepath.Join(data, "fleets", name)} }
-
-func (d Dirs) Spec() string              { return filepath.Join(d.Root, "fleet.json") }
-func (d Dirs) State() string             { return filepath.Join(d.Root, "state.json") }
-func (d Dirs) Socket() string            { return filepath.Join(d.Root, "supervisor.sock") }
-func (d Dirs) Pid() string               { return filepath.Join(d.Root, "supervisor.pid") }
-func (d Dirs) Log() string               { return filepath.Join(d.Root, "supervisor.log") }
-func (d Dirs) Instances() string         { return filepath.Join(d.Root, "instances") }
-func (d Dirs) Instance(id string) string { return filepath.Join(d.Root, "instances", id) }
+func FleetDirs(data, name string) Dirs { return layout.Home{Data: data}.Fleet(name) }
 
 // ErrNoFleet means the fleet does not exist.
 var ErrNoFleet = errors.New("no such fleet")
@@ -122,7 +114,7 @@ func ReadSpec(d Dirs) (Spec, error) {
 	var s Spec
 	b, err := os.ReadFile(d.Spec())
 	if errors.Is(err, os.ErrNotExist) {
-		return s, fmt.Errorf("fleet %s: %w; see `kiln fleet ls`", filepath.Base(d.Root), ErrNoFleet)
+		return s, fmt.Errorf("fleet %s: %w; see `kiln fleet ls`", d.Name(), ErrNoFleet)
 	}
 	if err != nil {
 		return s, err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/qemu"
 )
 
@@ -66,7 +67,7 @@ func Run(ctx context.Context, data string, name string, accel qemu.Choice, log *
 	if err != nil {
 		return err
 	}
-	store, err := images.Open(images.DefaultPaths().Images())
+	store, err := images.Open(layout.Default().StoreDir())
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/instance"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/provision"
 	"github.com/kiln-dev/kiln/qemu"
 	"github.com/kiln-dev/kiln/workdir"
@@ -152,7 +152,7 @@ func (l *launcher) Launch(ctx context.Context, version string, n int) ([]member,
 			defer stop()
 			inst, err := l.start(vmCtx, m, instance.Options{
 				Name: id, Image: l.store.BlobPath(m.Digest), ImageFormat: m.Format,
-				Dir: l.dirs.Instance(id), CPUs: l.spec.CPUs, MemoryMiB: l.spec.MemoryMiB,
+				Dir: string(l.dirs.Instance(id)), CPUs: l.spec.CPUs, MemoryMiB: l.spec.MemoryMiB,
 				Accel: accel.Accel, CPU: accel.CPU, Forwards: forwards, Log: l.log,
 			})
 			if err != nil {
@@ -237,7 +237,7 @@ func (l *launcher) Adopt(ctx context.Context, rec InstanceRecord) (member, error
 		m.Kill()
 		return nil, fmt.Errorf("QEMU reports the guest %s", st)
 	}
-	inst := &instance.Instance{VM: m, Dir: rec.Dir, Overlay: filepath.Join(rec.Dir, "disk.qcow2")}
+	inst := &instance.Instance{VM: m, Dir: rec.Dir, Overlay: layout.VM(rec.Dir).Disk()}
 	return &vm{id: rec.ID, version: rec.Version, inst: inst, started: rec.Started, pidStart: rec.PidStart}, nil
 }
 
@@ -285,8 +285,8 @@ func killStale(d Dirs, keep map[string]bool) {
 	}
 	var killed []int
 	for _, e := range entries {
-		dir := d.Instance(e.Name())
-		if b, err := os.ReadFile(filepath.Join(dir, "qemu.pid")); err == nil {
+		dir := string(d.Instance(e.Name()))
+		if b, err := os.ReadFile(layout.VM(dir).Pid()); err == nil {
 			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 			// The pid must still be a QEMU of this folder, not a reused pid.
 			if cmdline, rerr := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && rerr == nil && strings.Contains(string(cmdline), dir) {
@@ -304,6 +304,6 @@ func killStale(d Dirs, keep map[string]bool) {
 		}
 	}
 	for _, e := range entries {
-		os.RemoveAll(d.Instance(e.Name()))
+		os.RemoveAll(string(d.Instance(e.Name())))
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/instance"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/savedstate"
 )
 
@@ -49,7 +50,7 @@ func (l *launcher) start(ctx context.Context, m images.Manifest, o instance.Opti
 		l.log("instance %s boots cold: cannot tell which saved state fits (%v)", o.Name, err)
 		return instance.Launch(ctx, o)
 	}
-	states := savedstate.Open(images.DefaultPaths().Cache)
+	states := savedstate.Open(layout.Default().Cache)
 	key := in.Key()
 	for waited := false; ; waited = true {
 		s, found, err := states.Lookup(key)

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/kiln-dev/kiln/layout"
 )
 
 // ClaimedError says another live process holds a claim.
@@ -27,7 +29,7 @@ func (e *ClaimedError) Error() string {
 // holder's pid. The claim is an flock(2), so the kernel drops it when its
 // holder dies, even by kill -9; nothing stale can block the next claimant.
 func Claim(parent, key string) (release func(), err error) {
-	dir := filepath.Join(parent, "claims")
+	dir := layout.Home{Runtime: parent}.Claims()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}

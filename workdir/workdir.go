@@ -22,12 +22,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/internal/fileutil"
-)
-
-const (
-	ownerFile = "kiln.owner" // "<pid> <start time>\n"
-	keptFile  = "kiln.kept"  // present when the folder is kept for debugging
-	pidFile   = "qemu.pid"   // written by QEMU (-pidfile) in each VM folder
+	"github.com/kiln-dev/kiln/layout"
 )
 
 // Create makes a new work folder parent/prefix-XXXX (0700) owned by this
@@ -46,7 +41,7 @@ func Create(parent, prefix string) (string, error) {
 		return "", err
 	}
 	owner := fmt.Sprintf("%d %s\n", os.Getpid(), start)
-	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(owner), 0o600); err != nil {
+	if err := os.WriteFile(layout.Work(dir).Owner(), []byte(owner), 0o600); err != nil {
 		os.RemoveAll(dir)
 		return "", err
 	}
@@ -56,7 +51,7 @@ func Create(parent, prefix string) (string, error) {
 // Keep marks dir as kept on purpose: Reclaim leaves it while a QEMU in it
 // still runs, and removes it once that has stopped.
 func Keep(dir string) error {
-	return os.WriteFile(filepath.Join(dir, keptFile), nil, 0o600)
+	return os.WriteFile(layout.Work(dir).Kept(), nil, 0o600)
 }
 
 // Stale is a work folder Reclaim removed.
@@ -98,7 +93,7 @@ func Reclaim(parent string) ([]Stale, error) {
 			continue
 		}
 		qemus := qemuProcesses(dir)
-		if len(qemus) > 0 && exists(filepath.Join(dir, keptFile)) {
+		if len(qemus) > 0 && exists(layout.Work(dir).Kept()) {
 			continue // kept for debugging and still running
 		}
 		s := Stale{Dir: dir, Owner: pid}
@@ -120,7 +115,7 @@ func Reclaim(parent string) ([]Stale, error) {
 // owner reads dir's owner: its pid and whether that process (the same one,
 // not a reuse of its pid) still runs. ok is false when dir has no owner file.
 func owner(dir string) (pid int, alive, ok bool) {
-	b, err := fileutil.ReadRegular(filepath.Join(dir, ownerFile), 4096)
+	b, err := fileutil.ReadRegular(layout.Work(dir).Owner(), 4096)
 	if err != nil {
 		return 0, false, false
 	}
@@ -140,8 +135,8 @@ func owner(dir string) (pid int, alive, ok bool) {
 // or one level below, checking each pid's command line names the folder so
 // a reused pid is never killed.
 func qemuProcesses(dir string) []int {
-	files, _ := filepath.Glob(filepath.Join(dir, pidFile))
-	more, _ := filepath.Glob(filepath.Join(dir, "*", pidFile))
+	files, _ := filepath.Glob(filepath.Join(dir, layout.PidFile))
+	more, _ := filepath.Glob(filepath.Join(dir, "*", layout.PidFile))
 	var pids []int
 	for _, f := range append(files, more...) {
 		b, err := fileutil.ReadRegular(f, 4096)

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/layout"
 )
 
 // fakeQEMU starts a process whose command line names vmDir, as QEMU's does,
@@ -31,7 +33,7 @@ func fakeQEMU(t *testing.T, vmDir string) *exec.Cmd {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if err := os.WriteFile(filepath.Join(vmDir, pidFile), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(layout.VM(vmDir).Pid(), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return cmd
@@ -48,7 +50,7 @@ func deadPid(t *testing.T) int {
 
 func orphan(t *testing.T, dir string) {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(fmt.Sprintf("%d 12345\n", deadPid(t))), 0o600); err != nil {
+	if err := os.WriteFile(layout.Work(dir).Owner(), []byte(fmt.Sprintf("%d 12345\n", deadPid(t))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -71,7 +73,7 @@ func TestReclaim(t *testing.T) {
 
 	// A pid reused by an unrelated process is not the owner.
 	reused, _ := Create(parent, "run-reused")
-	os.WriteFile(filepath.Join(reused, ownerFile), []byte(fmt.Sprintf("%d 1\n", os.Getpid())), 0o600)
+	os.WriteFile(layout.Work(reused).Owner(), []byte(fmt.Sprintf("%d 1\n", os.Getpid())), 0o600)
 
 	kept, _ := Create(parent, "build-kept")
 	orphan(t, kept)

@@ -4,11 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/spf13/pflag"
 
-	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/qemu"
 )
 
@@ -57,7 +56,7 @@ func parseAccel(flag string) (accelRequest, error) { return requestedAccel(flag,
 
 // accelSelector probes KVM with the verdict cached in kiln's cache folder.
 func accelSelector() qemu.Selector {
-	return qemu.Selector{CacheFile: filepath.Join(images.DefaultPaths().Cache, "accel-probe.json")}
+	return qemu.Selector{CacheFile: layout.Default().AccelProbe()}
 }
 
 // choose resolves the request to what VMs will run under and says, on one

@@ -8,6 +8,7 @@ import (
 	"github.com/kiln-dev/kiln/baseimage"
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/layout"
 )
 
 func cmdBase(ctx context.Context, args []string) error {
@@ -33,7 +34,7 @@ func cmdBase(ctx context.Context, args []string) error {
 	if err != nil {
 		return usageError{"--size: " + err.Error()}
 	}
-	paths := images.DefaultPaths()
+	paths := layout.Default()
 	start := time.Now()
 	res, err := baseimage.Make(ctx, baseimage.Options{
 		Suite: *suite, Mirror: *mirror, Size: bytes, Output: *out, Cache: paths.Cache,
@@ -58,8 +59,8 @@ func cmdBase(ctx context.Context, args []string) error {
 
 // storeBase adds the base image to the store as debian:VERSION so templates
 // and `kiln run` can name it. The same image already stored is left alone.
-func storeBase(ctx context.Context, paths images.Paths, suite, mirror string, res baseimage.Result) (images.Ref, error) {
-	store, err := images.Open(paths.Images())
+func storeBase(ctx context.Context, paths layout.Home, suite, mirror string, res baseimage.Result) (images.Ref, error) {
+	store, err := images.Open(paths.StoreDir())
 	if err != nil {
 		return images.Ref{}, err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/kiln-dev/kiln/bake"
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/packer"
 	"github.com/kiln-dev/kiln/template"
 )
@@ -115,8 +116,8 @@ func cmdBuild(ctx context.Context, args []string) error {
 		return err
 	}
 	noteTemplateAccel(req, spec.Accel, ac.Accel)
-	paths := images.DefaultPaths()
-	store, err := images.Open(paths.Images())
+	paths := layout.Default()
+	store, err := images.Open(paths.StoreDir())
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/savedstate"
 )
 
@@ -26,7 +27,7 @@ func cmdCache(ctx context.Context, args []string) error {
 	return usageError{fmt.Sprintf("unknown cache command %q: use ls or prune", args[0])}
 }
 
-func savedStates() savedstate.Cache { return savedstate.Open(images.DefaultPaths().Cache) }
+func savedStates() savedstate.Cache { return savedstate.Open(layout.Default().Cache) }
 
 // cacheEntry is one saved state as `kiln cache ls --json` prints it.
 type cacheEntry struct {

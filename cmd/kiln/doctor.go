@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/kiln-dev/kiln/baseimage"
-	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/layout"
 )
 
 // toolNeed says who needs a tool, which decides whether its absence breaks
@@ -95,7 +95,7 @@ func cmdDoctor(ctx context.Context, args []string) error {
 	if _, err := findTool(qemuSystem); err == nil {
 		printAccel(ctx, *fresh)
 	}
-	p := images.DefaultPaths()
+	p := layout.Default()
 	fmt.Printf("data: %s\ncache: %s\nruntime: %s\n", p.Data, p.Cache, p.Runtime)
 	if !ok {
 		return fmt.Errorf("some required tools are missing (see above)")

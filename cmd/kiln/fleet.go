@@ -24,6 +24,7 @@ import (
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/instance"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/supervisor"
 	"github.com/kiln-dev/kiln/template"
 	"github.com/kiln-dev/kiln/workdir"
@@ -46,7 +47,7 @@ func cmdFleet(ctx context.Context, args []string) error {
 }
 
 func fleetDirs(name string) supervisor.Dirs {
-	return supervisor.FleetDirs(images.DefaultPaths().Data, name)
+	return supervisor.FleetDirs(layout.Default().Data, name)
 }
 
 // healthFlags are the health-check flags shared by fleet up and rollout.
@@ -459,7 +460,7 @@ func cmdFleetSupervise(ctx context.Context, args []string) error {
 	if choice.Note != "" {
 		log.Warn(choice.Note)
 	}
-	if err := supervisor.Run(ctx, images.DefaultPaths().Data, args[0], choice, log); err != nil {
+	if err := supervisor.Run(ctx, layout.Default().Data, args[0], choice, log); err != nil {
 		// The fleet cannot run as it is: what restarts supervisors must not.
 		fmt.Fprintf(os.Stderr, "kiln fleet supervise: %v\n", err)
 		return exitError{supervisor.ExitNoRestart}
@@ -541,7 +542,7 @@ func cmdFleetList(ctx context.Context, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	entries, _ := os.ReadDir(filepath.Join(images.DefaultPaths().Data, "fleets"))
+	entries, _ := os.ReadDir(layout.Default().Fleets())
 	type row struct {
 		Name      string `json:"name"`
 		Running   bool   `json:"running"`
@@ -756,7 +757,7 @@ func cmdFleetLogs(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		path = filepath.Join(in.Dir, "serial.log")
+		path = layout.VM(in.Dir).Serial()
 	}
 	f, err := os.Open(path)
 	if err != nil {

@@ -5,14 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
 
 	"github.com/kiln-dev/kiln/disk"
-	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/libvirthost"
 )
 
@@ -35,7 +34,7 @@ func cmdHosts(ctx context.Context, args []string) error {
 }
 
 func hostsPath() string {
-	return filepath.Join(images.DefaultPaths().Data, libvirthost.HostsFile)
+	return layout.Default().HostsFile()
 }
 
 func cmdHostsAdd(ctx context.Context, args []string) error {

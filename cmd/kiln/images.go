@@ -14,6 +14,7 @@ import (
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/internal/termsafe"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/ociimage"
 )
 
@@ -53,7 +54,7 @@ func cmdImages(ctx context.Context, args []string) error {
 }
 
 func openStore() (*images.Store, error) {
-	return images.Open(images.DefaultPaths().Images())
+	return images.Open(layout.Default().StoreDir())
 }
 
 func cmdImagesList(args []string) error {
@@ -146,7 +147,7 @@ func cmdImagesShow(args []string) error {
 	if m.GuestUsedBytes > 0 {
 		fmt.Printf("guest used: %s on the root filesystem\n", disk.FormatSize(m.GuestUsedBytes))
 	}
-	for _, l := range []string{"build.log", "serial.log"} {
+	for _, l := range []string{layout.BuildLogFile, layout.SerialFile} {
 		if p := store.LogPath(m.Ref(), l); p != "" {
 			if _, err := os.Stat(p); err == nil {
 				fmt.Printf("log:        %s\n", p)
@@ -195,7 +196,7 @@ func cmdImagesExport(ctx context.Context, args []string) error {
 		return err
 	}
 	start := time.Now()
-	paths := images.DefaultPaths()
+	paths := layout.Default()
 	bar, drawn := progressBar("exporting "+m.Ref().String()), false
 	sum, err := store.Export(ctx, m, *out, disk.ExportOptions{
 		Format: *format, Compression: *compress, Progress: func(p float64) { drawn = true; bar(p) },

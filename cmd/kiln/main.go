@@ -15,8 +15,8 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/internal/termsafe"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/workdir"
 )
 
@@ -122,7 +122,7 @@ func commandName(args []string) string {
 // a power cut) left in the runtime folder: its QEMU processes and its
 // build or run folder. Any command does it, so stale work never piles up.
 func reclaimStaleWork() {
-	stale, err := workdir.Reclaim(images.DefaultPaths().Runtime)
+	stale, err := workdir.Reclaim(layout.Default().Work())
 	for _, s := range stale {
 		say("removed stale work of an interrupted kiln: %s", s)
 	}

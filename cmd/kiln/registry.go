@@ -12,6 +12,7 @@ import (
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/internal/termsafe"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/supervisor"
 )
 
@@ -205,20 +206,20 @@ func inUseRoots(ctx context.Context, store *images.Store) map[string]string {
 			roots[d] = user
 		}
 	}
-	paths := images.DefaultPaths()
-	fleets, _ := os.ReadDir(filepath.Join(paths.Data, "fleets"))
+	paths := layout.Default()
+	fleets, _ := os.ReadDir(paths.Fleets())
 	for _, f := range fleets {
 		dirs := supervisor.FleetDirs(paths.Data, f.Name())
 		insts, _ := os.ReadDir(dirs.Instances())
 		for _, in := range insts {
-			add(filepath.Join(dirs.Instance(in.Name()), "disk.qcow2"), fmt.Sprintf("fleet %s (%s)", f.Name(), in.Name()))
+			add(dirs.Instance(in.Name()).Disk(), fmt.Sprintf("fleet %s (%s)", f.Name(), in.Name()))
 		}
 	}
 	// A build's VM folder is build-*/vm; a run's is the run-* folder itself.
-	work, _ := filepath.Glob(filepath.Join(paths.Runtime, "*", "disk.qcow2"))
-	more, _ := filepath.Glob(filepath.Join(paths.Runtime, "*", "vm", "disk.qcow2"))
+	work, _ := filepath.Glob(layout.Work(filepath.Join(paths.Work(), "*")).RunVM().Disk())
+	more, _ := filepath.Glob(layout.Work(filepath.Join(paths.Work(), "*")).BuildVM().Disk())
 	for _, overlay := range append(work, more...) {
-		rel, _ := filepath.Rel(paths.Runtime, overlay)
+		rel, _ := filepath.Rel(paths.Work(), overlay)
 		add(overlay, "kiln work in progress ("+strings.Split(rel, string(filepath.Separator))[0]+")")
 	}
 	return roots

@@ -16,6 +16,7 @@ import (
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/instance"
 	"github.com/kiln-dev/kiln/internal/fileutil"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/qemu"
 	"github.com/kiln-dev/kiln/workdir"
 )
@@ -80,7 +81,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	}
 	// Everything that can be refused is refused before the work folder
 	// exists: a bad image leaves nothing behind.
-	paths := images.DefaultPaths()
+	paths := layout.Default()
 	image, format, virtual, err := resolveImage(ctx, paths, pos[0], *force)
 	if err != nil {
 		return err
@@ -93,18 +94,17 @@ func cmdRun(ctx context.Context, args []string) error {
 		return err
 	}
 
-	dir, err := workdir.Create(paths.Runtime, "run")
+	dir, err := workdir.Create(paths.Work(), layout.RunPrefix)
 	if err != nil {
 		return err
 	}
-	name := "kiln-" + filepath.Base(dir)[len("run-"):]
+	name := "kiln-" + filepath.Base(dir)[len(layout.RunPrefix+"-"):]
 	// The serial log lives outside the run folder so it survives a failed
 	// boot, when it is what the user needs to read.
-	logDir := filepath.Join(paths.Cache, "logs")
-	if err := os.MkdirAll(logDir, 0o700); err != nil {
+	if err := os.MkdirAll(paths.RunLogs(), 0o700); err != nil {
 		return err
 	}
-	serialLog := filepath.Join(logDir, name+".serial.log")
+	serialLog := paths.RunSerial(name)
 	inst, err := instance.Launch(ctx, instance.Options{
 		Name: name, Image: image, ImageFormat: format, Dir: dir, DiskSize: size,
 		CPUs: *cpus, MemoryMiB: mem, Accel: ac.Accel, CPU: ac.CPU, Forwards: forwards, UserData: extra,
@@ -158,11 +158,11 @@ func cmdRun(ctx context.Context, args []string) error {
 
 // resolveImage turns the IMAGE argument into a disk path, its format and
 // virtual size: an existing file that is a disk image, or a ref in the store.
-func resolveImage(ctx context.Context, paths images.Paths, arg string, force bool) (path, format string, virtual int64, err error) {
+func resolveImage(ctx context.Context, paths layout.Home, arg string, force bool) (path, format string, virtual int64, err error) {
 	if _, err := os.Lstat(arg); err == nil {
 		// A file from outside: through the image gate, which determines its
 		// format once and refuses one that would read other files.
-		img, err := disk.Admit(ctx, arg, disk.AdmitOptions{BlobDir: images.BlobDir(paths.Images())})
+		img, err := disk.Admit(ctx, arg, disk.AdmitOptions{BlobDir: images.BlobDir(paths.StoreDir())})
 		if err != nil {
 			return "", "", 0, err
 		}
@@ -178,7 +178,7 @@ func resolveImage(ctx context.Context, paths images.Paths, arg string, force boo
 	if err != nil {
 		return "", "", 0, err
 	}
-	store, err := images.Open(paths.Images())
+	store, err := images.Open(paths.StoreDir())
 	if err != nil {
 		return "", "", 0, err
 	}

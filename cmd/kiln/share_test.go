@@ -19,6 +19,7 @@ import (
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/internal/testregistry"
+	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/ociimage"
 )
 
@@ -61,7 +62,7 @@ func homeWithChain(t *testing.T) (home string, base, app images.Manifest) {
 	t.Helper()
 	ctx := context.Background()
 	home = t.TempDir()
-	s, err := images.Open(images.Paths{Data: filepath.Join(home, "data")}.Images())
+	s, err := images.Open(layout.Home{Data: filepath.Join(home, "data")}.StoreDir())
 	if err != nil {
 		t.Fatal(err)
 	}

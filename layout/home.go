@@ -1,4 +1,4 @@
-package images
+package layout
 
 import (
 	"os"
@@ -7,16 +7,17 @@ import (
 	"strconv"
 )
 
-// Paths are kiln's folders. Data holds what must survive (the image store),
-// Cache what can be downloaded or rebuilt again, Runtime what only matters
-// while kiln runs (sockets, pid files). Callers create them as needed, 0700.
-type Paths struct {
+// Home is kiln's three roots. Data holds what must survive (the image
+// store, fleets), Cache what can be downloaded or rebuilt again, Runtime what
+// only matters while kiln runs (work folders, claims). Callers create them
+// as needed, 0700.
+type Home struct {
 	Data    string
 	Cache   string
 	Runtime string
 }
 
-// DefaultPaths derives Paths from the environment:
+// Default derives Home from the environment:
 //
 //   - $KILN_HOME, when set, holds everything (data, cache, run), so tests and
 //     CI can point kiln at one throwaway folder;
@@ -27,19 +28,16 @@ type Paths struct {
 //
 // If the home folder cannot be found at all, a per-user folder under the
 // system temp folder is used rather than failing.
-func DefaultPaths() Paths {
-	return pathsFromEnv(os.Getenv, homeDir)
+func Default() Home {
+	return homeFromEnv(os.Getenv, homeDir)
 }
 
-// Images returns the image store's root.
-func (p Paths) Images() string { return filepath.Join(p.Data, "images") }
-
-func pathsFromEnv(getenv func(string) string, home func() string) Paths {
+func homeFromEnv(getenv func(string) string, home func() string) Home {
 	if kh := getenv("KILN_HOME"); kh != "" {
 		if abs, err := filepath.Abs(kh); err == nil {
 			kh = abs
 		}
-		return Paths{
+		return Home{
 			Data:    filepath.Join(kh, "data"),
 			Cache:   filepath.Join(kh, "cache"),
 			Runtime: filepath.Join(kh, "run"),
@@ -54,7 +52,7 @@ func pathsFromEnv(getenv func(string) string, home func() string) Paths {
 		}
 		return filepath.Join(append([]string{home()}, fallback...)...)
 	}
-	p := Paths{
+	p := Home{
 		Data:    xdg("XDG_DATA_HOME", ".local", "share", "kiln"),
 		Cache:   xdg("XDG_CACHE_HOME", ".cache", "kiln"),
 		Runtime: xdg("XDG_RUNTIME_DIR"),
