@@ -25,10 +25,10 @@ import (
 	"github.com/kiln-dev/kiln/disk"
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/internal/proc"
 	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/qemu"
 	"github.com/kiln-dev/kiln/supervisor"
-	"github.com/kiln-dev/kiln/workdir"
 )
 
 const helloTemplate = "examples/hello/hello.kiln.hcl" // relative to the repository
@@ -217,7 +217,7 @@ func (b *bencher) cleanup() {
 	fleets, _ := os.ReadDir(filepath.Join(b.data, "fleets"))
 	for _, f := range fleets {
 		b.kilnRun(5*time.Minute, nil, "fleet", "down", f.Name())
-		if pid := readPid(filepath.Join(b.data, "fleets", f.Name(), "supervisor.pid")); workdir.Running(pid) {
+		if pid := readPid(filepath.Join(b.data, "fleets", f.Name(), "supervisor.pid")); proc.Running(pid) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
@@ -230,12 +230,8 @@ func (b *bencher) cleanup() {
 }
 
 func readPid(path string) int {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
-	return pid
+	p, _ := proc.ReadFile(path)
+	return p.Pid
 }
 
 // qemuPids are the QEMU processes whose command line names a path under
@@ -633,7 +629,7 @@ func watchQEMU(ctx context.Context, pattern string) (time.Time, bool) {
 			if files, _ := filepath.Glob(pattern); len(files) == 1 {
 				pid = readPid(files[0])
 			}
-		} else if !workdir.Running(pid) {
+		} else if !proc.Running(pid) {
 			return time.Now(), true
 		}
 		select {

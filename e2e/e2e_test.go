@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/internal/proc"
 	"github.com/kiln-dev/kiln/layout"
-	"github.com/kiln-dev/kiln/workdir"
 )
 
 var (
@@ -203,7 +203,7 @@ func TestSSHTimeoutNamesSerialLog(t *testing.T) {
 	assertNothingLeft(t)
 }
 
-func processAlive(pid int) bool { return workdir.Running(pid) }
+func processAlive(pid int) bool { return proc.Running(pid) }
 
 // TestAccelKVMExplicit: `--accel kvm` either runs the guest under KVM
 // (where the probe says KVM runs a guest) or fails within seconds with the

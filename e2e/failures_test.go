@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-dev/kiln/workdir"
+	"github.com/kiln-dev/kiln/internal/proc"
 )
 
 // These tests interrupt kiln, kill it, crash its QEMU and race it with
@@ -120,7 +120,7 @@ func (r *running) wait(t *testing.T, timeout time.Duration) result {
 func waitGone(t *testing.T, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for workdir.Running(pid) {
+	for proc.Running(pid) {
 		if time.Now().After(deadline) {
 			t.Fatalf("pid %d still runs", pid)
 		}
@@ -308,7 +308,7 @@ func TestBuildRacesAndInterruptions(t *testing.T) {
 			!strings.Contains(r.stderr, fmt.Sprintf("stopped QEMU pid %d", q)) {
 			t.Errorf("the next command did not report removing the stale build")
 		}
-		if workdir.Running(q) {
+		if proc.Running(q) {
 			t.Errorf("the stale build's QEMU (pid %d) still runs", q)
 		}
 		if _, err := os.Stat(dir); err == nil {

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/proc"
 )
 
 // staleTmpAge is how old a leftover in tmp/ must be before GC removes it
@@ -240,7 +242,7 @@ func (s *Store) staleTmp(now time.Time) ([]string, error) {
 		if err != nil || now.Sub(fi.ModTime()) < staleTmpAge {
 			continue
 		}
-		if processAlive(pid) {
+		if proc.Running(pid) {
 			continue
 		}
 		out = append(out, filepath.Join(s.tmpDir(), e.Name()))

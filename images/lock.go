@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/proc"
 )
 
 // Lock takes the per-name lock, waiting as long as it takes. See LockContext.
@@ -22,9 +22,10 @@ func (s *Store) Lock(name string) (unlock func(), err error) {
 // (Add and Remove take it themselves), giving up when ctx ends.
 //
 // The lock is an flock(2) on locks/<name>.lock, so the kernel drops it when
-// its holder dies, and the file records the holder's pid so that waiters can
-// say who they wait for. If the lock is still held but the recorded pid is
-// dead (the descriptor leaked into a surviving child, or a filesystem kept a
+// its holder dies, and the file records the holder (pid and start time) so
+// that waiters can say who they wait for. If the lock is still held but the
+// recorded process is gone (a zombie, or its pid reused, counts as gone:
+// package proc decides) (the descriptor leaked into a surviving child, or a filesystem kept a
 // stale lock), the file is replaced and the lock taken over.
 //
 // It is not reentrant: flock locks belong to open files, not processes, so
@@ -42,7 +43,7 @@ func (s *Store) LockContext(ctx context.Context, name string) (unlock func(), er
 	delay := 5 * time.Millisecond
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("waiting for the lock on image %s: %w", name, err)
 		}
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 		if err != nil {
@@ -57,7 +58,7 @@ func (s *Store) LockContext(ctx context.Context, name string) (unlock func(), er
 				continue
 			}
 			f.Truncate(0)
-			if _, err := f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
+			if _, err := f.WriteAt([]byte(proc.Self().String()+"\n"), 0); err != nil {
 				flock(f, syscall.LOCK_UN)
 				f.Close()
 				return nil, fmt.Errorf("writing lock %s: %w", path, err)
@@ -75,8 +76,9 @@ func (s *Store) LockContext(ctx context.Context, name string) (unlock func(), er
 			f.Close()
 			return nil, fmt.Errorf("locking %s: %w", path, err)
 		}
-		pid := readPid(f)
-		if pid > 0 && pid != os.Getpid() && !processAlive(pid) {
+		holder := readHolder(f)
+		pid := holder.Pid
+		if pid > 0 && pid != os.Getpid() && !holder.Alive() {
 			err := takeOver(dir, path, f)
 			f.Close()
 			if err != nil {
@@ -115,7 +117,7 @@ func takeOver(dir, path string, f *os.File) error {
 	if !sameFile(f, path) {
 		return nil // someone else already replaced it
 	}
-	if pid := readPid(f); pid <= 0 || processAlive(pid) {
+	if h := readHolder(f); h.Pid <= 0 || h.Alive() {
 		return nil
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -146,24 +148,15 @@ func sameFile(f *os.File, path string) bool {
 	return os.SameFile(a, b)
 }
 
-// readPid returns the pid recorded in a lock file, or 0 when there is none
-// (the holder may be between locking and writing it).
-func readPid(f *os.File) int {
-	buf := make([]byte, 32)
+// readHolder returns the process recorded in a lock file, or a zero
+// Process when there is none (the holder may be between locking and
+// writing it).
+func readHolder(f *os.File) proc.Process {
+	buf := make([]byte, 64)
 	n, err := f.ReadAt(buf, 0)
 	if err != nil && err != io.EOF {
-		return 0
+		return proc.Process{}
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(buf[:n])))
-	if err != nil || pid <= 0 {
-		return 0
-	}
-	return pid
-}
-
-// processAlive reports whether pid exists. EPERM means it exists but belongs
-// to someone else, which still counts as alive.
-func processAlive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	p, _ := proc.Parse(string(buf[:n]))
+	return p
 }

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/proc"
 )
 
 // deadPid returns the pid of a process that has exited and been reaped.
@@ -20,7 +22,7 @@ func deadPid(t *testing.T) int {
 		t.Fatal(err)
 	}
 	pid := cmd.Process.Pid
-	if processAlive(pid) {
+	if proc.Running(pid) {
 		t.Skipf("pid %d was reused already", pid)
 	}
 	return pid
@@ -69,6 +71,21 @@ func TestLock(t *testing.T) {
 		{"held by a live process", func(t *testing.T, path string) {
 			holdLock(t, path, os.Getpid())
 		}, false},
+		{"stale: locked, holder's pid now another process", func(t *testing.T, path string) {
+			other := exec.Command("sleep", "60")
+			if err := other.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { other.Process.Kill(); other.Wait() })
+			f := holdLock(t, path, other.Process.Pid)
+			f.Truncate(0)
+			f.WriteAt([]byte(strconv.Itoa(other.Process.Pid)+" 1\n"), 0) // started at tick 1: not this sleep
+		}, true},
+		{"held by a live process with its start time", func(t *testing.T, path string) {
+			f := holdLock(t, path, os.Getpid())
+			f.Truncate(0)
+			f.WriteAt([]byte(proc.Self().String()+"\n"), 0)
+		}, false},
 		{"held, no pid written yet", func(t *testing.T, path string) {
 			f := holdLock(t, path, 0)
 			f.Truncate(0)
@@ -95,7 +112,7 @@ func TestLock(t *testing.T) {
 			if err != nil {
 				t.Fatalf("LockContext: %v", err)
 			}
-			if got := lockHolder(t, path); got != me {
+			if got, _, _ := strings.Cut(lockHolder(t, path), " "); got != me {
 				t.Errorf("lock file says %q, want our pid %s", got, me)
 			}
 			unlock()

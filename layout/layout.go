@@ -217,6 +217,10 @@ func (w Work) RunVM() VM { return VM(w) }
 // BuildVM is the guest of a build's work folder.
 func (w Work) BuildVM() VM { return VM(filepath.Join(string(w), "vm")) }
 
+// VMs are the VM folders a work folder can hold: a run's (the folder
+// itself) and a build's.
+func (w Work) VMs() []VM { return []VM{w.RunVM(), w.BuildVM()} }
+
 // BuildLog is a build's log while it runs.
 func (w Work) BuildLog() string { return filepath.Join(string(w), BuildLogFile) }
 

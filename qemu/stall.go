@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/proc"
 )
 
 // silentBound is how long a guest may burn CPU without writing a byte to its
@@ -79,18 +80,11 @@ func (m *Machine) watchFirmware(ctx context.Context, bound, every time.Duration,
 
 // processCPU is the user plus system CPU time pid has used.
 func processCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	// The fields start at field 3 (state).
+	f, err := proc.Stat(pid)
 	if err != nil {
 		return 0, err
 	}
-	// The command name (field 2) is in parentheses and may hold spaces;
-	// the fields after the last ')' start at field 3 (state).
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
 	if len(f) < 13 {
 		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
 	}

@@ -6,18 +6,16 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/instance"
+	"github.com/kiln-dev/kiln/internal/proc"
 	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/provision"
 	"github.com/kiln-dev/kiln/qemu"
-	"github.com/kiln-dev/kiln/workdir"
 )
 
 // member is one instance the supervisor owns: what health checks and
@@ -159,7 +157,7 @@ func (l *launcher) Launch(ctx context.Context, version string, n int) ([]member,
 				results <- result{err: fmt.Errorf("instance %s: %w", id, err)}
 				return
 			}
-			start, _ := workdir.ProcessStart(inst.VM.Pid())
+			start, _ := proc.StartTime(inst.VM.Pid())
 			results <- result{v: &vm{id: id, version: m.Ref().String(), inst: inst, started: time.Now(), pidStart: start}}
 		}()
 	}
@@ -211,10 +209,11 @@ func (l *launcher) Adopt(ctx context.Context, rec InstanceRecord) (member, error
 	if rec.Pid <= 0 || rec.PidStart == "" {
 		return nil, errors.New("no QEMU process was recorded")
 	}
-	if !workdir.Running(rec.Pid) {
+	recorded := proc.Process{Pid: rec.Pid, Start: rec.PidStart}
+	if !proc.Running(rec.Pid) {
 		return nil, fmt.Errorf("its QEMU (pid %d) is gone", rec.Pid)
 	}
-	if start, err := workdir.ProcessStart(rec.Pid); err != nil || start != rec.PidStart {
+	if !recorded.Alive() {
 		return nil, fmt.Errorf("pid %d is no longer its QEMU (another process has it)", rec.Pid)
 	}
 	ports := map[int]int{22: rec.SSHPort}
@@ -227,7 +226,7 @@ func (l *launcher) Adopt(ctx context.Context, rec InstanceRecord) (member, error
 	}
 	// The pidfd now pins the process: checking the start time again rules
 	// out a reuse between the first check and the attach.
-	if start, err := workdir.ProcessStart(rec.Pid); err != nil || start != rec.PidStart {
+	if !recorded.Alive() {
 		return nil, fmt.Errorf("pid %d is no longer its QEMU (another process has it)", rec.Pid)
 	}
 	if st, err := m.Status(ctx); err != nil {
@@ -277,33 +276,14 @@ func KillStale(d Dirs) { killStale(d, nil) }
 
 func killStale(d Dirs, keep map[string]bool) {
 	all, _ := os.ReadDir(d.Instances())
-	var entries []os.DirEntry
+	var vms []layout.VM
 	for _, e := range all {
 		if !keep[e.Name()] {
-			entries = append(entries, e)
+			vms = append(vms, d.Instance(e.Name()))
 		}
 	}
-	var killed []int
-	for _, e := range entries {
-		dir := string(d.Instance(e.Name()))
-		if b, err := os.ReadFile(layout.VM(dir).Pid()); err == nil {
-			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-			// The pid must still be a QEMU of this folder, not a reused pid.
-			if cmdline, rerr := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && rerr == nil && strings.Contains(string(cmdline), dir) {
-				syscall.Kill(pid, syscall.SIGKILL)
-				killed = append(killed, pid)
-			}
-		}
-	}
-	// SIGKILL is asynchronous: a large guest takes a moment to unmap, and
-	// its disk is not free until then.
-	deadline := time.Now().Add(10 * time.Second)
-	for _, pid := range killed {
-		for workdir.Running(pid) && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	for _, e := range entries {
-		os.RemoveAll(string(d.Instance(e.Name())))
+	proc.StopQEMUs(vms, 10*time.Second)
+	for _, vm := range vms {
+		os.RemoveAll(string(vm))
 	}
 }

@@ -18,10 +18,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/kiln-dev/kiln/internal/fileutil"
+	"github.com/kiln-dev/kiln/internal/proc"
 	"github.com/kiln-dev/kiln/layout"
 )
 
@@ -35,13 +34,12 @@ func Create(parent, prefix string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	start, err := startTime(os.Getpid())
+	self, err := proc.Of(os.Getpid())
 	if err != nil {
 		os.RemoveAll(dir)
 		return "", err
 	}
-	owner := fmt.Sprintf("%d %s\n", os.Getpid(), start)
-	if err := os.WriteFile(layout.Work(dir).Owner(), []byte(owner), 0o600); err != nil {
+	if err := proc.WriteFile(layout.Work(dir).Owner(), self); err != nil {
 		os.RemoveAll(dir)
 		return "", err
 	}
@@ -92,17 +90,11 @@ func Reclaim(parent string) ([]Stale, error) {
 		if !ok || alive {
 			continue
 		}
-		qemus := qemuProcesses(dir)
-		if len(qemus) > 0 && exists(layout.Work(dir).Kept()) {
+		vms := layout.Work(dir).VMs()
+		if exists(layout.Work(dir).Kept()) && anyQEMU(vms) {
 			continue // kept for debugging and still running
 		}
-		s := Stale{Dir: dir, Owner: pid}
-		for _, q := range qemus {
-			if syscall.Kill(q, syscall.SIGKILL) == nil {
-				s.Killed = append(s.Killed, q)
-			}
-		}
-		waitGone(s.Killed, 10*time.Second)
+		s := Stale{Dir: dir, Owner: pid, Killed: proc.StopQEMUs(vms, 10*time.Second)}
 		if err := os.RemoveAll(dir); err != nil {
 			errs = append(errs, err)
 			continue
@@ -115,93 +107,21 @@ func Reclaim(parent string) ([]Stale, error) {
 // owner reads dir's owner: its pid and whether that process (the same one,
 // not a reuse of its pid) still runs. ok is false when dir has no owner file.
 func owner(dir string) (pid int, alive, ok bool) {
-	b, err := fileutil.ReadRegular(layout.Work(dir).Owner(), 4096)
-	if err != nil {
+	p, err := proc.ReadFile(layout.Work(dir).Owner())
+	if err != nil || p.Start == "" {
 		return 0, false, false
 	}
-	f := strings.Fields(string(b))
-	if len(f) != 2 {
-		return 0, false, false
-	}
-	pid, err = strconv.Atoi(f[0])
-	if err != nil || pid <= 0 {
-		return 0, false, false
-	}
-	start, err := startTime(pid)
-	return pid, err == nil && start == f[1], true
+	return p.Pid, p.Alive(), true
 }
 
-// qemuProcesses returns the live QEMU processes whose pid files are in dir
-// or one level below, checking each pid's command line names the folder so
-// a reused pid is never killed.
-func qemuProcesses(dir string) []int {
-	files, _ := filepath.Glob(filepath.Join(dir, layout.PidFile))
-	more, _ := filepath.Glob(filepath.Join(dir, "*", layout.PidFile))
-	var pids []int
-	for _, f := range append(files, more...) {
-		b, err := fileutil.ReadRegular(f, 4096)
-		if err != nil {
-			continue
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || !Running(pid) {
-			continue
-		}
-		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err == nil && strings.Contains(string(cmdline), filepath.Dir(f)) {
-			pids = append(pids, pid)
+// anyQEMU reports whether a QEMU of one of vms still runs.
+func anyQEMU(vms []layout.VM) bool {
+	for _, vm := range vms {
+		if _, ok := proc.QEMU(vm); ok {
+			return true
 		}
 	}
-	return pids
-}
-
-// Running reports whether pid is a live process. A zombie (exited, not yet
-// reaped by its parent) counts as gone: it holds nothing but its pid.
-func Running(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	st, ok := statFields(string(b))
-	return ok && st[0] != "Z" && st[0] != "X"
-}
-
-// startTime is the process's start time in clock ticks since boot, which
-// with the pid identifies one process for the machine's uptime.
-func startTime(pid int) (string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return "", err
-	}
-	st, ok := statFields(string(b))
-	// Fields after the command: state(3) ... starttime(22).
-	if !ok || len(st) < 20 {
-		return "", fmt.Errorf("unexpected /proc/%d/stat", pid)
-	}
-	return st[19], nil
-}
-
-// statFields splits /proc/PID/stat after the command name, which is in
-// parentheses and may itself hold spaces or parentheses.
-func statFields(s string) ([]string, bool) {
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return nil, false
-	}
-	f := strings.Fields(s[i+1:])
-	return f, len(f) > 0
-}
-
-func waitGone(pids []int, timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	for _, pid := range pids {
-		for Running(pid) && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	return false
 }
 
 func exists(path string) bool {
@@ -216,8 +136,3 @@ func joinInts(xs []int) string {
 	}
 	return strings.Join(s, ", ")
 }
-
-// ProcessStart is pid's start time (clock ticks since boot, as a string):
-// recorded with a pid, it tells the same process from a later one that was
-// given the same pid.
-func ProcessStart(pid int) (string, error) { return startTime(pid) }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/internal/proc"
 	"github.com/kiln-dev/kiln/layout"
 )
 
@@ -101,7 +102,7 @@ func TestReclaim(t *testing.T) {
 	if s := removed[stale]; len(s.Killed) != 1 || s.Killed[0] != staleQEMU.Process.Pid {
 		t.Errorf("stale folder's QEMU not reported stopped: %v", s)
 	}
-	if Running(staleQEMU.Process.Pid) {
+	if proc.Running(staleQEMU.Process.Pid) {
 		t.Error("the stale folder's QEMU still runs")
 	}
 	for _, d := range []string{live, kept, foreign} {
@@ -109,7 +110,7 @@ func TestReclaim(t *testing.T) {
 			t.Errorf("%s was removed: %v", d, err)
 		}
 	}
-	if !Running(liveQEMU.Process.Pid) || !Running(keptQEMU.Process.Pid) {
+	if !proc.Running(liveQEMU.Process.Pid) || !proc.Running(keptQEMU.Process.Pid) {
 		t.Error("a live owner's or a kept folder's QEMU was stopped")
 	}
 	for _, d := range []string{stale, reused, keptDone} {
@@ -141,27 +142,4 @@ func TestClaim(t *testing.T) {
 		t.Fatalf("claim after release: %v", err)
 	}
 	again()
-}
-
-func TestRunningTreatsZombiesAsGone(t *testing.T) {
-	if !Running(os.Getpid()) {
-		t.Fatal("this process is not reported running")
-	}
-	cmd := exec.Command("true")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	// Unreaped, the child is a zombie once it exits.
-	deadline := time.Now().Add(5 * time.Second)
-	for Running(pid) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if Running(pid) {
-		t.Error("an exited, unreaped child is reported running")
-	}
-	cmd.Wait()
-	if Running(pid) || Running(0) || Running(-1) {
-		t.Error("a reaped or invalid pid is reported running")
-	}
 }

@@ -24,10 +24,10 @@ import (
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/instance"
+	"github.com/kiln-dev/kiln/internal/proc"
 	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/supervisor"
 	"github.com/kiln-dev/kiln/template"
-	"github.com/kiln-dev/kiln/workdir"
 )
 
 func cmdFleet(ctx context.Context, args []string) error {
@@ -436,14 +436,14 @@ func waitReady(ctx context.Context, dirs supervisor.Dirs, alive func() bool) err
 	}
 }
 
-func processAlive(pid int) bool { return workdir.Running(pid) }
+func processAlive(pid int) bool { return proc.Running(pid) }
 
 func cmdFleetSupervise(ctx context.Context, args []string) error {
 	if len(args) != 1 {
 		return usageError{"fleet supervise NAME (started by kiln fleet up)"}
 	}
 	dirs := fleetDirs(args[0])
-	if err := os.WriteFile(dirs.Pid(), []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o600); err != nil {
+	if err := proc.WriteFile(dirs.Pid(), proc.Self()); err != nil {
 		return err
 	}
 	defer os.Remove(dirs.Pid())
