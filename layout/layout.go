@@ -13,11 +13,13 @@
 // A VM folder (one guest: overlay, seed, keys, QEMU's sockets and pid file)
 // is the same wherever it sits: a fleet instance, a run's work folder, the
 // "vm" folder of a build's work folder, a saved state. The methods only
-// build paths; creating and reading files stays with the packages that own
-// their contents. layout imports nothing of kiln's.
+// build paths (and InUse lists the VM folders that exist); creating and
+// reading files stays with the packages that own their contents. layout
+// imports nothing of kiln's.
 package layout
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 )
@@ -240,3 +242,40 @@ func (s SavedState) Meta() string { return filepath.Join(string(s), SavedStateMe
 
 // BuildLogFile is a build's log, in its work folder and in the store.
 const BuildLogFile = "build.log"
+
+// Used is a VM folder found on disk whose disk may be an overlay on a stored
+// image, and what it belongs to: a fleet's instance, or a run's or build's
+// work folder.
+type Used struct {
+	VM       VM
+	Fleet    string // the fleet, for an instance
+	Instance string // the instance's id
+	Work     string // the work folder's name (run-…, build-…), for a run or build
+}
+
+// InUse lists every VM folder that can hold a root of the image store (gc
+// and rm keep the images their disks are backed by): each fleet's
+// instances and each work folder's VMs. A new kind of VM folder is added
+// here, so gc cannot forget it. Saved states are not roots: they are
+// dropped with the image they were saved on.
+func (h Home) InUse() []Used {
+	var out []Used
+	fleets, _ := os.ReadDir(h.Fleets())
+	for _, f := range fleets {
+		fl := h.Fleet(f.Name())
+		insts, _ := os.ReadDir(fl.Instances())
+		for _, in := range insts {
+			out = append(out, Used{VM: fl.Instance(in.Name()), Fleet: f.Name(), Instance: in.Name()})
+		}
+	}
+	work, _ := os.ReadDir(h.Work())
+	for _, w := range work {
+		if !w.IsDir() {
+			continue
+		}
+		for _, vm := range Work(filepath.Join(h.Work(), w.Name())).VMs() {
+			out = append(out, Used{VM: vm, Work: w.Name()})
+		}
+	}
+	return out
+}

@@ -1,6 +1,11 @@
 package layout
 
-import "testing"
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
 
 // The names are kiln's on-disk contract: a store, fleet or cache made by an
 // earlier kiln must still be found, so a change here must be deliberate.
@@ -57,5 +62,34 @@ func TestNames(t *testing.T) {
 	}
 	if fl.Name() != "web" {
 		t.Errorf("Name() = %q", fl.Name())
+	}
+}
+
+func TestInUse(t *testing.T) {
+	root := t.TempDir()
+	h := Home{Data: filepath.Join(root, "d"), Cache: filepath.Join(root, "c"), Runtime: filepath.Join(root, "r")}
+	for _, d := range []string{string(h.Fleet("web").Instance("web-1")), filepath.Join(h.Work(), "run-x"), filepath.Join(h.Work(), "build-app-y", "vm"), h.SavedStates() + "/k"} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[VM]Used{}
+	for _, u := range h.InUse() {
+		got[u.VM] = u
+	}
+	want := []Used{
+		{VM: h.Fleet("web").Instance("web-1"), Fleet: "web", Instance: "web-1"},
+		{VM: Work(filepath.Join(h.Work(), "run-x")).RunVM(), Work: "run-x"},
+		{VM: Work(filepath.Join(h.Work(), "build-app-y")).BuildVM(), Work: "build-app-y"},
+	}
+	for _, w := range want {
+		if got[w.VM] != w {
+			t.Errorf("InUse has %+v for %s, want %+v", got[w.VM], w.VM, w)
+		}
+	}
+	for vm := range got {
+		if strings.HasPrefix(string(vm), h.Cache) {
+			t.Errorf("a saved state is listed as in use: %s", vm)
+		}
 	}
 }

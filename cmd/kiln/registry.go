@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/internal/termsafe"
 	"github.com/kiln-dev/kiln/layout"
-	"github.com/kiln-dev/kiln/supervisor"
 )
 
 // cmdImagesTag moves a channel: `tag REF CHANNEL`, `tag NAME@CHANNEL --undo`,
@@ -192,12 +190,15 @@ func cmdImagesVerify(ctx context.Context, args []string) error {
 	return nil
 }
 
-// inUseRoots finds the blobs that running work is backed by: fleets'
-// instance overlays, and the working disks of builds and runs in progress.
-// rm and gc treat them as roots.
+// inUseRoots finds the blobs that running work is backed by: the disks of
+// the VM folders package layout lists as in use (fleets' instances, builds
+// and runs in progress). rm and gc treat them as roots.
 func inUseRoots(ctx context.Context, store *images.Store) map[string]string {
 	roots := map[string]string{}
 	add := func(overlay, user string) {
+		if _, err := os.Lstat(overlay); err != nil {
+			return
+		}
 		info, err := disk.ReadInfo(ctx, overlay)
 		if err != nil {
 			return
@@ -206,21 +207,12 @@ func inUseRoots(ctx context.Context, store *images.Store) map[string]string {
 			roots[d] = user
 		}
 	}
-	paths := layout.Default()
-	fleets, _ := os.ReadDir(paths.Fleets())
-	for _, f := range fleets {
-		dirs := supervisor.FleetDirs(paths.Data, f.Name())
-		insts, _ := os.ReadDir(dirs.Instances())
-		for _, in := range insts {
-			add(dirs.Instance(in.Name()).Disk(), fmt.Sprintf("fleet %s (%s)", f.Name(), in.Name()))
+	for _, u := range layout.Default().InUse() {
+		if u.Fleet != "" {
+			add(u.VM.Disk(), fmt.Sprintf("fleet %s (%s)", u.Fleet, u.Instance))
+		} else {
+			add(u.VM.Disk(), "kiln work in progress ("+u.Work+")")
 		}
-	}
-	// A build's VM folder is build-*/vm; a run's is the run-* folder itself.
-	work, _ := filepath.Glob(layout.Work(filepath.Join(paths.Work(), "*")).RunVM().Disk())
-	more, _ := filepath.Glob(layout.Work(filepath.Join(paths.Work(), "*")).BuildVM().Disk())
-	for _, overlay := range append(work, more...) {
-		rel, _ := filepath.Rel(paths.Work(), overlay)
-		add(overlay, "kiln work in progress ("+strings.Split(rel, string(filepath.Separator))[0]+")")
 	}
 	return roots
 }
