@@ -26,22 +26,16 @@ func (b *builder) resolveSource(ctx context.Context) error {
 	src := b.spec.Base
 	switch {
 	case src.Image != "":
-		ref, err := images.ParseRef(src.Image)
+		img, err := b.opts.Store.Use(src.Image, b.opts.Force)
 		if err != nil {
-			return err
-		}
-		m, err := b.opts.Store.Resolve(ref)
-		if err != nil {
-			if strings.HasPrefix(ref.Name, "debian") {
+			if errors.Is(err, images.ErrNotFound) && strings.HasPrefix(src.Image, "debian") {
 				return fmt.Errorf("%w (make it with `kiln base debian`)", err)
 			}
 			return err
 		}
-		if err := b.opts.Store.CheckUsable(m, b.opts.Force); err != nil {
-			return err
-		}
+		m := img.Manifest
 		b.source = sourceInfo{
-			path: b.opts.Store.BlobPath(m.Digest), format: m.Format, virtualSize: m.VirtualSize,
+			path: img.Blob, format: m.Format, virtualSize: m.VirtualSize,
 			base:   images.BaseInfo{Source: "image:" + m.Ref().String(), Checksum: m.Digest},
 			parent: &images.Parent{Ref: m.Ref().String(), Digest: m.Digest},
 		}

@@ -129,7 +129,7 @@ func (s *Store) Revoked(r Ref) (Revocation, bool) {
 }
 
 // CheckUsable returns an error matching ErrRevoked when m is revoked, unless
-// force; callers check it before running or building on an image. It also
+// force (the caller's override, which it names to the user); callers check it before running or building on an image. It also
 // refuses, forced or not, an image whose blob (or a blob down its backing
 // chain) is missing, is not a regular file or no longer has the size its
 // manifest records: a truncated or replaced blob would boot as a damaged
@@ -142,7 +142,7 @@ func (s *Store) CheckUsable(m Manifest, force bool) error {
 		return nil
 	}
 	if rv, ok := s.Revoked(m.Ref()); ok {
-		return &kindError{fmt.Sprintf("image %s is revoked: %s (pass --force to use it anyway)", m.Ref(), rv.Reason), ErrRevoked}
+		return &kindError{fmt.Sprintf("image %s is revoked: %s", m.Ref(), rv.Reason), ErrRevoked}
 	}
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/kiln-dev/kiln/images"
 )
 
 // listenAPI serves the CLI on the fleet's unix socket (0600 in a 0700
@@ -75,8 +77,22 @@ func writeJSONResponse(w http.ResponseWriter, code int, v any) {
 }
 
 func writeError(w http.ResponseWriter, code int, err error) {
-	writeJSONResponse(w, code, map[string]string{"error": err.Error()})
+	body := map[string]string{"error": err.Error()}
+	if errors.Is(err, images.ErrRevoked) {
+		body["kind"] = "revoked" // so the CLI can name its override
+	}
+	writeJSONResponse(w, code, body)
 }
+
+// remoteError is an error the supervisor sent back; it matches the kind of
+// error it was there (images.ErrRevoked), so the CLI can tell it.
+type remoteError struct {
+	msg  string
+	kind error
+}
+
+func (e *remoteError) Error() string { return e.msg }
+func (e *remoteError) Unwrap() error { return e.kind }
 
 // Client talks to a fleet's supervisor.
 type Client struct {
@@ -117,8 +133,11 @@ func (c *Client) do(method, path string, body, out any) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
+		var e struct{ Error, Kind string }
 		json.NewDecoder(resp.Body).Decode(&e)
+		if e.Kind == "revoked" {
+			return &remoteError{e.Error, images.ErrRevoked}
+		}
 		return errors.New(e.Error)
 	}
 	if out != nil {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/fleet"
-	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/qemu"
 )
 
@@ -119,18 +118,11 @@ func (s *Supervisor) startRollout(req RolloutRequest) (int, error) {
 		}
 		req.To = s.state.Previous[len(s.state.Previous)-1]
 	}
-	ref, err := images.ParseRef(req.To)
+	img, err := s.store.Use(req.To, req.Force)
 	if err != nil {
 		return 0, err
 	}
-	m, err := s.store.Resolve(ref)
-	if err != nil {
-		return 0, err
-	}
-	if err := s.store.CheckUsable(m, req.Force); err != nil {
-		return 0, err
-	}
-	target := m.Ref().String()
+	target := img.Ref().String()
 	if target == s.state.Stable {
 		return 0, fmt.Errorf("the fleet already runs %s", target)
 	}

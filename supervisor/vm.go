@@ -116,14 +116,13 @@ func (l *launcher) SetAccel(c qemu.Choice) {
 // Launch starts n instances of version in parallel. On error, the ones that
 // did start are stopped, so the caller never owns half a batch.
 func (l *launcher) Launch(ctx context.Context, version string, n int) ([]member, error) {
-	ref, err := images.ParseRef(version)
+	// The version was checked for revocation when it entered (fleet up, a
+	// rollout); a launch of a version the fleet already runs goes ahead.
+	img, err := l.store.Use(version, true)
 	if err != nil {
 		return nil, err
 	}
-	m, err := l.store.Resolve(ref)
-	if err != nil {
-		return nil, err
-	}
+	m := img.Manifest
 	var forwards []qemu.Forward
 	for _, p := range l.spec.Ports {
 		forwards = append(forwards, qemu.Forward{GuestPort: p.Guest})
@@ -149,7 +148,7 @@ func (l *launcher) Launch(ctx context.Context, version string, n int) ([]member,
 			stop := context.AfterFunc(ctx, cancel)
 			defer stop()
 			inst, err := l.start(vmCtx, m, instance.Options{
-				Name: id, Image: l.store.BlobPath(m.Digest), ImageFormat: m.Format,
+				Name: id, Image: img.Blob, ImageFormat: m.Format,
 				Dir: string(l.dirs.Instance(id)), CPUs: l.spec.CPUs, MemoryMiB: l.spec.MemoryMiB,
 				Accel: accel.Accel, CPU: accel.CPU, Forwards: forwards, Log: l.log,
 			})

@@ -209,7 +209,7 @@ func (l *loader) fleet(b *hcl.Block) *FleetFile {
 	case l.isSet(attr):
 		if v, ok := l.value(attr, cty.String); ok {
 			f.Image = v.AsString()
-			if _, err := images.ParseRef(f.Image); err != nil && !images.IsRegistryRef(f.Image) {
+			if err := images.CheckImageRef(f.Image); err != nil {
 				l.diags = append(l.diags, diagAt(attr.Expr.Range().Ptr(), "Invalid image",
 					`%s; use NAME or NAME:VERSION of a stored image, e.g. "hello:1.0.0".`, err))
 			}

@@ -252,7 +252,7 @@ func (l *loader) base(b *hcl.Block) bake.Source {
 	if attr := attrs["image"]; attr != nil {
 		if v, ok := l.value(attr, cty.String); ok {
 			src.Image = v.AsString()
-			if _, err := images.ParseRef(src.Image); err != nil && !images.IsRegistryRef(src.Image) { // as the build will
+			if err := images.CheckImageRef(src.Image); err != nil { // as the build will
 				l.diags = append(l.diags, diagAt(attr.Expr.Range().Ptr(), "Invalid base image",
 					`%q is not an image reference; use NAME or NAME:VERSION of a stored image, e.g. "debian:12".`, src.Image))
 			}

@@ -22,7 +22,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-dev/kiln/fleet"
-	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/instance"
 	"github.com/kiln-dev/kiln/internal/proc"
 	"github.com/kiln-dev/kiln/layout"
@@ -225,22 +224,15 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	}
 	spec.Image = local
 	spec.Cold = *cold
-	ref, err := images.ParseRef(spec.Image)
-	if err != nil {
-		return err
-	}
 	store, err := openStore()
 	if err != nil {
 		return err
 	}
-	m, err := store.Resolve(ref)
+	img, err := store.Use(spec.Image, *force)
 	if err != nil {
 		return err
 	}
-	if err := store.CheckUsable(m, *force); err != nil {
-		return err
-	}
-	spec.Image = m.Ref().String()
+	spec.Image = img.Ref().String()
 	spec.Accel = req.want
 	if err := spec.Validate(); err != nil {
 		return usageError{specProblem(err, *file)}

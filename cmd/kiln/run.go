@@ -174,22 +174,15 @@ func resolveImage(ctx context.Context, paths layout.Home, arg string, force bool
 	if !images.LooksLikeRef(arg) {
 		return "", "", 0, fmt.Errorf("image %s: no such file", arg)
 	}
-	ref, err := images.ParseRef(arg)
-	if err != nil {
-		return "", "", 0, err
-	}
 	store, err := images.Open(paths.StoreDir())
 	if err != nil {
 		return "", "", 0, err
 	}
-	m, err := store.Resolve(ref)
+	img, err := store.Use(arg, force)
 	if err != nil {
 		return "", "", 0, err
 	}
-	if err := store.CheckUsable(m, force); err != nil {
-		return "", "", 0, err
-	}
-	return store.BlobPath(m.Digest), m.Format, m.VirtualSize, nil
+	return img.Blob, img.Format, img.VirtualSize, nil
 }
 
 // parseForwards reads --port HOST:GUEST values (HOST may be 0 for "any").

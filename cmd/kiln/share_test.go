@@ -158,7 +158,7 @@ func TestPushPull(t *testing.T) {
 	}
 	c := t.TempDir()
 	r = runKiln(t, c, "", "run", repo+":1", "--", "true")
-	if r.code != 1 || !strings.Contains(r.stderr, "revoked: CVE-2026-0002") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 12 {
+	if r.code != 1 || !strings.Contains(r.stderr, "revoked: CVE-2026-0002 (pass --force to use it anyway)") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 12 {
 		t.Errorf("run of a revoked registry image: %d\n%s", r.code, r.stderr)
 	}
 	if entries, _ := filepath.Glob(filepath.Join(c, "run", "run-*")); len(entries) != 0 {
@@ -167,13 +167,13 @@ func TestPushPull(t *testing.T) {
 	// The same reference as a fleet's image and as a build's base: found
 	// as pulled, and refused the same way.
 	r = runKiln(t, c, "", "fleet", "up", "web", "--image", repo+":1", "--port", "18080:8080")
-	if r.code != 1 || !strings.Contains(r.stderr, "revoked: CVE-2026-0002") {
+	if r.code != 1 || !strings.Contains(r.stderr, "revoked: CVE-2026-0002 (pass --force to use it anyway)") {
 		t.Errorf("fleet up of a revoked registry image: %d\n%s", r.code, r.stderr)
 	}
 	tmpl := filepath.Join(t.TempDir(), "x.kiln.hcl")
 	os.WriteFile(tmpl, []byte("image \"x\" {\n  version = \"1\"\n  base { image = \""+repo+":1\" }\n}\n"), 0o644)
 	r = runKiln(t, c, "", "build", tmpl)
-	if r.code != 1 || !strings.Contains(r.stderr, "revoked: CVE-2026-0002") {
+	if r.code != 1 || !strings.Contains(r.stderr, "revoked: CVE-2026-0002 (pass --force to use it anyway)") {
 		t.Errorf("build on a revoked registry base: %d\n%s", r.code, r.stderr)
 	}
 
