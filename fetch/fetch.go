@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/internal/fileutil"
+	"github.com/kiln-dev/kiln/layout"
 )
 
 // Defaults. The stall timeout stands in for an overall timeout, which would
@@ -203,7 +204,7 @@ func (f *Fetcher) Fetch(ctx context.Context, rawURL string, sum Checksum) (Resul
 		return Result{}, fmt.Errorf("download %s: checksum %q: %v", u.Redacted(), sum, err)
 	}
 
-	final := filepath.Join(dir, sum.Algo+"-"+sum.Hex)
+	final := layout.Downloads(dir).File(sum.Algo, sum.Hex)
 	if res, ok, err := f.cached(ctx, final, sum); err != nil || ok {
 		return res, err
 	}
@@ -290,7 +291,7 @@ func (f *Fetcher) download(ctx context.Context, dir string, u *url.URL, sum Chec
 	}
 	defer body.Close()
 
-	tmp, err := os.CreateTemp(dir, "tmp-*")
+	tmp, err := os.CreateTemp(dir, layout.DownloadTmpPattern)
 	if err != nil {
 		return Result{}, fmt.Errorf("download %s: %w", u.Redacted(), err)
 	}
@@ -467,7 +468,7 @@ func (f *Fetcher) resolve(ctx context.Context, dir, listURL, name string) (Check
 		return Checksum{}, fmt.Errorf("checksum list: %v", err)
 	}
 	where := fmt.Sprintf("%s at %s", path.Base(u.Path), u.Redacted())
-	keep := filepath.Join(dir, "list-"+listKey(listURL))
+	keep := layout.Downloads(dir).List(listKey(listURL))
 
 	data, err := f.readList(ctx, u)
 	fromCache := false
@@ -528,7 +529,7 @@ func listKey(listURL string) string {
 // writeAtomic writes data to name via a tmp file in dir, so readers see
 // the old or the new content, never half of it.
 func writeAtomic(dir, name string, data []byte) error {
-	tmp, err := os.CreateTemp(dir, "tmp-*")
+	tmp, err := os.CreateTemp(dir, layout.DownloadTmpPattern)
 	if err != nil {
 		return err
 	}
@@ -551,7 +552,7 @@ func writeAtomic(dir, name string, data []byte) error {
 // leftovers would otherwise fill the disk. Live downloads write at least
 // once per stall timeout, so a day-old mtime means nobody owns the file.
 func removeStaleTmp(dir string) {
-	names, _ := filepath.Glob(filepath.Join(dir, "tmp-*"))
+	names, _ := filepath.Glob(filepath.Join(dir, layout.DownloadTmpPattern))
 	for _, n := range names {
 		if fi, err := os.Lstat(n); err == nil && time.Since(fi.ModTime()) > staleTmpAge {
 			os.Remove(n)

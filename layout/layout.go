@@ -54,6 +54,19 @@ func (h Home) HostsFile() string { return filepath.Join(h.Data, HostsFileName) }
 // Downloads is the cache of downloaded files, named by their checksums.
 func (h Home) Downloads() string { return filepath.Join(h.Cache, "downloads") }
 
+// Downloads is the download cache's folder (Home.Downloads).
+type Downloads string
+
+// File is the verified download whose checksum is algo:hex.
+func (d Downloads) File(algo, hex string) string { return filepath.Join(string(d), algo+"-"+hex) }
+
+// List is a kept checksum list, named by a digest of its URL.
+func (d Downloads) List(key string) string { return filepath.Join(string(d), "list-"+key) }
+
+// DownloadTmpPattern names the files a download streams into before it is
+// verified (os.CreateTemp's pattern; a glob of leftovers too).
+const DownloadTmpPattern = "tmp-*"
+
 // BaseImages is the cache of base images made by `kiln base`.
 func (h Home) BaseImages() string { return filepath.Join(h.Cache, "base") }
 
