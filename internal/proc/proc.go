@@ -10,6 +10,7 @@ package proc
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -140,15 +141,17 @@ func stat(pid int) ([]string, bool) {
 }
 
 // QEMU is the live QEMU process of the VM folder vm, by the pid file QEMU
-// wrote there. Its command line must name the folder, so a pid since given
-// to another process is never taken for it.
+// wrote there. Its command line must name a file in the folder (QEMU's
+// names its pid file and sockets there), so a pid since given to another
+// process, even the QEMU of a folder whose name starts the same, is never
+// taken for it.
 func QEMU(vm layout.VM) (pid int, ok bool) {
 	p, err := ReadFile(vm.Pid())
 	if err != nil || !p.Alive() {
 		return 0, false
 	}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.Pid))
-	if err != nil || !strings.Contains(string(cmdline), string(vm)) {
+	if err != nil || !strings.Contains(string(cmdline), string(vm)+string(filepath.Separator)) {
 		return 0, false
 	}
 	return p.Pid, true

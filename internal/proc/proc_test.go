@@ -89,10 +89,11 @@ func TestStopQEMUs(t *testing.T) {
 	for _, d := range []layout.VM{mine, other} {
 		os.MkdirAll(string(d), 0o700)
 	}
-	// A stand-in QEMU whose command line names its folder, as QEMU's does.
-	q := startChild(t, "sh", "-c", "sleep 60; true", string(mine))
-	// A process that does not name the folder: a reused pid, never killed.
-	stranger := startChild(t)
+	// A stand-in QEMU whose command line names its pid file, as QEMU's does.
+	q := startChild(t, "sh", "-c", "sleep 60; true", "-pidfile", mine.Pid())
+	// A process that does not: a reused pid, never killed, even when it
+	// is the QEMU of a folder whose name starts like this one's.
+	stranger := startChild(t, "sh", "-c", "sleep 60; true", "-pidfile", string(other)+"2/"+layout.PidFile)
 	os.WriteFile(mine.Pid(), []byte(strconv.Itoa(q.Process.Pid)+"\n"), 0o600)
 	os.WriteFile(other.Pid(), []byte(strconv.Itoa(stranger.Process.Pid)+"\n"), 0o600)
 
@@ -100,7 +101,7 @@ func TestStopQEMUs(t *testing.T) {
 		t.Fatalf("QEMU(mine) = %d, %v", pid, ok)
 	}
 	if _, ok := QEMU(other); ok {
-		t.Fatal("a process whose command line does not name the folder was taken for its QEMU")
+		t.Fatal("a process whose command line does not name the folder's pid file was taken for its QEMU")
 	}
 	go q.Wait() // reap, as QEMU's parent would
 	killed := StopQEMUs([]layout.VM{mine, other}, 10*time.Second)
