@@ -34,7 +34,7 @@ func (r *rolloutFlags) add(fs interface {
 	fs.DurationVar(&r.deadline, "progress-deadline", 10*time.Minute, "the whole rollout must finish within this")
 	fs.BoolVar(&r.autoPromote, "auto-promote", true, "switch as soon as green is healthy (false: wait for `kiln rollout promote`)")
 	fs.BoolVar(&r.detach, "detach", false, "return at once instead of following the rollout")
-	fs.BoolVar(&r.force, "force", false, "roll out a revoked image anyway")
+	forceFlagVar(fs, &r.force, "roll out a revoked image anyway")
 	fs.StringVar(&r.accel, "accel", "", accelUsage+"; for the instances this rollout starts")
 }
 
