@@ -198,7 +198,7 @@ func (s *Supervisor) startRollout(req RolloutRequest) (int, error) {
 		if st.Phase == fleet.PhaseSucceeded && st.Cut > 0 {
 			// Clients lost something: not a plain success.
 			result = ResultSucceededWithCuts
-			st.Reason = fmt.Sprintf("cut %d %s still open at the drain deadline (%s); a longer --drain lets them finish",
+			st.Reason = fmt.Sprintf("cut %d %s still open at the drain deadline (%s); a longer drain window lets them finish",
 				st.Cut, s.cutWhat(port), st.Drain)
 		}
 		if st.Phase == fleet.PhaseSucceeded {

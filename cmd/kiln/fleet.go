@@ -314,7 +314,7 @@ func specProblem(err error, file string) string {
 	if file != "" {
 		return fmt.Sprintf("%s: %s", file, fe)
 	}
-	flag := map[string]string{"name": "fleet name", "count": "--count", "port": "--port", "image": "--image"}[fe.Field]
+	flag := map[string]string{"name": "fleet name", "count": "--count", "port": "--port", "image": "--image", "front": "--front"}[fe.Field]
 	return fmt.Sprintf("%s %s: %s", flag, fe.Value, fe.Problem)
 }
 
