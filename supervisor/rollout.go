@@ -27,6 +27,9 @@ type RolloutRequest struct {
 	// replacements) run under, as the CLI's accelerator probe chose it.
 	Accel qemu.Accel `json:"accel,omitempty"`
 	CPU   string     `json:"cpu_model,omitempty"`
+	// Cold boots the rollout's instances (and the fleet's later ones)
+	// instead of resuming a saved guest, as the fleet's Spec.Cold does.
+	Cold bool `json:"cold,omitempty"`
 }
 
 // traffic lets a rollout move the load balancers: it names instances by
@@ -148,6 +151,9 @@ func (s *Supervisor) startRollout(req RolloutRequest) (int, error) {
 	}
 	if req.Accel != "" {
 		s.launch.SetAccel(qemu.Choice{Accel: req.Accel, CPU: req.CPU})
+	}
+	if req.Cold {
+		s.launch.SetCold()
 	}
 	var blue []fleet.Instance
 	for _, id := range s.serving {

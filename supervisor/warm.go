@@ -39,7 +39,10 @@ type savingBoot struct {
 
 // start boots instance o of image m, warm when it can.
 func (l *launcher) start(ctx context.Context, m images.Manifest, o instance.Options) (*instance.Instance, error) {
-	if l.spec.Cold {
+	l.mu.Lock()
+	cold := l.spec.Cold
+	l.mu.Unlock()
+	if cold {
 		return instance.Launch(ctx, o)
 	}
 	shape := o
