@@ -76,23 +76,28 @@ func writeJSONResponse(w http.ResponseWriter, code int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
+// errorKinds are the store's refusals an API error keeps across the socket,
+// so the CLI can tell them apart (and say which flag overrides them).
+var errorKinds = map[string]error{"revoked": images.ErrRevoked, "exists": images.ErrExists, "in-use": images.ErrInUse}
+
 func writeError(w http.ResponseWriter, code int, err error) {
 	body := map[string]string{"error": err.Error()}
-	if errors.Is(err, images.ErrRevoked) {
-		body["kind"] = "revoked" // so the CLI can name its override
+	for name, kind := range errorKinds {
+		if errors.Is(err, kind) {
+			body["kind"] = name
+		}
 	}
 	writeJSONResponse(w, code, body)
 }
 
-// remoteError is an error the supervisor sent back; it matches the kind of
-// error it was there (images.ErrRevoked), so the CLI can tell it.
-type remoteError struct {
+// apiError is an error the supervisor returned, with its kind if it had one.
+type apiError struct {
 	msg  string
 	kind error
 }
 
-func (e *remoteError) Error() string { return e.msg }
-func (e *remoteError) Unwrap() error { return e.kind }
+func (e *apiError) Error() string { return e.msg }
+func (e *apiError) Unwrap() error { return e.kind }
 
 // Client talks to a fleet's supervisor.
 type Client struct {
@@ -135,10 +140,7 @@ func (c *Client) do(method, path string, body, out any) error {
 	if resp.StatusCode != http.StatusOK {
 		var e struct{ Error, Kind string }
 		json.NewDecoder(resp.Body).Decode(&e)
-		if e.Kind == "revoked" {
-			return &remoteError{e.Error, images.ErrRevoked}
-		}
-		return errors.New(e.Error)
+		return &apiError{msg: e.Error, kind: errorKinds[e.Kind]}
 	}
 	if out != nil {
 		return json.NewDecoder(resp.Body).Decode(out)

@@ -15,7 +15,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/internal/termsafe"
 	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/workdir"
@@ -67,6 +66,7 @@ func main() {
 }
 
 func realMain(ctx context.Context, args []string, stderr io.Writer) int {
+	forceFlagged = false // set again by the command that defines --force
 	setupLogging(args)
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stderr)
@@ -105,18 +105,9 @@ func realMain(ctx context.Context, args []string, stderr io.Writer) int {
 	default:
 		// Messages quote names, paths and text from outside kiln: escaped,
 		// so they cannot drive the terminal.
-		fmt.Fprintf(stderr, "kiln %s: %s%s\n", commandName(args), termsafe.Text(err.Error()), override(err))
+		fmt.Fprintf(stderr, "kiln %s: %s\n", commandName(args), termsafe.Text(forceHint(err).Error()))
 		return 1
 	}
-}
-
-// override names the flag that overrides a refusal a lower package made
-// (they speak of the image, not of kiln's flags).
-func override(err error) string {
-	if errors.Is(err, images.ErrRevoked) {
-		return " (pass --force to use it anyway)"
-	}
-	return ""
 }
 
 // commandName names the command in error messages: "images show", not just
