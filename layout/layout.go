@@ -3,8 +3,9 @@
 // recovery and tests all ask one place instead of repeating literals.
 //
 // The shape follows the tree. Home is the three roots (data, cache,
-// runtime); each folder kiln makes is a small string type whose methods
-// name what it holds:
+// runtime); each folder kiln makes is a small type (a string, or for a
+// fleet a struct with its Root, as supervisor.Dirs was) whose methods name
+// what it holds:
 //
 //	layout.Default().Fleet("web").Instance("web-1").Serial()
 //	layout.Store(root).Manifest("hello", "1.0.0")
@@ -13,7 +14,8 @@
 // A VM folder (one guest: overlay, seed, keys, QEMU's sockets and pid file)
 // is the same wherever it sits: a fleet instance, a run's work folder, the
 // "vm" folder of a build's work folder, a saved state. The methods only
-// build paths (and InUse lists the VM folders that exist); creating and
+// build paths, and Home.InUse lists the VM folders that exist (gc's roots:
+// a new kind of folder is added there, so gc cannot forget it); creating and
 // reading files stays with the packages that own their contents. layout
 // imports nothing of kiln's.
 package layout
