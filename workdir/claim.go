@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 
+	"github.com/kiln-dev/kiln/internal/proc"
 	"github.com/kiln-dev/kiln/layout"
 )
 
@@ -41,10 +41,9 @@ func Claim(parent, key string) (release func(), err error) {
 			return nil, fmt.Errorf("claim %s: %w", key, err)
 		}
 		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-			b, _ := os.ReadFile(path)
+			holder, _ := proc.ReadFile(path)
 			f.Close()
-			pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-			return nil, &ClaimedError{Key: key, Pid: pid}
+			return nil, &ClaimedError{Key: key, Pid: holder.Pid}
 		}
 		// The holder before us may have unlinked the file between our open
 		// and our lock; a lock on an unlinked file excludes nobody.
@@ -56,7 +55,7 @@ func Claim(parent, key string) (release func(), err error) {
 		f.Close()
 	}
 	f.Truncate(0)
-	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	f.WriteAt([]byte(proc.Self().String()+"\n"), 0)
 	return func() {
 		// Unlink while still holding the lock, so a waiter that opened the
 		// old file retries on a fresh one rather than sharing a dead lock.
