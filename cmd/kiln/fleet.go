@@ -136,6 +136,8 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	fs.StringArrayVar(&vars, "var", nil, "set a fleet file variable: NAME=VALUE (repeatable)")
 	fs.StringArrayVar(&varFiles, "var-file", nil, "read fleet file variables from an HCL file (repeatable)")
 	cold := fs.Bool("cold", false, "boot every instance (of this fleet and its rollouts) instead of resuming a saved one")
+	var hostNames []string
+	fs.StringArrayVar(&hostNames, "host", nil, "run the instances on this libvirt host (a name from kiln hosts add; repeatable), spread over them")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -224,6 +226,9 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	}
 	spec.Image = local
 	spec.Cold = *cold
+	if err := setFleetHosts(&spec, hostNames); err != nil {
+		return err
+	}
 	ref, err := images.ParseRef(spec.Image)
 	if err != nil {
 		return err
@@ -275,6 +280,7 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 			time.Sleep(500 * time.Millisecond)
 		}
 		supervisor.KillStale(dirs)
+		removeFromHosts(spec)
 		tail := logTail(dirs.Log(), 12)
 		os.RemoveAll(dirs.Root)
 		if tail != "" {
@@ -776,7 +782,8 @@ func cmdFleetDown(ctx context.Context, args []string) error {
 		return usageError{"give a fleet name"}
 	}
 	dirs := fleetDirs(fs.Arg(0))
-	if _, err := supervisor.ReadSpec(dirs); err != nil {
+	spec, err := supervisor.ReadSpec(dirs)
+	if err != nil {
 		return err
 	}
 	st, _ := supervisor.ReadState(dirs)
@@ -806,6 +813,10 @@ func cmdFleetDown(ctx context.Context, args []string) error {
 		}
 	}
 	supervisor.KillStale(dirs)
+	if err := removeFromHosts(spec); err != nil {
+		// The fleet's folder stays, so `kiln fleet down` can try again.
+		return err
+	}
 	if err := os.RemoveAll(dirs.Root); err != nil {
 		return err
 	}
