@@ -3,6 +3,7 @@ package libvirthost
 import (
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -67,5 +68,45 @@ func TestHostFailures(t *testing.T) {
 	defer cancel()
 	if _, err := Dial(ctx, Host{Name: "three", URI: d.URI}); err == nil || !strings.Contains(err.Error(), "host three (") || !strings.Contains(err.Error(), "unreachable") {
 		t.Errorf("Dial to the dead host: %v", err)
+	}
+	// A lost host's domain cannot be stopped from here: Stop says so
+	// instead of waiting on the host.
+	if err := dom.Stop(context.Background(), time.Second); err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Errorf("Stop on a lost host: %v", err)
+	}
+
+	// The daemon comes back and takes back the domain whose QEMU kept
+	// running; RemoveFleet (fleet down, a supervisor's reap) then removes
+	// it and its volumes, and leaves the image's layers.
+	if err := d.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	c2 := dial(t, d)
+	pool2, err := c2.EnsurePool()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if doms, err := c2.KilnDomains("lost"); err != nil || len(doms) != 1 {
+		t.Fatalf("after the restart KilnDomains(lost) = %v, %v; want lost-1", doms, err)
+	}
+	removed, err := c2.RemoveFleet(context.Background(), pool2, "lost", nil)
+	if err != nil || len(removed) != 1 || removed[0] != "lost-1" {
+		t.Errorf("RemoveFleet = %v, %v; want [lost-1]", removed, err)
+	}
+	if doms, err := c2.KilnDomains(""); err != nil || len(doms) != 0 {
+		t.Errorf("kiln domains left after RemoveFleet: %v, %v", doms, err)
+	}
+	vols, err := pool2.Volumes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, _ := LayerVolume(chain[0].Digest)
+	for _, v := range vols {
+		if _, ok := FleetVolume("lost", v); ok {
+			t.Errorf("volume %s left after RemoveFleet", v)
+		}
+	}
+	if !slices.Contains(vols, layer) {
+		t.Errorf("RemoveFleet removed the image layer %s too: %v", layer, vols)
 	}
 }

@@ -190,9 +190,14 @@ func (l *hostLauncher) ensureChain(ctx context.Context, s site, chain []libvirth
 	l.moved[s.Name()] += t.BytesSent
 	total := l.moved[s.Name()]
 	l.mu.Unlock()
+	// One line per layer moved: what an operator (and the e2e test) counts
+	// to see that an image travels to each host once.
+	for _, d := range t.Uploaded {
+		l.log("host %s: uploaded layer %s", s.Name(), d)
+	}
 	if len(t.Uploaded) > 0 {
-		l.log("host %s: uploaded %d layer(s), %d bytes (%s), %d reused; %d bytes uploaded to it by this supervisor",
-			s.Name(), len(t.Uploaded), t.BytesSent, disk.FormatSize(t.BytesSent), len(t.Reused), total)
+		l.log("host %s: %d bytes (%s) sent, %d layer(s) reused; %d bytes sent to it by this supervisor",
+			s.Name(), t.BytesSent, disk.FormatSize(t.BytesSent), len(t.Reused), total)
 	}
 	return err
 }

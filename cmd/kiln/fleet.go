@@ -639,6 +639,9 @@ func cmdFleetStatus(ctx context.Context, args []string) error {
 			ports = append(ports, fmt.Sprintf("%d→%d", h, g))
 		}
 		ports = append(ports, fmt.Sprintf("ssh %d", in.SSHPort))
+		if in.Host != "" {
+			ports = append(ports, "on host "+in.Host)
+		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%v\t%s\t%s\n", in.ID, in.Version, in.Health, in.Serving, strings.Join(ports, " "), time.Since(in.Started).Round(time.Second))
 	}
 	return w.Flush()
