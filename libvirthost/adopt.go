@@ -170,3 +170,22 @@ func FleetVolume(fleet, volume string) (id string, ok bool) {
 	}
 	return "", false
 }
+
+// RemoveInstance removes one instance's domain and volumes from the host,
+// whatever state it is in; a missing one is no error. It is how kiln
+// removes an instance it had to give up on while its host was unreachable.
+func (c *Conn) RemoveInstance(ctx context.Context, pool *Pool, id string) error {
+	d, err := c.definedDomain(pool, Metadata{Instance: id})
+	if err != nil && !notFound(err) {
+		return err
+	}
+	if err != nil { // no domain: its volumes may still be there
+		d = &Domain{c: c, pool: pool, Name: DomainName(id), done: make(chan struct{}), unwatch: make(chan struct{}),
+			volumes: []string{c.overlayVolume(id), c.seedVolume(id), c.serialVolume(id)}}
+		return d.removeVolumes()
+	}
+	return d.Stop(ctx, 0)
+}
+
+// HostLost reports whether the domain's host is gone (see Conn.Lost).
+func (d *Domain) HostLost() bool { return d.c.Lost() }

@@ -263,6 +263,7 @@ func (l *hostLauncher) SetAccel(qemu.Choice) {}
 type remoteVM struct {
 	*libvirthost.Instance
 	host    string
+	site    *libvirtSite
 	started time.Time
 }
 
@@ -280,7 +281,13 @@ func (r *remoteVM) record(guests []int) InstanceRecord {
 func (r *remoteVM) remove() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return r.Remove(ctx)
+	err := r.Remove(ctx)
+	if err != nil && r.HostLost() && r.site != nil {
+		// Its QEMU may well run on: the domain goes as soon as the host
+		// answers again, instead of lingering until the fleet goes down.
+		r.site.removeLater(r.ID())
+	}
+	return err
 }
 
 // hostDialTimeout bounds connecting to a host; a host that does not answer
@@ -292,9 +299,18 @@ const hostDialTimeout = 15 * time.Second
 type libvirtSite struct {
 	host libvirthost.Host
 
-	mu   sync.Mutex
-	conn *libvirthost.Conn
-	pool *libvirthost.Pool
+	mu      sync.Mutex
+	conn    *libvirthost.Conn
+	pool    *libvirthost.Pool
+	pending []string // instances given up on while the host was lost
+}
+
+func (s *libvirtSite) removeLater(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !slices.Contains(s.pending, id) {
+		s.pending = append(s.pending, id)
+	}
 }
 
 func (s *libvirtSite) Name() string { return s.host.Name }
@@ -321,6 +337,13 @@ func (s *libvirtSite) connect(ctx context.Context) (*libvirthost.Conn, *libvirth
 		return nil, nil, err
 	}
 	s.conn, s.pool = c, p
+	var still []string
+	for _, id := range s.pending {
+		if err := c.RemoveInstance(ctx, p, id); err != nil {
+			still = append(still, id)
+		}
+	}
+	s.pending = still
 	return c, p, nil
 }
 
@@ -350,7 +373,7 @@ func (s *libvirtSite) Launch(ctx context.Context, o libvirthost.LaunchOptions) (
 	if err != nil {
 		return nil, err
 	}
-	return &remoteVM{Instance: inst, host: s.host.Name, started: time.Now()}, nil
+	return &remoteVM{Instance: inst, host: s.host.Name, site: s, started: time.Now()}, nil
 }
 
 func (s *libvirtSite) Adopt(ctx context.Context, rec InstanceRecord) (member, error) {
@@ -362,7 +385,7 @@ func (s *libvirtSite) Adopt(ctx context.Context, rec InstanceRecord) (member, er
 	if err != nil {
 		return nil, err
 	}
-	return &remoteVM{Instance: inst, host: s.host.Name, started: rec.Started}, nil
+	return &remoteVM{Instance: inst, host: s.host.Name, site: s, started: rec.Started}, nil
 }
 
 func (s *libvirtSite) RemoveFleet(ctx context.Context, fleet string, keep map[string]bool) ([]string, error) {
