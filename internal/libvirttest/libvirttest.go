@@ -167,3 +167,19 @@ func (d *Daemon) Restart() error {
 	}
 	return nil
 }
+
+// Freeze stops the host's libvirtd (SIGSTOP): its connections stay open
+// and nothing answers, as when a host hangs or the network to it drops
+// packets without a reset. Thaw undoes it.
+func (d *Daemon) Freeze() error { return d.signal(syscall.SIGSTOP) }
+
+// Thaw lets a frozen libvirtd run again (SIGCONT).
+func (d *Daemon) Thaw() error { return d.signal(syscall.SIGCONT) }
+
+func (d *Daemon) signal(sig syscall.Signal) error {
+	pid, err := d.pid("libvirtd")
+	if err != nil {
+		return err
+	}
+	return syscall.Kill(pid, sig)
+}
