@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,4 +45,39 @@ func TestHostsRmRefusesFleetHost(t *testing.T) {
 	if r := runKiln(t, home, "", "hosts", "rm", "lab1"); r.code != 0 {
 		t.Errorf("hosts rm once the fleet is down: %d %s", r.code, r.stderr)
 	}
+}
+
+// TestFleetDownUnreachableHost: fleet down cannot reach one of the fleet's
+// hosts; it says which and keeps the fleet's folder, so running it again
+// once the host answers finishes the job.
+func TestFleetDownUnreachableHost(t *testing.T) {
+	home := t.TempDir()
+	closed := closedAddr(t)
+	if r := runKiln(t, home, "", "hosts", "add", "lab1", "qemu+tcp://"+closed+"/system", "--no-check"); r.code != 0 {
+		t.Fatalf("hosts add: %d %s", r.code, r.stderr)
+	}
+	dirs := supervisor.FleetDirs(filepath.Join(home, "data"), "web")
+	if err := supervisor.WriteSpec(dirs, supervisor.Spec{Name: "web", Image: "app:1", Count: 2, Hosts: []string{"lab1"}}); err != nil {
+		t.Fatal(err)
+	}
+	r := runKiln(t, home, "", "fleet", "down", "web")
+	if r.code != 1 || !strings.Contains(r.stderr, "host lab1 (") || !strings.Contains(r.stderr, "unreachable") ||
+		!strings.Contains(r.stderr, "run kiln fleet down web again when the host answers") {
+		t.Fatalf("fleet down: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if _, err := os.Stat(dirs.Spec()); err != nil {
+		t.Errorf("the fleet's folder went although its host was not cleaned: %v", err)
+	}
+}
+
+// closedAddr is a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
 }
