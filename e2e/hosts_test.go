@@ -142,6 +142,12 @@ func TestFleetOnLibvirtHosts(t *testing.T) {
 	if out := kilnCmd(t, time.Minute, "fleet", "status", "lv"); !strings.Contains(out.stdout, "on host two") {
 		t.Errorf("fleet status does not name the hosts:\n%s", out.stdout)
 	}
+	// fleet exec reaches each guest where its host forwards SSH, with the
+	// host key pinned at its first boot.
+	if out := kilnCmd(t, 2*time.Minute, "fleet", "exec", "lv", "--", "hostname"); out.code != 0 ||
+		strings.Count(out.stdout, "] lv-") != 2 {
+		t.Errorf("fleet exec on both hosts: exit %d\n%s%s", out.code, out.stdout, out.stderr)
+	}
 	if out := kilnCmd(t, time.Minute, "hosts", "rm", "two"); out.code == 0 || !strings.Contains(out.stderr, "fleet lv") {
 		t.Errorf("hosts rm of a host the fleet runs on: exit %d, %s", out.code, out.stderr)
 	}

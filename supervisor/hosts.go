@@ -274,7 +274,7 @@ func (r *remoteVM) record(guests []int) InstanceRecord {
 	for _, g := range guests {
 		ports[g] = r.HostPort(g)
 	}
-	return InstanceRecord{ID: r.ID(), Version: r.Version(), Host: r.host, Domain: r.Name,
+	return InstanceRecord{ID: r.ID(), Version: r.Version(), Host: r.host, Domain: r.Name, Address: r.Meta.Address,
 		Dir: r.Dir, SSHPort: r.HostPort(22), Ports: ports, Started: r.started.UTC()}
 }
 

@@ -67,6 +67,9 @@ type InstanceRecord struct {
 	// there; both empty for a QEMU process on this machine.
 	Host   string `json:"host,omitempty"`
 	Domain string `json:"domain,omitempty"`
+	// Address is where the instance's ports are forwarded on its host;
+	// empty = 127.0.0.1 on this machine.
+	Address string `json:"address,omitempty"`
 }
 
 // RolloutSummary is one finished rollout, for `kiln rollout history`.

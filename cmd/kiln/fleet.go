@@ -680,7 +680,7 @@ func cmdFleetSSH(ctx context.Context, args []string) error {
 	if err != nil {
 		return errors.New("kiln fleet ssh runs OpenSSH's ssh: apt-get install openssh-client")
 	}
-	argv := append([]string{"ssh"}, strings.Fields(instance.SSHArgs(in.Dir, in.SSHPort))...)
+	argv := append([]string{"ssh"}, strings.Fields(instance.SSHArgsAt(in.Dir, sshAddr(in), in.SSHPort))...)
 	return syscall.Exec(sshPath, argv, os.Environ())
 }
 
@@ -725,7 +725,7 @@ func cmdFleetExec(ctx context.Context, args []string) error {
 }
 
 func execOn(ctx context.Context, in supervisor.InstanceRecord, cmd string, mu *sync.Mutex) (int, error) {
-	c, err := instance.Connect(ctx, in.Dir, in.SSHPort)
+	c, err := instance.ConnectAt(ctx, in.Dir, sshAddr(in), in.SSHPort)
 	if err != nil {
 		return -1, err
 	}

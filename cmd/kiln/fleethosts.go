@@ -72,3 +72,12 @@ func fleetsOnHost(host string) []string {
 	}
 	return out
 }
+
+// sshAddr is where an instance's SSH port is forwarded: its libvirt host's
+// address, or this machine's loopback.
+func sshAddr(in supervisor.InstanceRecord) string {
+	if in.Address != "" {
+		return in.Address
+	}
+	return "127.0.0.1"
+}
