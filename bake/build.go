@@ -171,7 +171,7 @@ func Run(ctx context.Context, spec Spec, opts Options) (Result, error) {
 		if _, err := opts.Store.Get(images.Ref{Name: spec.Name, Version: spec.Version}); err == nil {
 			logFile.Close()
 			os.RemoveAll(dir)
-			return Result{}, fmt.Errorf("image %s:%s already exists; bump the version or pass --force to replace it", spec.Name, spec.Version)
+			return Result{}, images.ExistsError(images.Ref{Name: spec.Name, Version: spec.Version}, "bump the version")
 		}
 	}
 	// The source comes first: its digest completes the build's fingerprint.
@@ -233,7 +233,7 @@ func (b *builder) checkCacheAndVersion() (*images.Manifest, error) {
 	}
 	if !b.opts.Force {
 		if _, err := b.opts.Store.Get(images.Ref{Name: b.spec.Name, Version: b.spec.Version}); err == nil {
-			return nil, fmt.Errorf("image %s:%s already exists; bump the version or pass --force to replace it", b.spec.Name, b.spec.Version)
+			return nil, images.ExistsError(images.Ref{Name: b.spec.Name, Version: b.spec.Version}, "bump the version")
 		}
 	}
 	return nil, nil

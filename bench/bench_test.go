@@ -34,11 +34,12 @@ const helloTemplate = "examples/hello/hello.kiln.hcl" // relative to the reposit
 
 // settings are the run counts, from the environment.
 type settings struct {
-	runs        int   // BENCH_RUNS: cheap figures
-	buildRuns   int   // BENCH_BUILD_RUNS: builds
-	fleetRuns   int   // BENCH_FLEET_RUNS: fleets and rollouts
-	sizes       []int // BENCH_FLEET_SIZES
-	rolloutSize int   // BENCH_ROLLOUT_SIZE: the fleet size a rollout runs on
+	runs        int      // BENCH_RUNS: cheap figures
+	buildRuns   int      // BENCH_BUILD_RUNS: builds
+	fleetRuns   int      // BENCH_FLEET_RUNS: fleets and rollouts
+	sizes       []int    // BENCH_FLEET_SIZES
+	rolloutSize int      // BENCH_ROLLOUT_SIZE: the fleet size a rollout runs on
+	parts       partList // BENCH_PARTS; empty: all
 	out         string
 }
 
@@ -77,16 +78,42 @@ func readSettings(t *testing.T, accel, repo string) settings {
 	if !slices.Contains(s.sizes, s.rolloutSize) {
 		s.rolloutSize = slices.Max(s.sizes)
 	}
+	if v := os.Getenv("BENCH_PARTS"); v != "" {
+		for _, f := range strings.Split(v, ",") {
+			f = strings.TrimSpace(f)
+			if !slices.Contains(benchParts, f) {
+				t.Fatalf("BENCH_PARTS=%q: %q is not a part; the parts are %s", v, f, strings.Join(benchParts, ","))
+			}
+			s.parts = append(s.parts, f)
+		}
+	}
 	s.out = os.Getenv("BENCH_OUT")
 	if s.out == "" {
 		s.out = filepath.Join(repo, "docs", "benchmarks.md")
+		if len(s.parts) > 0 {
+			// Some parts only: the complete table stays as it is.
+			s.out = filepath.Join(repo, "docs", "benchmarks-"+strings.Join(s.parts, "-")+".md")
+		}
 	}
 	return s
 }
 
+// benchParts are the parts of the bench BENCH_PARTS may pick; the cold
+// builds always run (the other parts use their images and figures).
+var benchParts = []string{"micro", "probe", "compaction", "warm", "cache", "dialects", "layered", "sharing", "fleets", "libvirt"}
+
+// partList is BENCH_PARTS: empty means every part.
+type partList []string
+
+func (p partList) has(name string) bool { return len(p) == 0 || slices.Contains(p, name) }
+
 func (s settings) String() string {
-	return fmt.Sprintf("BENCH_RUNS=%d BENCH_BUILD_RUNS=%d BENCH_FLEET_RUNS=%d BENCH_FLEET_SIZES=%s BENCH_ROLLOUT_SIZE=%d",
-		s.runs, s.buildRuns, s.fleetRuns, joinInts(s.sizes), s.rolloutSize)
+	parts := ""
+	if len(s.parts) > 0 {
+		parts = " BENCH_PARTS=" + strings.Join(s.parts, ",")
+	}
+	return fmt.Sprintf("BENCH_RUNS=%d BENCH_BUILD_RUNS=%d BENCH_FLEET_RUNS=%d BENCH_FLEET_SIZES=%s BENCH_ROLLOUT_SIZE=%d%s",
+		s.runs, s.buildRuns, s.fleetRuns, joinInts(s.sizes), s.rolloutSize, parts)
 }
 
 func joinInts(ns []int) string {
@@ -127,21 +154,44 @@ func TestBench(t *testing.T) {
 	t.Logf("machine: %+v", m)
 
 	stopWatch := b.watchOthers()
-	b.micro()
-	b.accelProbe()
+	on := b.s.parts.has
+	if on("micro") {
+		b.micro()
+	}
+	if on("probe") {
+		b.accelProbe()
+	}
 	base := b.baseImage()
+	// builds also make hello 1.0.0 and 1.1.0 for the fleets, and the cold
+	// figures the warm ones are compared with: never left out.
 	work := b.builds()
-	if work != "" {
+	if work != "" && on("compaction") {
 		b.compaction(work, base)
 	}
-	b.warmBuilds()
-	b.cachedRebuild()
-	b.dialects(base)
-	b.layered()
-	b.sharing()
-	b.fleets()
-	b.warmFleets()
-	b.libvirt()
+	if on("warm") {
+		b.warmBuilds()
+	}
+	if on("cache") {
+		b.cachedRebuild()
+	}
+	if on("dialects") {
+		b.dialects(base)
+	}
+	if on("layered") {
+		b.layered()
+	}
+	if on("sharing") {
+		b.sharing()
+	}
+	if on("fleets") {
+		b.fleets()
+	}
+	if on("warm") {
+		b.warmFleets()
+	}
+	if on("libvirt") {
+		b.libvirt()
+	}
 
 	m.Duration = time.Since(started)
 	m.OtherVMs = stopWatch()

@@ -36,6 +36,31 @@ func showImage(t *testing.T, ref string) images.Manifest {
 	return m
 }
 
+// needHello makes sure hello:1.0.0 and hello:1.1.0 are in the store, as
+// TestBuildHello leaves them, building whichever is missing (with the same
+// inputs, so TestRegistry's cache check still holds): a test that needs
+// them runs alone as well as after TestBuildHello, and fails rather than
+// skips when they cannot be built.
+func needHello(t *testing.T) {
+	t.Helper()
+	builds := []struct {
+		ref  string
+		args []string
+	}{
+		{"hello:1.0.0", []string{"build", helloTemplate, "--var", "deploy_token=" + deployToken}},
+		{"hello:1.1.0", []string{"build", helloTemplate, "--var", "version=1.1.0", "--var", "base=hello:1.0.0"}},
+	}
+	for _, b := range builds {
+		if kilnCmd(t, time.Minute, "images", "show", b.ref).code == 0 {
+			continue
+		}
+		t.Logf("%s is not in the store (TestBuildHello did not run or failed): building it", b.ref)
+		if r := kilnCmd(t, 20*time.Minute, b.args...); r.code != 0 {
+			t.Fatalf("building %s, which this test needs: exit %d", b.ref, r.code)
+		}
+	}
+}
+
 func listImages(t *testing.T) string {
 	t.Helper()
 	r := kilnCmd(t, time.Minute, "images", "ls", "--json")

@@ -270,15 +270,11 @@ func fleetStatusJSON(t *testing.T, name string) fleetState {
 }
 
 // TestFleetRollout runs the whole deployment story on hello 1.0.0 and
-// 1.1.0 from TestBuildHello: fleet up, a rollout, a broken rollout that
-// must not take traffic, a rollback, down, with a client hammering the
-// front port all along.
+// 1.1.0 (needHello): fleet up, a rollout, a broken rollout that must not
+// take traffic, a rollback, down, with a client hammering the front port
+// all along.
 func TestFleetRollout(t *testing.T) {
-	for _, ref := range []string{"hello:1.0.0", "hello:1.1.0"} {
-		if r := kilnCmd(t, time.Minute, "images", "show", ref); r.code != 0 {
-			t.Skipf("%s is not in the store (TestBuildHello failed?)", ref)
-		}
-	}
+	needHello(t)
 	if r := kilnCmd(t, 20*time.Minute, "build", "testdata/broken/broken.kiln.hcl"); r.code != 0 {
 		t.Fatalf("building the broken hello:1.2.0 failed: exit %d", r.code)
 	}

@@ -16,16 +16,12 @@ import (
 	"github.com/kiln-dev/kiln/internal/testregistry"
 )
 
-// TestRegistry exercises the store as a registry on the hello images from
-// TestBuildHello: build cache and Packer manifest, channels, lineage,
+// TestRegistry exercises the store as a registry on the hello images
+// (needHello): build cache and Packer manifest, channels, lineage,
 // revocation, verify, protected rm, export to every format (booting the
 // raw and vmdk exports), import, and gc after a fleet goes down.
 func TestRegistry(t *testing.T) {
-	for _, ref := range []string{"hello:1.0.0", "hello:1.1.0"} {
-		if r := kilnCmd(t, time.Minute, "images", "show", ref); r.code != 0 {
-			t.Skipf("%s is not in the store (TestBuildHello failed?)", ref)
-		}
-	}
+	needHello(t)
 	tmp := t.TempDir()
 
 	// Identical inputs: the cache answers at once, and --manifest writes

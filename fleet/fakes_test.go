@@ -151,18 +151,6 @@ func (w *fakeWorld) alive(addr string) bool {
 	return false
 }
 
-// Lookup finds a VM that is still there, as a restarted supervisor would
-// by reading its instance folders.
-func (w *fakeWorld) Lookup(id string) (Instance, bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	vm, ok := w.vms[id]
-	if !ok {
-		return nil, false
-	}
-	return vm, true
-}
-
 func (w *fakeWorld) addrOf(id string) string {
 	return fmt.Sprintf("127.0.0.1:%d", 10000+mustAtoi(id[len("web-"):]))
 }

@@ -28,8 +28,8 @@ type Launcher interface {
 	// Launch starts n instances of version. On error none are left running.
 	Launch(ctx context.Context, version string, n int) ([]Instance, error)
 	// Stop stops inst gracefully and removes it. Stopping an instance that
-	// is already stopped or gone must return nil: a resumed rollout repeats
-	// stops that a crash may have interrupted.
+	// is already stopped or gone must return nil: a rollout may stop an
+	// instance that has already died, and a restore repeats earlier stops.
 	Stop(ctx context.Context, inst Instance) error
 }
 

@@ -75,9 +75,10 @@ type Transition struct {
 	Note string    `json:"note,omitempty"`
 }
 
-// RolloutState is everything needed to resume a rollout: it is what the
-// supervisor persists. Instances are recorded by id; Resume finds them
-// again through Rollout.Lookup.
+// RolloutState is what the supervisor persists after every transition:
+// enough for a restarted supervisor to settle an interrupted rollout
+// (supervisor.finishInterruptedLocked) and for status to explain it.
+// Instances are recorded by id.
 type RolloutState struct {
 	ID             int      `json:"id"`
 	Target         string   `json:"target"`          // image ref being rolled out
@@ -86,7 +87,7 @@ type RolloutState struct {
 	Blue           []string `json:"blue"`  // instances serving when the rollout started
 	Green          []string `json:"green"` // instances launched so far, batch after batch
 
-	// Options the rollout started with, kept so Resume behaves the same.
+	// Options the rollout started with.
 	Surge       int           `json:"surge"` // percent; 100 = all green at once
 	Bake        time.Duration `json:"bake"`
 	Drain       time.Duration `json:"drain"`
@@ -253,10 +254,12 @@ type Traffic interface {
 var ErrNotPaused = errors.New("rollout is not waiting for promotion")
 
 // Rollout drives one blue/green rollout. Fill in the fields, then call
-// Start, or Resume after a restart. One Rollout runs one rollout.
+// Start. One Rollout runs one rollout; a rollout whose supervisor died is
+// not resumed but settled by the next supervisor (back to the version that
+// was stable, or forward when only blue's draining was left).
 //
 // While it runs, the rollout owns the traffic set: it calls SetBackends at
-// the switch and on rollback, and Resume sets it first thing.
+// the switch and on rollback.
 //
 // With Surge < 100 each batch is launched, verified, switched, baked and
 // drained in turn. A failure in a later batch undoes that batch, then
@@ -283,13 +286,9 @@ type Rollout struct {
 	Watch func(ctx context.Context, green []Instance, d time.Duration) error
 	// Persist stores the state durably. It is called after every
 	// transition, before the new phase is acted on; an error stops the
-	// rollout where it is (resumable from the last stored state).
+	// rollout where it is, at the last stored state.
 	Persist func(RolloutState) error
-	// Lookup finds a running instance by id after a restart; false when it
-	// is gone. Needed by Resume only.
-	Lookup func(id string) (Instance, bool)
-
-	Options Options // for Start; Resume uses the options in the state
+	Options Options
 
 	insts map[string]Instance
 
@@ -329,7 +328,7 @@ func (r *Rollout) check() error {
 
 // Start rolls blue (the instances serving now) over to target. It returns
 // the final state, or, when ctx ends or Persist fails, the last persisted
-// state with the error; Resume continues from there.
+// state with the error.
 func (r *Rollout) Start(ctx context.Context, id int, target string, blue []Instance) (RolloutState, error) {
 	if err := r.check(); err != nil {
 		return RolloutState{}, err
@@ -371,75 +370,21 @@ func (r *Rollout) Start(ctx context.Context, id int, target string, blue []Insta
 		UpdatedAt:        now,
 		Deadline:         now.Add(o.ProgressDeadline),
 	}
-	return r.run(ctx, st, false)
+	return r.run(ctx, st)
 }
 
-// Resume continues a rollout from its persisted state after the supervisor
-// restarted (or after Start returned an error). It first sets the traffic
-// to st.Serving(), so a balancer that restarted with the supervisor serves
-// exactly the set the phase implies and nothing is left half-switched, then
-// continues:
-//
-//	persisted phase  traffic set    Resume then
-//	idle             blue           starts the rollout
-//	starting-green   blue           launches the batch's green again; instances of an interrupted
-//	                                launch were never recorded, the caller stops them as orphans
-//	verifying        blue           re-runs the health gate on the recorded green (and waits for
-//	                                Promote again if it was waiting); a green that is gone aborts
-//	switching        green          re-applies the switch (idempotent), then bakes
-//	baking           green          re-checks green with the health gate, then bakes until
-//	                                BakeUntil; a green that is gone or unhealthy rolls back
-//	draining         green          drains and stops the batch's blue again (Stop is idempotent)
-//	aborting         blue           stops the batch's green, then aborted (or restoring)
-//	rolling-back     blue           re-applies blue, drains and stops green, then rolled-back
-//	                                (or restoring)
-//	restoring        blue           reuses the recorded restore instances if all are alive (else
-//	                                stops them and launches anew), verifies them, switches
-//	restore-draining restored       drains and stops the earlier batches' green again
-//	terminal         Serving()      nothing more
-//
-// With Surge < 100, "blue" means the set before the current batch (earlier
-// batches' green plus the blue not yet replaced) and "green" the set after
-// its switch. The progress deadline keeps running while the supervisor is
-// down, except while waiting for promotion.
-func (r *Rollout) Resume(ctx context.Context, st RolloutState) (RolloutState, error) {
-	if err := r.check(); err != nil {
-		return st, err
-	}
-	switch {
-	case r.Lookup == nil:
-		return st, errors.New("rollout: Resume needs Lookup to find instances by id")
-	case !st.Phase.known():
-		return st, fmt.Errorf("rollout %d: unknown phase %q", st.ID, st.Phase)
-	case len(st.Blue) == 0:
-		return st, fmt.Errorf("rollout %d: state has no blue instances", st.ID)
-	case st.Surge < 1 || st.Surge > 100:
-		return st, fmt.Errorf("rollout %d: surge %d out of range", st.ID, st.Surge)
-	}
-	st = st.clone()
-	r.insts = map[string]Instance{}
-	for _, id := range slices.Concat(st.Blue, st.Green, st.Restore) {
-		if in, ok := r.Lookup(id); ok {
-			r.insts[id] = in
-		}
-	}
-	r.Traffic.SetBackends(r.addrsOf(st.Serving()))
-	return r.run(ctx, st, true)
-}
-
-func (r *Rollout) run(ctx context.Context, st RolloutState, resumed bool) (RolloutState, error) {
+func (r *Rollout) run(ctx context.Context, st RolloutState) (RolloutState, error) {
 	r.setSaved(st)
 	for !st.Phase.Terminal() {
 		// A cancelled ctx means the supervisor is going away: stop without
-		// acting on the phase just persisted; Resume picks it up.
+		// acting on the phase just persisted; the next one settles it.
 		if err := ctx.Err(); err != nil {
 			return r.State(), err
 		}
-		next, note, err := r.step(ctx, &st, resumed)
+		next, note, err := r.step(ctx, &st)
 		if err != nil {
 			return r.State(), err
 		}
-		resumed = false
 		if err := r.transition(&st, next, note); err != nil {
 			return r.State(), err
 		}
@@ -474,7 +419,7 @@ func (r *Rollout) transition(st *RolloutState, to Phase, note string) error {
 // step acts on st.Phase and says which phase comes next and why. An error
 // means stop here (ctx ended, or Persist failed); failures of the rollout
 // itself are transitions, not errors.
-func (r *Rollout) step(ctx context.Context, st *RolloutState, resumed bool) (Phase, string, error) {
+func (r *Rollout) step(ctx context.Context, st *RolloutState) (Phase, string, error) {
 	switch st.Phase {
 	case PhaseIdle:
 		return PhaseStartingGreen, fmt.Sprintf("%s → %s, %d instances, %d batches", st.PreviousStable, st.Target, len(st.Blue), st.batches()), nil
@@ -485,7 +430,7 @@ func (r *Rollout) step(ctx context.Context, st *RolloutState, resumed bool) (Pha
 	case PhaseSwitching:
 		return r.switchTraffic(st)
 	case PhaseBaking:
-		return r.bake(ctx, st, resumed)
+		return r.bake(ctx, st)
 	case PhaseDraining:
 		return r.drainBlue(ctx, st)
 	case PhaseAborting:
@@ -537,7 +482,7 @@ func (r *Rollout) startGreen(ctx context.Context, st *RolloutState) (Phase, stri
 		return failure(ctx, st, PhaseAborting, fmt.Sprintf("starting %d green of %s", n, st.Target), err)
 	}
 	// Record what was launched even if ctx ended meanwhile: the transition
-	// persists the ids, so a resumed rollout can stop them.
+	// persists the ids, so whoever settles the rollout can stop them.
 	for _, in := range green {
 		r.insts[in.ID()] = in
 	}
@@ -557,10 +502,6 @@ func (r *Rollout) verify(ctx context.Context, st *RolloutState) (Phase, string, 
 		if in.Addr(r.Port) == "" {
 			return fail(st, PhaseAborting, fmt.Sprintf("green %s does not forward guest port %d", in.ID(), r.Port))
 		}
-	}
-	if !st.PausedAt.IsZero() { // resumed while waiting for promotion: that wait does not count
-		st.Deadline = st.Deadline.Add(time.Since(st.PausedAt))
-		st.PausedAt = time.Time{}
 	}
 	if deadlinePassed(st) {
 		return fail(st, PhaseAborting, "progress deadline passed before green was verified")
@@ -618,7 +559,7 @@ func (r *Rollout) awaitPromotion(ctx context.Context, st *RolloutState) error {
 
 func (r *Rollout) switchTraffic(st *RolloutState) (Phase, string, error) {
 	if _, gone := r.resolve(st.batchGreen()); gone != "" {
-		// The switch may have been applied before a crash: only a rollback
+		// Green died before the switch: only a rollback
 		// leaves traffic on live instances.
 		return fail(st, PhaseRollingBack, fmt.Sprintf("green %s is gone", gone))
 	}
@@ -628,19 +569,13 @@ func (r *Rollout) switchTraffic(st *RolloutState) (Phase, string, error) {
 	return PhaseBaking, "traffic → " + strings.Join(set, ", "), nil
 }
 
-func (r *Rollout) bake(ctx context.Context, st *RolloutState, resumed bool) (Phase, string, error) {
+func (r *Rollout) bake(ctx context.Context, st *RolloutState) (Phase, string, error) {
 	green, gone := r.resolve(st.batchGreen())
 	if gone != "" {
 		return fail(st, PhaseRollingBack, fmt.Sprintf("green %s is gone", gone))
 	}
 	if deadlinePassed(st) {
 		return fail(st, PhaseRollingBack, "progress deadline passed while baking")
-	}
-	if resumed {
-		// Nobody watched green while the supervisor was down.
-		if err := r.gate(ctx, st, green); err != nil {
-			return failure(ctx, st, PhaseRollingBack, "re-checking green after a restart", err)
-		}
 	}
 	if left := time.Until(st.BakeUntil); left > 0 {
 		dctx, cancel := context.WithDeadline(ctx, st.Deadline)

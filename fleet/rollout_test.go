@@ -83,7 +83,6 @@ func (h *harness) rollout(o Options) *Rollout {
 		Verify:   h.health.verify,
 		Watch:    h.health.watch,
 		Persist:  h.store.persist,
-		Lookup:   h.world.Lookup,
 		Options:  o,
 	}
 }
@@ -375,65 +374,6 @@ func checkOutcome(t *testing.T, h *harness, st RolloutState, tc rolloutCase) {
 	}
 }
 
-// TestResumeAfterCrash kills the supervisor right after each persisted
-// transition (before it acts on it), then resumes with a fresh balancer and
-// a fresh Rollout on the same VMs. The outcome must equal the uncrashed one.
-func TestResumeAfterCrash(t *testing.T) {
-	for _, tc := range rolloutCases() {
-		switch tc.name {
-		case "success", "verify fails", "bake fails", "surge 50 in two batches", "surge 50 bake fails in second batch",
-			"surge 50 verify fails in second batch", "surge 50 restore fails its checks", "launch fails":
-		default:
-			continue
-		}
-		for crashAt := 1; crashAt < len(tc.phases); crashAt++ {
-			t.Run(tc.name+"/after "+string(tc.phases[crashAt-1]), func(t *testing.T) {
-				h := newHarness(tc.blue)
-				if tc.setup != nil {
-					tc.setup(h)
-				}
-				ctx, cancel := context.WithCancel(t.Context())
-				defer cancel()
-				h.store.crashAt, h.store.cancel = crashAt, cancel
-				saved, err := h.rollout(tc.opts).Start(ctx, 7, v2, h.blue)
-				if !errors.Is(err, context.Canceled) {
-					t.Fatalf("crashed Start: %v, want context.Canceled", err)
-				}
-				if saved.Phase != tc.phases[crashAt-1] {
-					t.Fatalf("crashed in %s, want %s", saved.Phase, tc.phases[crashAt-1])
-				}
-				// Round-trip through JSON, as the state file does.
-				saved = jsonRoundTrip(t, saved)
-
-				h.resetTraffic() // the balancer died with the supervisor
-				st, err := h.rollout(Options{}).Resume(t.Context(), saved)
-				if err != nil {
-					t.Fatalf("Resume: %v", err)
-				}
-				first := h.traffic.sets[0]
-				if want := h.addrs(saved.Serving()...); !slices.Equal(first, want) {
-					t.Errorf("Resume first set traffic to %v, want Serving() %v", first, want)
-				}
-				if tc.blue == 2 { // surge 100: always exactly blue or exactly green
-					for _, set := range h.traffic.sets {
-						if !slices.Equal(set, h.addrs("web-1", "web-2")) && !slices.Equal(set, h.addrs("web-3", "web-4")) {
-							t.Errorf("traffic set %v is neither blue nor green", set)
-						}
-					}
-				}
-				want := tc
-				if want.traffic == nil { // Resume put back blue, which serves throughout
-					want.traffic = ids(h.blue)
-				}
-				checkOutcome(t, h, st, want)
-				if got := h.store.transitions(); !slices.Equal(got, tc.phases) {
-					t.Errorf("persisted transitions\n got %v\nwant %v", got, tc.phases)
-				}
-			})
-		}
-	}
-}
-
 func jsonRoundTrip(t *testing.T, st RolloutState) RolloutState {
 	t.Helper()
 	b, err := json.Marshal(st)
@@ -445,218 +385,6 @@ func jsonRoundTrip(t *testing.T, st RolloutState) RolloutState {
 		t.Fatal(err)
 	}
 	return out
-}
-
-// resumeAfter is the restart after a crash: whatever happened while the
-// supervisor was down, a fresh balancer, then Resume of the saved state
-// (through JSON, as the state file) to its end, checked as it went.
-func resumeAfter(t *testing.T, h *harness, saved RolloutState, whileDown func(*harness)) RolloutState {
-	t.Helper()
-	if whileDown != nil {
-		whileDown(h)
-	}
-	h.resetTraffic()
-	st, err := h.rollout(Options{}).Resume(t.Context(), jsonRoundTrip(t, saved))
-	if err != nil {
-		t.Fatalf("Resume: %v", err)
-	}
-	checkPersisted(t, h.store)
-	checkBreaches(t, h)
-	return st
-}
-
-// TestResumeMidAction crashes inside an action rather than between
-// transitions, and resumes after things changed while the supervisor was
-// down.
-func TestResumeMidAction(t *testing.T) {
-	tests := []struct {
-		name      string
-		arm       func(h *harness, cancel context.CancelFunc)
-		crashed   Phase
-		whileDown func(h *harness)
-		phase     Phase
-		traffic   []string
-		stopped   []string
-	}{
-		{
-			name:    "after the launch returned",
-			arm:     func(h *harness, cancel context.CancelFunc) { h.world.afterLaunch = cancel },
-			crashed: PhaseVerifying, // the green ids were still recorded
-			phase:   PhaseSucceeded, traffic: idsOf("web-3", "web-4"), stopped: idsOf("web-1", "web-2"),
-		},
-		{
-			name: "after the switch was applied",
-			arm: func(h *harness, cancel context.CancelFunc) {
-				// The process dies before the next phase is stored.
-				h.traffic.afterSet = func() { h.store.failAt = h.store.calls + 1 }
-			},
-			crashed: PhaseSwitching,
-			phase:   PhaseSucceeded, traffic: idsOf("web-3", "web-4"), stopped: idsOf("web-1", "web-2"),
-		},
-		{
-			name: "halfway through stopping blue",
-			arm: func(h *harness, cancel context.CancelFunc) {
-				h.world.afterStop = func(string) { cancel() }
-			},
-			crashed: PhaseDraining,
-			phase:   PhaseSucceeded, traffic: idsOf("web-3", "web-4"), stopped: idsOf("web-1", "web-2"),
-		},
-		{
-			name:    "green gone while down, before the switch",
-			arm:     func(h *harness, cancel context.CancelFunc) { h.store.crashAt, h.store.cancel = 2, cancel },
-			crashed: PhaseVerifying,
-			whileDown: func(h *harness) {
-				h.world.vanish("web-3")
-			},
-			phase: PhaseAborted, stopped: idsOf("web-3", "web-4"),
-		},
-		{
-			name:    "green gone while down, during the bake",
-			arm:     func(h *harness, cancel context.CancelFunc) { h.store.crashAt, h.store.cancel = 4, cancel },
-			crashed: PhaseBaking,
-			whileDown: func(h *harness) {
-				h.world.vanish("web-4")
-			},
-			phase: PhaseRolledBack, traffic: idsOf("web-1", "web-2"), stopped: idsOf("web-3", "web-4"),
-		},
-		{
-			name:    "green unhealthy after restart, during the bake",
-			arm:     func(h *harness, cancel context.CancelFunc) { h.store.crashAt, h.store.cancel = 4, cancel },
-			crashed: PhaseBaking,
-			whileDown: func(h *harness) {
-				h.health.verifyFail = map[string]bool{"web-3": true}
-			},
-			phase: PhaseRolledBack, traffic: idsOf("web-1", "web-2"), stopped: idsOf("web-3", "web-4"),
-		},
-		{
-			name:    "switching with green gone rolls back",
-			arm:     func(h *harness, cancel context.CancelFunc) { h.store.crashAt, h.store.cancel = 3, cancel },
-			crashed: PhaseSwitching,
-			whileDown: func(h *harness) {
-				h.world.vanish("web-3")
-			},
-			phase: PhaseRolledBack, traffic: idsOf("web-1", "web-2"), stopped: idsOf("web-3", "web-4"),
-		},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(2)
-			ctx, cancel := context.WithCancel(t.Context())
-			defer cancel()
-			tc.arm(h, cancel)
-			saved, err := h.rollout(fast).Start(ctx, 1, v2, h.blue)
-			if err == nil || saved.Phase != tc.crashed {
-				t.Fatalf("crashed Start: %s, %v; want %s and an error", saved.Phase, err, tc.crashed)
-			}
-			h.world.afterLaunch, h.world.afterStop, h.store.failAt = nil, nil, 0
-			st := resumeAfter(t, h, saved, tc.whileDown)
-			if st.Phase != tc.phase {
-				t.Fatalf("phase %s (%s), want %s", st.Phase, st.Reason, tc.phase)
-			}
-			var want []string
-			if tc.traffic != nil {
-				want = h.addrs(tc.traffic...)
-			} else {
-				want = h.addrs("web-1", "web-2") // Resume re-applied blue
-			}
-			if got := h.traffic.current(); !slices.Equal(got, want) {
-				t.Errorf("final traffic %v, want %v", got, want)
-			}
-			if got := h.world.stoppedIDs(); !slices.Equal(got, tc.stopped) {
-				t.Errorf("stopped %v, want %v", got, tc.stopped)
-			}
-		})
-	}
-}
-
-// TestResumeMidRestore crashes after the restore recorded its instances
-// and before it verified them: the resumed rollout reuses them when they
-// are alive and launches anew when one is gone.
-func TestResumeMidRestore(t *testing.T) {
-	for _, tc := range []struct {
-		name      string
-		crashIn   Phase // restoring: after the restore instances were recorded
-		whileDown func(h *harness)
-		first     []string // the traffic Resume sets first
-		restored  bool
-		launched  []string // every instance launched, rollout and restore
-		stopped   []string
-		traffic   []string
-		reason    string
-	}{
-		{
-			name:     "restore instances alive",
-			crashIn:  PhaseRestoring,
-			first:    idsOf("web-3", "web-4", "web-5", "web-6"),
-			restored: true,
-			launched: idsOf("web-10", "web-5", "web-6", "web-7", "web-8", "web-9"),
-			stopped:  idsOf("web-1", "web-2", "web-5", "web-6", "web-7", "web-8"),
-			traffic:  idsOf("web-10", "web-3", "web-4", "web-9"),
-		},
-		{
-			name:      "a restore instance gone",
-			crashIn:   PhaseRestoring,
-			whileDown: func(h *harness) { h.world.vanish("web-9") },
-			first:     idsOf("web-3", "web-4", "web-5", "web-6"),
-			restored:  true,
-			launched:  idsOf("web-10", "web-11", "web-12", "web-5", "web-6", "web-7", "web-8", "web-9"),
-			stopped:   idsOf("web-1", "web-10", "web-2", "web-5", "web-6", "web-7", "web-8", "web-9"),
-			traffic:   idsOf("web-11", "web-12", "web-3", "web-4"),
-		},
-		{
-			name:      "a reused restore instance unhealthy",
-			crashIn:   PhaseRestoring,
-			whileDown: func(h *harness) { h.health.verifyFail["web-9"] = true },
-			first:     idsOf("web-3", "web-4", "web-5", "web-6"),
-			launched:  idsOf("web-10", "web-5", "web-6", "web-7", "web-8", "web-9"),
-			stopped:   idsOf("web-1", "web-10", "web-2", "web-7", "web-8", "web-9"),
-			traffic:   idsOf("web-3", "web-4", "web-5", "web-6"),
-			reason:    "could not restore web:1.0.0 in place of web-5, web-6 (verifying web-9, web-10: web-9 is unhealthy",
-		},
-		{
-			name:      "a restore instance vanished before the earlier green stopped",
-			crashIn:   PhaseRestoreDraining,
-			whileDown: func(h *harness) { h.world.vanish("web-9") },
-			first:     idsOf("web-10", "web-3", "web-4"),
-			launched:  idsOf("web-10", "web-5", "web-6", "web-7", "web-8", "web-9"),
-			stopped:   idsOf("web-1", "web-10", "web-2", "web-7", "web-8", "web-9"),
-			traffic:   idsOf("web-3", "web-4", "web-5", "web-6"),
-			reason:    "restored instance web-9 vanished, so web-5, web-6 keep serving web:1.1.0",
-		},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(4)
-			h.health.verifyFail = map[string]bool{"web-7": true}
-			ctx, cancel := context.WithCancel(t.Context())
-			defer cancel()
-			h.store.cancel = cancel
-			h.store.crashIf = func(st RolloutState) bool { return st.Phase == tc.crashIn && len(st.Restore) > 0 }
-			saved, err := h.rollout(with(fast, func(o *Options) { o.Surge = 50 })).Start(ctx, 7, v2, h.blue)
-			if err == nil || saved.Phase != tc.crashIn || !slices.Equal(saved.Restore, idsOf("web-9", "web-10")) {
-				t.Fatalf("crashed Start: %s with restore %v, %v; want %s with web-9, web-10 and an error", saved.Phase, saved.Restore, err, tc.crashIn)
-			}
-			h.store.crashIf = nil
-			st := resumeAfter(t, h, saved, tc.whileDown)
-			if st.Phase != PhaseRolledBack || st.Restored != tc.restored {
-				t.Fatalf("phase %s, restored %t (%s); want rolled-back and restored %t", st.Phase, st.Restored, st.Reason, tc.restored)
-			}
-			if !strings.Contains(st.Reason, tc.reason) {
-				t.Errorf("reason %q, want it to contain %q", st.Reason, tc.reason)
-			}
-			if first, want := h.traffic.sets[0], h.addrs(tc.first...); !slices.Equal(first, want) {
-				t.Errorf("Resume first set traffic to %v, want Serving() %v", first, want)
-			}
-			if got := slices.Sorted(slices.Values(h.world.launched)); !slices.Equal(got, tc.launched) {
-				t.Errorf("launched %v, want %v", got, tc.launched)
-			}
-			if got := h.world.stoppedIDs(); !slices.Equal(got, tc.stopped) {
-				t.Errorf("stopped %v, want %v", got, tc.stopped)
-			}
-			if got, want := h.traffic.current(), h.addrs(tc.traffic...); !slices.Equal(got, want) {
-				t.Errorf("final traffic %v, want %v", got, want)
-			}
-		})
-	}
 }
 
 // The restore's window is the progress deadline the rollout was given,
@@ -679,24 +407,9 @@ func TestRestoreWindow(t *testing.T) {
 	}
 }
 
-func TestResumeTerminalOnlyRestoresTraffic(t *testing.T) {
-	h := newHarness(2)
-	st, err := h.rollout(fast).Start(t.Context(), 1, v2, h.blue)
-	if err != nil || st.Phase != PhaseSucceeded {
-		t.Fatalf("Start: %s, %v", st.Phase, err)
-	}
-	n := len(h.store.states)
-	h.resetTraffic()
-	again, err := h.rollout(Options{}).Resume(t.Context(), st)
-	if err != nil || again.Phase != PhaseSucceeded || len(h.store.states) != n {
-		t.Fatalf("Resume of a finished rollout: %s, %v, %d new states", again.Phase, err, len(h.store.states)-n)
-	}
-	if got, want := h.traffic.current(), h.addrs("web-3", "web-4"); !slices.Equal(got, want) {
-		t.Errorf("traffic %v, want %v", got, want)
-	}
-}
-
-func TestPersistFailureStopsAndResumes(t *testing.T) {
+// A Persist that fails stops the rollout where it is, before the phase it
+// could not record is acted on; the supervisor then settles it.
+func TestPersistFailureStops(t *testing.T) {
 	h := newHarness(2)
 	h.store.failAt = 3 // verifying → switching
 	saved, err := h.rollout(fast).Start(t.Context(), 1, v2, h.blue)
@@ -708,10 +421,6 @@ func TestPersistFailureStopsAndResumes(t *testing.T) {
 	}
 	if h.traffic.current() != nil {
 		t.Fatalf("traffic switched although the switch was never persisted: %v", h.traffic.current())
-	}
-	st, err := h.rollout(Options{}).Resume(t.Context(), saved)
-	if err != nil || st.Phase != PhaseSucceeded {
-		t.Fatalf("Resume: %s, %v", st.Phase, err)
 	}
 	checkPersisted(t, h.store)
 }
@@ -771,30 +480,6 @@ func waitPaused(t *testing.T, r *Rollout, done chan result) {
 	}
 }
 
-func TestResumeWhilePaused(t *testing.T) {
-	h := newHarness(1)
-	ctx, cancel := context.WithCancel(t.Context())
-	r := h.rollout(with(fast, func(o *Options) { o.AutoPromote = false }))
-	done := make(chan result, 1)
-	go func() { st, err := r.Start(ctx, 1, v2, h.blue); done <- result{st, err} }()
-	waitPaused(t, r, done)
-	cancel()
-	saved := (<-done).st
-	if saved.PausedAt.IsZero() || saved.Phase != PhaseVerifying {
-		t.Fatalf("crashed state %s paused at %v", saved.Phase, saved.PausedAt)
-	}
-	r2 := h.rollout(Options{})
-	res := make(chan result, 1)
-	go func() { st, err := r2.Resume(t.Context(), saved); res <- result{st, err} }()
-	waitPaused(t, r2, res)
-	if err := r2.Promote(); err != nil {
-		t.Fatal(err)
-	}
-	if got := <-res; got.err != nil || got.st.Phase != PhaseSucceeded {
-		t.Fatalf("resumed paused rollout ended %s (%s), %v", got.st.Phase, got.st.Reason, got.err)
-	}
-}
-
 func TestStartRejects(t *testing.T) {
 	w, blue := newFakeWorld(2, v1)
 	noPort := newFakeInstance("web-9", v1, nil)
@@ -826,33 +511,6 @@ func TestStartRejects(t *testing.T) {
 			_, err := r.Start(t.Context(), 1, tc.target, tc.blue)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Start: %v, want %q", err, tc.want)
-			}
-		})
-	}
-}
-
-func TestResumeRejects(t *testing.T) {
-	h := newHarness(1)
-	good := RolloutState{Phase: PhaseBaking, Blue: []string{"web-1"}, Surge: 100}
-	tests := []struct {
-		name string
-		st   RolloutState
-		edit func(r *Rollout)
-		want string
-	}{
-		{"unknown phase", RolloutState{Phase: "paused", Blue: []string{"web-1"}, Surge: 100}, nil, "unknown phase"},
-		{"no blue", RolloutState{Phase: PhaseBaking, Surge: 100}, nil, "no blue"},
-		{"bad surge", RolloutState{Phase: PhaseBaking, Blue: []string{"web-1"}}, nil, "surge 0"},
-		{"no lookup", good, func(r *Rollout) { r.Lookup = nil }, "needs Lookup"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			r := h.rollout(Options{})
-			if tc.edit != nil {
-				tc.edit(r)
-			}
-			if _, err := r.Resume(t.Context(), tc.st); err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Resume: %v, want %q", err, tc.want)
 			}
 		})
 	}

@@ -46,8 +46,13 @@ func notFound(r Ref) error {
 	return &kindError{fmt.Sprintf("image %s not found; see \"kiln images ls\"", r), ErrNotFound}
 }
 
-func exists(r Ref) error {
-	return &kindError{fmt.Sprintf("image %s already exists; use --force to replace it", r), ErrExists}
+func exists(r Ref) error { return ExistsError(r, "choose another version") }
+
+// ExistsError says r is taken, with advice on what to do instead; it
+// matches ErrExists. The message names no flag: the command that can
+// override it adds that (cmd/kiln's force hint).
+func ExistsError(r Ref, advice string) error {
+	return &kindError{fmt.Sprintf("image %s already exists; %s", r, advice), ErrExists}
 }
 
 // Limits keep names usable as single file names on every filesystem.

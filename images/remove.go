@@ -40,13 +40,13 @@ func (s *Store) RemoveChecked(r Ref, inUse map[string]string, force bool) error 
 		}
 		kids, err := s.children(m)
 		if err != nil {
-			return fmt.Errorf("cannot tell whether other images are built on %s: %w; fix the store or pass --force", r, err)
+			return &kindError{fmt.Sprintf("cannot tell whether other images are built on %s: %v; fix the store", r, err), ErrInUse}
 		}
 		if len(kids) > 0 {
-			return &kindError{fmt.Sprintf("%s is the base of %s; remove those first or pass --force", r, nameRefs(kids)), ErrInUse}
+			return &kindError{fmt.Sprintf("%s is the base of %s; remove those first", r, nameRefs(kids)), ErrInUse}
 		}
 		if who, ok := inUse[m.Digest]; ok {
-			return &kindError{fmt.Sprintf("%s is in use by %s; stop it first or pass --force", r, orSomething(who)), ErrInUse}
+			return &kindError{fmt.Sprintf("%s is in use by %s; stop it first", r, orSomething(who)), ErrInUse}
 		}
 	}
 	return s.removeLocked(r)

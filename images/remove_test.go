@@ -17,10 +17,10 @@ func TestRemoveChecked(t *testing.T) {
 		wantErr string
 		inUseIs bool // error matches ErrInUse
 	}{
-		{name: "has children", ref: "hello:1.0.0", wantErr: "hello:1.0.0 is the base of hello:1.1.0, web:1; remove those first or pass --force", inUseIs: true},
+		{name: "has children", ref: "hello:1.0.0", wantErr: "hello:1.0.0 is the base of hello:1.1.0, web:1; remove those first", inUseIs: true},
 		{name: "has children, forced", ref: "hello:1.0.0", force: true},
 		{name: "leaf", ref: "web:1"},
-		{name: "in use", ref: "solo:1", inUse: map[string]string{"solo": "fleet web (web-3)"}, wantErr: "solo:1 is in use by fleet web (web-3); stop it first or pass --force", inUseIs: true},
+		{name: "in use", ref: "solo:1", inUse: map[string]string{"solo": "fleet web (web-3)"}, wantErr: "solo:1 is in use by fleet web (web-3); stop it first", inUseIs: true},
 		{name: "in use, no name", ref: "solo:1", inUse: map[string]string{"solo": ""}, wantErr: "solo:1 is in use by something running", inUseIs: true},
 		{name: "in use, forced", ref: "solo:1", inUse: map[string]string{"solo": "fleet web (web-3)"}, force: true},
 		{name: "other digest in use", ref: "solo:1", inUse: map[string]string{testDigest: "fleet x"}},

@@ -142,7 +142,7 @@ func (s *Store) CheckUsable(m Manifest, force bool) error {
 		return nil
 	}
 	if rv, ok := s.Revoked(m.Ref()); ok {
-		return &kindError{fmt.Sprintf("image %s is revoked: %s (pass --force to use it anyway)", m.Ref(), rv.Reason), ErrRevoked}
+		return &kindError{fmt.Sprintf("image %s is revoked: %s", m.Ref(), rv.Reason), ErrRevoked}
 	}
 	return nil
 }

@@ -268,7 +268,7 @@ func TestAddExistingAndForce(t *testing.T) {
 	second := filepath.Join(dir, "second.qcow2")
 	d2 := writeQcow2(t, second, 2<<30, "second", "")
 	_, err := s.Add(ctx, manifestFor("hello:1.0.0"), second, AddOptions{})
-	want := "image hello:1.0.0 already exists; use --force to replace it"
+	want := "image hello:1.0.0 already exists; choose another version"
 	if !errors.Is(err, ErrExists) || err.Error() != want {
 		t.Fatalf("second Add error = %v, want %q", err, want)
 	}

@@ -290,7 +290,7 @@ func planPull(store *images.Store, cfg Config, po PullOptions) ([]step, error) {
 		case err == nil && local.Digest == m.Digest:
 			// present under this very ref
 		case err == nil && isTop && !po.Force:
-			return nil, fmt.Errorf("%s is already stored here as a different image (%s, not %s); pull it under another --name/--version, or pass --force to replace it", r, short(local.Digest), short(m.Digest))
+			return nil, images.ExistsError(r, fmt.Sprintf("it is stored here as a different image (%s, not %s): pull it under another name:version", short(local.Digest), short(m.Digest)))
 		case err == nil && isTop:
 			p.replace = true
 			p.src = blob

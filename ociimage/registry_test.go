@@ -501,7 +501,7 @@ func TestPullRefusesToReplaceADifferentImage(t *testing.T) {
 	b := chainStore(t)
 	before := treeString(t, b)
 	_, err := Pull(ctx, b, ref(t, reg.Host+"/hello:1.0.0"), PullOptions{}, Options{})
-	if err == nil || !strings.Contains(err.Error(), "already stored here as a different image") {
+	if err == nil || !strings.Contains(err.Error(), "it is stored here as a different image") {
 		t.Fatalf("pull over a different hello:1.0.0: %v", err)
 	}
 	if after := treeString(t, b); after != before {

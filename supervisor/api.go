@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/kiln-dev/kiln/images"
 )
 
 // listenAPI serves the CLI on the fleet's unix socket (0600 in a 0700
@@ -74,9 +76,28 @@ func writeJSONResponse(w http.ResponseWriter, code int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
+// errorKinds are the store's refusals an API error keeps across the socket,
+// so the CLI can tell them apart (and say which flag overrides them).
+var errorKinds = map[string]error{"revoked": images.ErrRevoked, "exists": images.ErrExists, "in-use": images.ErrInUse}
+
 func writeError(w http.ResponseWriter, code int, err error) {
-	writeJSONResponse(w, code, map[string]string{"error": err.Error()})
+	body := map[string]string{"error": err.Error()}
+	for name, kind := range errorKinds {
+		if errors.Is(err, kind) {
+			body["kind"] = name
+		}
+	}
+	writeJSONResponse(w, code, body)
 }
+
+// apiError is an error the supervisor returned, with its kind if it had one.
+type apiError struct {
+	msg  string
+	kind error
+}
+
+func (e *apiError) Error() string { return e.msg }
+func (e *apiError) Unwrap() error { return e.kind }
 
 // Client talks to a fleet's supervisor.
 type Client struct {
@@ -117,9 +138,9 @@ func (c *Client) do(method, path string, body, out any) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
+		var e struct{ Error, Kind string }
 		json.NewDecoder(resp.Body).Decode(&e)
-		return errors.New(e.Error)
+		return &apiError{msg: e.Error, kind: errorKinds[e.Kind]}
 	}
 	if out != nil {
 		return json.NewDecoder(resp.Body).Decode(out)

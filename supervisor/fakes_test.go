@@ -135,6 +135,7 @@ func (h *fakeHost) Reconnect(ctx context.Context, m member) error {
 }
 
 func (h *fakeHost) SetAccel(c qemu.Choice) {}
+func (h *fakeHost) SetCold()               {}
 
 func (h *fakeHost) Reap(keep map[string]bool) {
 	h.mu.Lock()

@@ -27,6 +27,9 @@ type RolloutRequest struct {
 	// replacements) run under, as the CLI's accelerator probe chose it.
 	Accel qemu.Accel `json:"accel,omitempty"`
 	CPU   string     `json:"cpu_model,omitempty"`
+	// Cold boots the rollout's instances (and the fleet's later ones)
+	// instead of resuming a saved guest, as the fleet's Spec.Cold does.
+	Cold bool `json:"cold,omitempty"`
 }
 
 // traffic lets a rollout move the load balancers: it names instances by
@@ -149,6 +152,9 @@ func (s *Supervisor) startRollout(req RolloutRequest) (int, error) {
 	if req.Accel != "" {
 		s.launch.SetAccel(qemu.Choice{Accel: req.Accel, CPU: req.CPU})
 	}
+	if req.Cold {
+		s.launch.SetCold()
+	}
 	var blue []fleet.Instance
 	for _, id := range s.serving {
 		blue = append(blue, s.insts[id])
@@ -198,7 +204,7 @@ func (s *Supervisor) startRollout(req RolloutRequest) (int, error) {
 		if st.Phase == fleet.PhaseSucceeded && st.Cut > 0 {
 			// Clients lost something: not a plain success.
 			result = ResultSucceededWithCuts
-			st.Reason = fmt.Sprintf("cut %d %s still open at the drain deadline (%s); a longer --drain lets them finish",
+			st.Reason = fmt.Sprintf("cut %d %s still open at the drain deadline (%s); a longer drain window lets them finish",
 				st.Cut, s.cutWhat(port), st.Drain)
 		}
 		if st.Phase == fleet.PhaseSucceeded {

@@ -98,7 +98,7 @@ func (s Spec) Validate() error {
 	switch s.Front {
 	case "", fleet.FrontHTTP, fleet.FrontTCP:
 	default:
-		return fmt.Errorf("--front %q: use http (a reverse proxy that routes each request) or tcp", s.Front)
+		return &FieldError{"front", strconv.Quote(string(s.Front)), "use http (a reverse proxy that routes each request) or tcp"}
 	}
 	return nil
 }

@@ -52,6 +52,9 @@ type machines interface {
 	// SetAccel changes what instances started from now on run under (a
 	// rollout's --accel).
 	SetAccel(c qemu.Choice)
+	// SetCold makes instances started from now on boot instead of
+	// resuming a saved guest (a rollout's --cold).
+	SetCold()
 }
 
 // vm is a fleet instance backed by a QEMU guest.
@@ -106,6 +109,13 @@ type launcher struct {
 
 	mu     sync.Mutex
 	nextID func() int // hands out instance numbers; persisted by the supervisor
+}
+
+// SetCold makes instances started from now on boot cold.
+func (l *launcher) SetCold() {
+	l.mu.Lock()
+	l.spec.Cold = true
+	l.mu.Unlock()
 }
 
 // setAccel changes what instances started from now on run under.

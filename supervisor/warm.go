@@ -39,7 +39,10 @@ type savingBoot struct {
 
 // start boots instance o of image m, warm when it can.
 func (l *launcher) start(ctx context.Context, m images.Manifest, o instance.Options) (*instance.Instance, error) {
-	if l.spec.Cold {
+	l.mu.Lock()
+	cold := l.spec.Cold
+	l.mu.Unlock()
+	if cold {
 		return instance.Launch(ctx, o)
 	}
 	shape := o
@@ -51,28 +54,65 @@ func (l *launcher) start(ctx context.Context, m images.Manifest, o instance.Opti
 	}
 	states := savedstate.Open(images.DefaultPaths().Cache)
 	key := in.Key()
-	for waited := false; ; waited = true {
-		s, found, err := states.Lookup(key)
-		if found && err == nil {
-			inst, rerr := instance.ResumeAs(ctx, o, s)
-			if rerr == nil {
+	return warmStart(ctx, key, warmSteps[*instance.Instance]{
+		lookup: func() (savedstate.State, bool, error) { return states.Lookup(key) },
+		resume: func(s savedstate.State) (*instance.Instance, error) {
+			inst, err := instance.ResumeAs(ctx, o, s)
+			if err == nil {
 				l.log("instance %s resumed from saved state %s in %.1fs", o.Name, key, inst.BootTime.Seconds())
+			}
+			return inst, err
+		},
+		drop: func(err error) {
+			states.Drop(key)
+			l.log("warning: saved state %s does not resume (%v); dropped it, instance %s boots cold", key, err, o.Name)
+		},
+		save: func() (*instance.Instance, error) { return l.bootAndSave(ctx, o, states, in, m) },
+		cold: func() (*instance.Instance, error) { return instance.Launch(ctx, o) },
+		what: m.Ref().String(),
+	})
+}
+
+// warmSteps are what warmStart does with a saved state and the instance it
+// starts; the supervisor's are real, tests give fakes.
+type warmSteps[T any] struct {
+	lookup func() (savedstate.State, bool, error) // the saved state of the key, if any
+	resume func(savedstate.State) (T, error)
+	drop   func(err error)   // the state did not resume (err): remove it, say so
+	save   func() (T, error) // boot, save the state, then become the instance
+	cold   func() (T, error)
+	what   string // the image, for messages
+}
+
+// warmStart starts one instance from the saved state of key: it resumes
+// the state when there is one (dropping it and booting cold when it does
+// not resume); when there is none, the first caller boots and saves it
+// while every other caller for the same key waits and then resumes it,
+// rather than all booting. If the saving boot fails, the waiters fail
+// too (their batch fails with it anyway); if it booted but could not
+// save, they boot cold.
+func warmStart[T any](ctx context.Context, key string, w warmSteps[T]) (T, error) {
+	var zero T
+	for waited := false; ; waited = true {
+		s, found, err := w.lookup()
+		if found && err == nil {
+			inst, rerr := w.resume(s)
+			if rerr == nil {
 				return inst, nil
 			}
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return zero, ctx.Err()
 			}
 			err = rerr
 		}
 		if found {
-			states.Drop(key)
-			l.log("warning: saved state %s does not resume (%v); dropped it, instance %s boots cold", key, err, o.Name)
-			return instance.Launch(ctx, o)
+			w.drop(err)
+			return w.cold()
 		}
 		if waited {
 			// The instance that was to save it booted but could not save:
 			// do not try again.
-			return instance.Launch(ctx, o)
+			return w.cold()
 		}
 		saving.Lock()
 		sb, busy := saving.m[key]
@@ -85,16 +125,14 @@ func (l *launcher) start(ctx context.Context, m images.Manifest, o instance.Opti
 			select {
 			case <-sb.done:
 				if sb.err != nil {
-					// The batch fails with that instance anyway: do not
-					// make it wait for another boot first.
-					return nil, fmt.Errorf("the instance that was to save a guest of %s failed: %w", m.Ref(), sb.err)
+					return zero, fmt.Errorf("the instance that was to save a guest of %s failed: %w", w.what, sb.err)
 				}
 				continue
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return zero, ctx.Err()
 			}
 		}
-		inst, err := l.bootAndSave(ctx, o, states, in, m)
+		inst, err := w.save()
 		saving.Lock()
 		sb.err = err
 		close(sb.done)

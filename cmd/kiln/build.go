@@ -64,7 +64,7 @@ func cmdBuild(ctx context.Context, args []string) error {
 	tf.add(fs)
 	var pf packerFlags
 	pf.add(fs)
-	force := fs.Bool("force", false, "replace an existing name:version")
+	force := forceFlag(fs, "replace an existing name:version")
 	onError := fs.String("on-error", "cleanup", "on failure: cleanup (stop the VM, remove everything) or abort (keep the VM running to debug)")
 	accel := addAccelFlag(fs)
 	asJSON := fs.Bool("json", false, "print the manifest as JSON when done")

@@ -129,7 +129,7 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	var hf healthFlags
 	hf.add(fs)
 	file := fs.StringP("file", "f", "", "read the fleet from an HCL fleet file instead of these flags")
-	force := fs.Bool("force", false, "run a revoked image anyway")
+	force := forceFlag(fs, "run a revoked image anyway")
 	accel := addAccelFlag(fs)
 	front := fs.String("front", "", "front kind: http (a reverse proxy routing each request; the default for the port an --health-http check probes) or tcp")
 	var vars, varFiles []string
@@ -320,7 +320,7 @@ func specProblem(err error, file string) string {
 	if file != "" {
 		return fmt.Sprintf("%s: %s", file, fe)
 	}
-	flag := map[string]string{"name": "fleet name", "count": "--count", "port": "--port", "image": "--image"}[fe.Field]
+	flag := map[string]string{"name": "fleet name", "count": "--count", "port": "--port", "image": "--image", "front": "--front"}[fe.Field]
 	return fmt.Sprintf("%s %s: %s", flag, fe.Value, fe.Problem)
 }
 

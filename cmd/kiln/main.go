@@ -66,6 +66,7 @@ func main() {
 }
 
 func realMain(ctx context.Context, args []string, stderr io.Writer) int {
+	forceFlagged = false // set again by the command that defines --force
 	setupLogging(args)
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stderr)
@@ -104,7 +105,7 @@ func realMain(ctx context.Context, args []string, stderr io.Writer) int {
 	default:
 		// Messages quote names, paths and text from outside kiln: escaped,
 		// so they cannot drive the terminal.
-		fmt.Fprintf(stderr, "kiln %s: %s\n", commandName(args), termsafe.Text(err.Error()))
+		fmt.Fprintf(stderr, "kiln %s: %s\n", commandName(args), termsafe.Text(forceHint(err).Error()))
 		return 1
 	}
 }

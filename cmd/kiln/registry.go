@@ -226,7 +226,7 @@ func inUseRoots(ctx context.Context, store *images.Store) map[string]string {
 
 func cmdImagesRemove(ctx context.Context, args []string) error {
 	fs := newFlags("images rm", "images rm REF [--force]")
-	force := fs.Bool("force", false, "remove even if a fleet runs it or another version is built on it")
+	force := forceFlag(fs, "remove even if a fleet runs it or another version is built on it")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -290,7 +290,7 @@ func cmdImagesImport(ctx context.Context, args []string) error {
 	fs := newFlags("images import", "images import FILE --name NAME --version VERSION [--force]")
 	name := fs.String("name", "", "image name")
 	ver := fs.String("version", "", "image version")
-	force := fs.Bool("force", false, "replace an existing name:version")
+	force := forceFlag(fs, "replace an existing name:version")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

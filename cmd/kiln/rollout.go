@@ -20,6 +20,7 @@ type rolloutFlags struct {
 	autoPromote, detach   bool
 	force                 bool
 	accel                 string
+	cold                  bool
 	health                healthFlags
 }
 
@@ -34,8 +35,9 @@ func (r *rolloutFlags) add(fs interface {
 	fs.DurationVar(&r.deadline, "progress-deadline", 10*time.Minute, "the whole rollout must finish within this")
 	fs.BoolVar(&r.autoPromote, "auto-promote", true, "switch as soon as green is healthy (false: wait for `kiln rollout promote`)")
 	fs.BoolVar(&r.detach, "detach", false, "return at once instead of following the rollout")
-	fs.BoolVar(&r.force, "force", false, "roll out a revoked image anyway")
+	forceFlagVar(fs, &r.force, "roll out a revoked image anyway")
 	fs.StringVar(&r.accel, "accel", "", accelUsage+"; for the instances this rollout starts")
+	fs.BoolVar(&r.cold, "cold", false, "boot the instances this rollout starts (and the fleet's later ones) instead of resuming a saved guest")
 }
 
 func (r *rolloutFlags) request(ctx context.Context, name, to string, rollback bool) (supervisor.RolloutRequest, error) {
@@ -52,7 +54,7 @@ func (r *rolloutFlags) request(ctx context.Context, name, to string, rollback bo
 		return supervisor.RolloutRequest{}, err
 	}
 	req := supervisor.RolloutRequest{To: to, Surge: surge, Bake: r.bake, Drain: r.drain,
-		ProgressDeadline: r.deadline, AutoPromote: r.autoPromote, Check: check, Rollback: rollback, Force: r.force}
+		ProgressDeadline: r.deadline, AutoPromote: r.autoPromote, Check: check, Rollback: rollback, Force: r.force, Cold: r.cold}
 	ar, err := parseAccel(r.accel)
 	if err != nil {
 		return req, err

@@ -31,7 +31,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	accel := addAccelFlag(fs)
 	bootTimeout := fs.Duration("boot-timeout", instance.DefaultBootTimeout, "how long to wait for SSH")
 	firmware := fs.String("firmware", "bios", "bios, or uefi (needs the ovmf package)")
-	force := fs.Bool("force", false, "boot a revoked image anyway")
+	force := forceFlag(fs, "boot a revoked image anyway")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -140,7 +140,7 @@ func cmdImagesPull(ctx context.Context, args []string) error {
 	fs := newFlags("images pull", "images pull REGISTRY/REPO[:TAG|@sha256:…] [--name N] [--version V] [--force] [--username U --password-stdin] [--plain-http] [--json]")
 	name := fs.String("name", "", "store it under this name instead of the pushed one")
 	ver := fs.String("version", "", "store it under this version instead of the pushed one")
-	force := fs.Bool("force", false, "replace a different image stored under the same name:version")
+	force := forceFlag(fs, "replace a different image stored under the same name:version")
 	var rf registryFlags
 	rf.add(fs)
 	if err := parseFlags(fs, args); err != nil {
