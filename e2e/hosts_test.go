@@ -47,23 +47,6 @@ func (st hostsState) hostsOf() []string {
 	return out
 }
 
-// needHello makes sure hello:1.0.0 and hello:1.1.0 (layered on it) are in
-// the store: a full run has them from TestBuildHello; a run of this test
-// alone builds them.
-func needHello(t *testing.T) {
-	t.Helper()
-	if r := kilnCmd(t, time.Minute, "images", "show", "hello:1.0.0"); r.code != 0 {
-		if r := kilnCmd(t, 20*time.Minute, "build", helloTemplate); r.code != 0 {
-			t.Fatalf("kiln build hello 1.0.0: exit %d", r.code)
-		}
-	}
-	if r := kilnCmd(t, time.Minute, "images", "show", "hello:1.1.0"); r.code != 0 {
-		if r := kilnCmd(t, 20*time.Minute, "build", helloTemplate, "--var", "version=1.1.0", "--var", "base=hello:1.0.0"); r.code != 0 {
-			t.Fatalf("kiln build hello 1.1.0: exit %d", r.code)
-		}
-	}
-}
-
 // kilnDomainsOn lists what kiln left on a test host for fleet: its
 // domains (any state) and its instances' volumes, as virsh sees them.
 func kilnDomainsOn(t *testing.T, d *libvirttest.Daemon, fleetName string) []string {

@@ -259,6 +259,10 @@ func (l *hostLauncher) Reap(keep map[string]bool) {
 // offer (kvm where it can, else TCG).
 func (l *hostLauncher) SetAccel(qemu.Choice) {}
 
+// SetCold does nothing: instances on hosts always boot (saved guests stay
+// on this machine).
+func (l *hostLauncher) SetCold() {}
+
 // remoteVM is a fleet instance running as a libvirt domain.
 type remoteVM struct {
 	*libvirthost.Instance
