@@ -145,7 +145,7 @@ func (l *hostLauncher) Launch(ctx context.Context, version string, n int) ([]mem
 					Fleet: l.spec.Name, ID: id, Version: m.Ref().String(), Chain: chain,
 					CPUs: l.spec.CPUs, MemoryMiB: l.spec.MemoryMiB, GuestPorts: l.guestPorts(),
 				},
-				Dir: l.dirs.Instance(id), Log: l.log,
+				Dir: l.dirs.Instance(id), Log: l.log, BootTimeout: hostBootTimeout,
 			})
 			if err != nil {
 				err = fmt.Errorf("instance %s: %w", id, err)
@@ -293,6 +293,11 @@ func (r *remoteVM) remove() error {
 	}
 	return err
 }
+
+// hostBootTimeout bounds a guest's wait for SSH on a host: longer than on
+// this machine, since a host may run its domains under TCG beside other
+// fleets' (a loaded TCG host has taken over five minutes).
+const hostBootTimeout = 12 * time.Minute
 
 // hostDialTimeout bounds connecting to a host; a host that does not answer
 // in time is unreachable for this round and asked again on the next.
