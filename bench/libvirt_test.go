@@ -95,9 +95,13 @@ func (b *bencher) libvirt() {
 	top := chains[0][len(chains[0])-1]
 	for i := range b.s.fleetRuns {
 		start := time.Now()
-		info, err := c.Info()
+		// What the supervisor's host launcher does for each instance: ask
+		// the host (free memory, kiln's domains there), place, make sure
+		// the chain is there, launch with the host's forward address.
+		cand := c.Candidate("bench")
+		err := cand.Err
 		if err == nil {
-			_, err = libvirthost.Place([]libvirthost.Candidate{{Name: h.Name, FreeMemory: info.FreeMemory}}, 1, 512<<20)
+			_, err = libvirthost.Place([]libvirthost.Candidate{cand}, 1, 512<<20)
 		}
 		var inst *libvirthost.Instance
 		if err == nil {
@@ -108,6 +112,7 @@ func (b *bencher) libvirt() {
 				DomainOptions: libvirthost.DomainOptions{
 					Fleet: "bench", ID: fmt.Sprintf("bench-%d", i+1), Version: ms[0].Ref().String(),
 					Chain: chains[0], CPUs: 1, MemoryMiB: 512, GuestPorts: []int{8080},
+					ForwardAddr: libvirthost.ForwardAddr(h),
 				},
 				Dir: filepath.Join(root, "inst", fmt.Sprint(i)),
 			})

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -229,14 +230,23 @@ func (i *Instance) SSHCommand() string {
 
 // SSHArgs are OpenSSH's arguments for the guest whose run folder is dir:
 // its key, its known host key, and the forwarded port.
-func SSHArgs(dir string, port int) string {
-	return fmt.Sprintf("-i %s -o UserKnownHostsFile=%s -o HostKeyAlias=%s -o IdentitiesOnly=yes -p %d %s@127.0.0.1",
-		layout.VM(dir).Key(), layout.VM(dir).KnownHosts(), knownHostsAlias, port, User)
+func SSHArgs(dir string, port int) string { return SSHArgsAt(dir, "127.0.0.1", port) }
+
+// SSHArgsAt is SSHArgs for a guest whose port is forwarded on addr (a
+// libvirt host's address) rather than on this machine's loopback.
+func SSHArgsAt(dir, addr string, port int) string {
+	return fmt.Sprintf("-i %s -o UserKnownHostsFile=%s -o HostKeyAlias=%s -o IdentitiesOnly=yes -p %d %s@%s",
+		layout.VM(dir).Key(), layout.VM(dir).KnownHosts(), knownHostsAlias, port, User, addr)
 }
 
 // Connect opens a verified SSH connection to a running guest from the key
 // and host key kept in its run folder, e.g. from another kiln process.
 func Connect(ctx context.Context, dir string, port int) (*provision.Client, error) {
+	return ConnectAt(ctx, dir, "127.0.0.1", port)
+}
+
+// ConnectAt is Connect for a guest whose SSH port is forwarded on addr.
+func ConnectAt(ctx context.Context, dir, addr string, port int) (*provision.Client, error) {
 	keyPEM, err := os.ReadFile(layout.VM(dir).Key())
 	if err != nil {
 		return nil, err
@@ -251,7 +261,7 @@ func Connect(ctx context.Context, dir string, port int) (*provision.Client, erro
 	}
 	hostKey := strings.TrimSpace(strings.TrimPrefix(string(known), knownHostsAlias+" "))
 	return provision.Dial(ctx, provision.Target{
-		Addr: "127.0.0.1:" + strconv.Itoa(port), User: User, Signer: signer,
+		Addr: net.JoinHostPort(addr, strconv.Itoa(port)), User: User, Signer: signer,
 		HostKeys: []string{hostKey}, SerialLog: layout.VM(dir).Serial(),
 	}, 10*time.Second)
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	libvirt "github.com/digitalocean/go-libvirt"
 	"libvirt.org/go/libvirtxml"
@@ -15,6 +17,9 @@ import (
 type Conn struct {
 	Host Host
 	lv   *libvirt.Libvirt
+
+	lost     chan struct{} // closed when a call went unanswered (see bounded)
+	lostOnce sync.Once
 }
 
 // hostErr names the host in an error, as every error of this package does:
@@ -44,7 +49,7 @@ func Dial(ctx context.Context, h Host) (*Conn, error) {
 		if r.err != nil {
 			return nil, fmt.Errorf("%s: unreachable: %w", h, r.err)
 		}
-		return &Conn{Host: h, lv: r.lv}, nil
+		return &Conn{Host: h, lv: r.lv, lost: make(chan struct{})}, nil
 	case <-ctx.Done():
 		go func() { // the dial may still succeed; do not leak its connection
 			if r := <-ch; r.err == nil {
@@ -60,6 +65,19 @@ func (c *Conn) Close() error { return c.lv.Disconnect() }
 
 // Disconnected is closed when the connection to the daemon is lost.
 func (c *Conn) Disconnected() <-chan struct{} { return c.lv.Disconnected() }
+
+// Lost reports whether the host is gone: its connection dropped, or a
+// call went unanswered for callTimeout. A lost Conn is dialled again.
+func (c *Conn) Lost() bool {
+	select {
+	case <-c.lv.Disconnected():
+		return true
+	case <-c.lost:
+		return true
+	default:
+		return false
+	}
+}
 
 // Info is what `kiln hosts ls` shows of a host.
 type Info struct {
@@ -172,4 +190,44 @@ func libvirtCode(err error, codes ...libvirt.ErrorNumber) bool {
 // notFound reports libvirt's "no such domain, pool or volume".
 func notFound(err error) bool {
 	return libvirtCode(err, libvirt.ErrNoDomain, libvirt.ErrNoStoragePool, libvirt.ErrNoStorageVol)
+}
+
+// ForwardAddr is the address on h that its domains' forwarded ports listen
+// on and that kiln dials them at: loopback for the local daemon, and for a
+// remote host the very address kiln reaches its libvirtd at (loopback there
+// would be reachable only from the host itself). Guest ports of a remote
+// host are therefore open to whoever reaches that address: keep such hosts
+// on a lab or management network, as their libvirtd already is.
+func ForwardAddr(h Host) string {
+	u, err := ParseURI(h.URI)
+	if err != nil || u.Hostname() == "" {
+		return DefaultForwardAddr
+	}
+	return u.Hostname()
+}
+
+// callTimeout bounds one libvirt call that polls a host: go-libvirt waits
+// for an answer until the connection drops, and a host that vanished from
+// the network (no reset, no FIN) takes TCP minutes to notice.
+const callTimeout = 10 * time.Second
+
+// errNoAnswer is a host that did not answer a call within callTimeout.
+var errNoAnswer = fmt.Errorf("unreachable: no answer from its libvirtd in %s", callTimeout)
+
+// bounded runs fn, giving up after callTimeout. A call that timed out
+// marks the connection lost (and closes it as far as go-libvirt can): to
+// kiln the host is then gone, as if it had crashed.
+func (c *Conn) bounded(fn func() error) error {
+	ch := make(chan error, 1)
+	go func() { ch <- fn() }()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(callTimeout):
+		c.lostOnce.Do(func() { close(c.lost) })
+		// Disconnect itself asks the daemon first, so it may hang as long
+		// as the host does; it must not hold anyone up.
+		go c.lv.Disconnect()
+		return errNoAnswer
+	}
 }

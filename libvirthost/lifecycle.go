@@ -3,9 +3,10 @@ package libvirthost
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -232,9 +233,19 @@ func (d *Domain) watch() {
 		case <-d.c.Disconnected():
 			d.finish(d.c.hostErr("connection lost"))
 			return
+		case <-d.c.lost:
+			d.finish(d.c.hostErr("%w", errNoAnswer))
+			return
 		case <-t.C:
-			state, _, err := d.c.lv.DomainGetState(d.dom, 0)
+			var state int32
+			err := d.c.bounded(func() (err error) {
+				state, _, err = d.c.lv.DomainGetState(d.dom, 0)
+				return err
+			})
 			switch {
+			case errors.Is(err, errNoAnswer):
+				d.finish(d.c.hostErr("%w", err))
+				return
 			case notFound(err):
 				d.finish(d.c.hostErr("domain %s is gone", d.Name))
 				return
@@ -283,7 +294,7 @@ func (d *Domain) HostPort(g int) int {
 // Addr is where kiln reaches guest port g, or "" when it is not forwarded.
 func (d *Domain) Addr(g int) string {
 	if p := d.HostPort(g); p != 0 {
-		return fmt.Sprintf("%s:%d", d.Meta.Address, p)
+		return net.JoinHostPort(d.Meta.Address, strconv.Itoa(p))
 	}
 	return ""
 }
@@ -295,6 +306,12 @@ func (d *Domain) Stop(ctx context.Context, timeout time.Duration) error {
 	var errs []error
 	d.stopOnce.Do(func() {
 		close(d.unwatch)
+		if d.c.Lost() {
+			// Every call would wait on a host that is gone; what is left
+			// there goes when it answers again (RemoveFleet).
+			errs = append(errs, d.c.hostErr("unreachable: domain %s and its volumes stay there until kiln can remove them", d.Name))
+			return
+		}
 		if err := d.c.lv.DomainShutdown(d.dom); err == nil {
 			deadline := time.Now().Add(timeout)
 			for time.Now().Before(deadline) && ctx.Err() == nil {

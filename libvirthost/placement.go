@@ -2,6 +2,7 @@ package libvirthost
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -74,4 +75,35 @@ func noHostError(hosts []Candidate, memory uint64, placed, n int) error {
 		}
 	}
 	return fmt.Errorf("placed %d of %d instances, no host can take more (%s)", placed, n, strings.Join(why, "; "))
+}
+
+// Candidate asks the host what placement needs of it: its free memory and
+// how many kiln instances run there, of fleet and of every fleet. A host
+// that fails to answer (or answers too slowly) comes back with Err set.
+func (c *Conn) Candidate(fleet string) Candidate {
+	cand := Candidate{Name: c.Host.Name}
+	var free uint64
+	var doms []Metadata
+	err := c.bounded(func() (err error) {
+		if free, err = c.lv.NodeGetFreeMemory(); err != nil {
+			return c.hostErr("free memory: %w", err)
+		}
+		doms, err = c.KilnDomains("")
+		return err
+	})
+	if errors.Is(err, errNoAnswer) {
+		err = c.hostErr("%w", err)
+	}
+	if err != nil {
+		cand.Err = err
+		return cand
+	}
+	cand.FreeMemory = free
+	for _, m := range doms {
+		cand.Total++
+		if m.Fleet == fleet {
+			cand.Fleet++
+		}
+	}
+	return cand
 }

@@ -4,6 +4,7 @@
 # internal/libvirttest):
 #
 #   libvirt-host.sh start ROOT ADDR PORT [NETNS]   libvirtd + virtlogd, qemu+tcp://ADDR:PORT/system
+#                                                   (again after its libvirtd died: a restart)
 #   libvirt-host.sh stop ROOT                       kills its domains' QEMUs and its daemons
 #
 # Each host has its own /etc/libvirt, /run/libvirt, /var/lib/libvirt,
@@ -26,7 +27,14 @@ start)
 	getent group libvirt-qemu >/dev/null || groupadd --system libvirt-qemu
 	getent passwd libvirt-qemu >/dev/null || useradd --system --no-create-home --home-dir /nonexistent \
 		--shell /usr/sbin/nologin --gid libvirt-qemu libvirt-qemu
-	uuid=$(cat /proc/sys/kernel/random/uuid)
+	# A restarted host (start again after its libvirtd died) keeps its UUID
+	# and its virtlogd, and its libvirtd takes back the running domains.
+	[ -s "$root/uuid" ] || cat /proc/sys/kernel/random/uuid >"$root/uuid"
+	uuid=$(cat "$root/uuid")
+	start_logd="virtlogd -d -p '$root/virtlogd.pid' &&"
+	if [ -s "$root/virtlogd.pid" ] && kill -0 "$(cat "$root/virtlogd.pid")" 2>/dev/null; then
+		start_logd=
+	fi
 	cat >"$root/etc/libvirtd.conf" <<EOF
 listen_tls = 0
 listen_tcp = 1
@@ -56,7 +64,7 @@ EOF
 		mount --bind '$root/cache' /var/cache/libvirt &&
 		hostname kiln-test-$(basename "$root") &&
 		if [ -e /dev/kvm ] && [ -e /tmp/nokvm ]; then mount --bind /tmp/nokvm /dev/kvm; fi &&
-		virtlogd -d -p '$root/virtlogd.pid' &&
+		$start_logd
 		exec libvirtd -d -l -p '$root/libvirtd.pid'"
 	if [ -n "$netns" ]; then
 		ip netns exec "$netns" ip link set lo up

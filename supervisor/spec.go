@@ -41,6 +41,9 @@ type Spec struct {
 	CreatedAt time.Time       `json:"created_at"`
 	// Cold boots every instance instead of resuming a saved one.
 	Cold bool `json:"cold,omitempty"`
+	// Hosts are the libvirt hosts (names from `kiln hosts add`) the
+	// instances run on; none = QEMU processes on this machine.
+	Hosts []string `json:"hosts,omitempty"`
 }
 
 // FrontFor is the kind of front serving guest port guest: the one the

@@ -63,6 +63,13 @@ type InstanceRecord struct {
 	Health   string      `json:"health"`
 	Detail   string      `json:"detail,omitempty"`
 	Serving  bool        `json:"serving"` // in the load balancer's set
+	// Host is the libvirt host the instance runs on, and Domain its domain
+	// there; both empty for a QEMU process on this machine.
+	Host   string `json:"host,omitempty"`
+	Domain string `json:"domain,omitempty"`
+	// Address is where the instance's ports are forwarded on its host;
+	// empty = 127.0.0.1 on this machine.
+	Address string `json:"address,omitempty"`
 }
 
 // RolloutSummary is one finished rollout, for `kiln rollout history`.

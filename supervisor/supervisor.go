@@ -79,10 +79,14 @@ func Run(ctx context.Context, data string, name string, accel qemu.Choice, log *
 	s.store = store
 	defer s.stop()
 	ctx = s.ctx // ends on SIGTERM or when the CLI asks the fleet down
-	l := &launcher{spec: spec, dirs: dirs, store: store, accel: accel, life: ctx,
-		log:    func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) },
-		nextID: s.nextID}
-	s.launch = l
+	logf := func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) }
+	if len(spec.Hosts) > 0 {
+		if s.launch, err = hostMachines(data, spec, dirs, store, ctx, logf, s.nextID); err != nil {
+			return err
+		}
+	} else {
+		s.launch = &launcher{spec: spec, dirs: dirs, store: store, accel: accel, life: ctx, log: logf, nextID: s.nextID}
+	}
 	err = s.serve(ctx)
 	failed := err != nil && !errors.Is(err, context.Canceled)
 	if failed {

@@ -136,6 +136,8 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	fs.StringArrayVar(&vars, "var", nil, "set a fleet file variable: NAME=VALUE (repeatable)")
 	fs.StringArrayVar(&varFiles, "var-file", nil, "read fleet file variables from an HCL file (repeatable)")
 	cold := fs.Bool("cold", false, "boot every instance (of this fleet and its rollouts) instead of resuming a saved one")
+	var hostNames []string
+	fs.StringArrayVar(&hostNames, "host", nil, "run the instances on this libvirt host (a name from kiln hosts add; repeatable), spread over them")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -224,6 +226,9 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 	}
 	spec.Image = local
 	spec.Cold = *cold
+	if err := setFleetHosts(&spec, hostNames); err != nil {
+		return err
+	}
 	store, err := openStore()
 	if err != nil {
 		return err
@@ -268,6 +273,7 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 			time.Sleep(500 * time.Millisecond)
 		}
 		supervisor.KillStale(dirs)
+		removeFromHosts(spec)
 		tail := logTail(dirs.Log(), 12)
 		os.RemoveAll(dirs.Root)
 		if tail != "" {
@@ -626,6 +632,9 @@ func cmdFleetStatus(ctx context.Context, args []string) error {
 			ports = append(ports, fmt.Sprintf("%d→%d", h, g))
 		}
 		ports = append(ports, fmt.Sprintf("ssh %d", in.SSHPort))
+		if in.Host != "" {
+			ports = append(ports, "on host "+in.Host)
+		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%v\t%s\t%s\n", in.ID, in.Version, in.Health, in.Serving, strings.Join(ports, " "), time.Since(in.Started).Round(time.Second))
 	}
 	return w.Flush()
@@ -664,7 +673,7 @@ func cmdFleetSSH(ctx context.Context, args []string) error {
 	if err != nil {
 		return errors.New("kiln fleet ssh runs OpenSSH's ssh: apt-get install openssh-client")
 	}
-	argv := append([]string{"ssh"}, strings.Fields(instance.SSHArgs(in.Dir, in.SSHPort))...)
+	argv := append([]string{"ssh"}, strings.Fields(instance.SSHArgsAt(in.Dir, sshAddr(in), in.SSHPort))...)
 	return syscall.Exec(sshPath, argv, os.Environ())
 }
 
@@ -709,7 +718,7 @@ func cmdFleetExec(ctx context.Context, args []string) error {
 }
 
 func execOn(ctx context.Context, in supervisor.InstanceRecord, cmd string, mu *sync.Mutex) (int, error) {
-	c, err := instance.Connect(ctx, in.Dir, in.SSHPort)
+	c, err := instance.ConnectAt(ctx, in.Dir, sshAddr(in), in.SSHPort)
 	if err != nil {
 		return -1, err
 	}
@@ -769,7 +778,8 @@ func cmdFleetDown(ctx context.Context, args []string) error {
 		return usageError{"give a fleet name"}
 	}
 	dirs := fleetDirs(fs.Arg(0))
-	if _, err := supervisor.ReadSpec(dirs); err != nil {
+	spec, err := supervisor.ReadSpec(dirs)
+	if err != nil {
 		return err
 	}
 	st, _ := supervisor.ReadState(dirs)
@@ -799,6 +809,10 @@ func cmdFleetDown(ctx context.Context, args []string) error {
 		}
 	}
 	supervisor.KillStale(dirs)
+	if err := removeFromHosts(spec); err != nil {
+		// The fleet's folder stays, so `kiln fleet down` can try again.
+		return err
+	}
 	if err := os.RemoveAll(dirs.Root); err != nil {
 		return err
 	}

@@ -160,6 +160,9 @@ func cmdHostsRemove(args []string) error {
 	if err != nil {
 		return err
 	}
+	if fleets := fleetsOnHost(fs.Arg(0)); len(fleets) > 0 {
+		return fmt.Errorf("host %s still runs instances of fleet %s: kiln fleet down %s first", fs.Arg(0), strings.Join(fleets, ", "), fleets[0])
+	}
 	if err := hs.Remove(fs.Arg(0)); err != nil {
 		return err
 	}

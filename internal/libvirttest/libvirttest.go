@@ -153,3 +153,33 @@ func (d *Daemon) Stop() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Restart starts the host's libvirtd again after Kill, with the same
+// folders, address, UUID and virtlogd: it takes back the domains whose
+// QEMUs kept running, as a host's daemon does after a crash.
+func (d *Daemon) Restart() error {
+	args := []string{script(), "start", d.Root, d.Addr, strconv.Itoa(d.Port)}
+	if d.Netns != "" {
+		args = append(args, d.Netns)
+	}
+	if out, err := exec.Command("sh", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("restart test libvirt host %s: %v\n%s", d.Name, err, out)
+	}
+	return nil
+}
+
+// Freeze stops the host's libvirtd (SIGSTOP): its connections stay open
+// and nothing answers, as when a host hangs or the network to it drops
+// packets without a reset. Thaw undoes it.
+func (d *Daemon) Freeze() error { return d.signal(syscall.SIGSTOP) }
+
+// Thaw lets a frozen libvirtd run again (SIGCONT).
+func (d *Daemon) Thaw() error { return d.signal(syscall.SIGCONT) }
+
+func (d *Daemon) signal(sig syscall.Signal) error {
+	pid, err := d.pid("libvirtd")
+	if err != nil {
+		return err
+	}
+	return syscall.Kill(pid, sig)
+}
