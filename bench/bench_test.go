@@ -178,7 +178,8 @@ func TestBench(t *testing.T) {
 	if on("dialects") {
 		b.dialects(base)
 	}
-	if on("layered") {
+	// layered builds hello:1.1.0, which sharing, fleets and warm use.
+	if on("layered") || on("sharing") || on("fleets") || on("warm") {
 		b.layered()
 	}
 	if on("sharing") {

@@ -337,24 +337,27 @@ func (p *Pool) upload(ctx context.Context, l Layer) (sent, read int64, err error
 
 // readBackTries bounds how often a read-back that disagrees is repeated.
 // libvirtd may still be writing an upload's last packets when the client
-// library returns (seen on a loaded CI machine: the read-back right after an
-// upload found 0 bytes), so a mismatch is read again after a pause; a volume
-// that is really damaged disagrees every time and fails.
+// library returns, and go-libvirt ends a download at the first empty packet
+// (seen on a loaded CI machine: 0 bytes read back right after an upload), so
+// a mismatch is read again after a pause; a volume that is really damaged
+// disagrees every time and fails.
 const readBackTries = 7
 
+// readBackTimeout bounds one read-back of size bytes: half a minute plus
+// 5 MiB/s, far slower than any link kiln would upload over.
+func readBackTimeout(size int64) time.Duration {
+	return 30*time.Second + time.Duration(size/(5<<20))*time.Second
+}
+
 // readBack reads the volume and returns how many bytes it holds and their
-// digest, repeating a read that disagrees with the layer a few times.
+// digest, repeating a read that disagrees with the layer (or fails) a few
+// times.
 func (p *Pool) readBack(ctx context.Context, vol libvirt.StorageVol, l Layer) (read int64, digest string, err error) {
 	pause := 100 * time.Millisecond
 	for try := 1; ; try++ {
-		h := sha256.New()
-		cw := &countingWriter{w: h}
-		if err := p.c.lv.StorageVolDownload(vol, cw, 0, uint64(l.Size), 0); err != nil {
-			return cw.n, "", err
-		}
-		read, digest = cw.n, "sha256:"+hex.EncodeToString(h.Sum(nil))
-		if (digest == l.Digest && read == l.Size) || try == readBackTries {
-			return read, digest, nil
+		read, digest, err = p.downloadOnce(ctx, vol, l.Size)
+		if (err == nil && digest == l.Digest && read == l.Size) || try == readBackTries {
+			return read, digest, err
 		}
 		select {
 		case <-ctx.Done():
@@ -362,6 +365,40 @@ func (p *Pool) readBack(ctx context.Context, vol libvirt.StorageVol, l Layer) (r
 		case <-time.After(pause):
 		}
 		pause *= 2
+	}
+}
+
+// downloadOnce reads size bytes of the volume over a connection of its own,
+// within readBackTimeout. Its own, because a stream that go-libvirt ends
+// early can leave packets for it that wedge the whole connection (its
+// router blocks on the finished call while holding its lock): a read-back
+// must never take the host's main connection down with it, nor hang.
+func (p *Pool) downloadOnce(ctx context.Context, vol libvirt.StorageVol, size int64) (int64, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, readBackTimeout(size))
+	defer cancel()
+	c, err := Dial(ctx, p.c.Host)
+	if err != nil {
+		return 0, "", err
+	}
+	type result struct {
+		n      int64
+		digest string
+		err    error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		h := sha256.New()
+		cw := &countingWriter{w: h}
+		err := c.lv.StorageVolDownload(vol, cw, 0, uint64(size), 0)
+		ch <- result{cw.n, "sha256:" + hex.EncodeToString(h.Sum(nil)), err}
+	}()
+	select {
+	case r := <-ch:
+		go c.Close() // Disconnect asks the daemon first: nobody waits for it
+		return r.n, r.digest, r.err
+	case <-ctx.Done():
+		go c.Close()
+		return 0, "", fmt.Errorf("no answer within %s: %w", readBackTimeout(size), ctx.Err())
 	}
 }
 
