@@ -104,14 +104,13 @@ func (l *hostLauncher) candidates(ctx context.Context) []libvirthost.Candidate {
 // the image's layers (once per host, under its lock), and starts the
 // instances in parallel. On error the ones that did start are stopped.
 func (l *hostLauncher) Launch(ctx context.Context, version string, n int) ([]member, error) {
-	ref, err := images.ParseRef(version)
+	// Revoked images are allowed here, as on this machine: the CLI and the
+	// rollout refused them already unless forced.
+	img, err := l.store.Use(version, true)
 	if err != nil {
 		return nil, err
 	}
-	m, err := l.store.Resolve(ref)
-	if err != nil {
-		return nil, err
-	}
+	m := img.Manifest
 	chain, err := libvirthost.Chain(l.store, m)
 	if err != nil {
 		return nil, err
