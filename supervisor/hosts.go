@@ -119,11 +119,7 @@ func (l *hostLauncher) Launch(ctx context.Context, version string, n int) ([]mem
 	if err != nil {
 		return nil, fmt.Errorf("fleet %s: %w", l.spec.Name, err)
 	}
-	type result struct {
-		m   member
-		err error
-	}
-	results := make(chan result, n)
+	results := make(chan launched, n)
 	for _, host := range placed {
 		l.mu.Lock()
 		id := fmt.Sprintf("%s-%d", l.spec.Name, l.nextID())
@@ -136,7 +132,7 @@ func (l *hostLauncher) Launch(ctx context.Context, version string, n int) ([]mem
 			stop := context.AfterFunc(ctx, cancel)
 			defer stop()
 			if err := l.ensureChain(life, s, chain); err != nil {
-				results <- result{err: fmt.Errorf("instance %s: %w", id, err)}
+				results <- launched{err: fmt.Errorf("instance %s: %w", id, err)}
 				return
 			}
 			inst, err := s.Launch(life, libvirthost.LaunchOptions{
@@ -149,33 +145,10 @@ func (l *hostLauncher) Launch(ctx context.Context, version string, n int) ([]mem
 			if err != nil {
 				err = fmt.Errorf("instance %s: %w", id, err)
 			}
-			results <- result{inst, err}
+			results <- launched{inst, err}
 		}()
 	}
-	var out []member
-	var firstErr error
-	for range placed {
-		r := <-results
-		if r.err != nil {
-			firstErr = cmpErr(firstErr, r.err)
-			continue
-		}
-		out = append(out, r.m)
-	}
-	if firstErr != nil {
-		for _, m := range out {
-			l.Stop(context.WithoutCancel(ctx), m)
-		}
-		return nil, firstErr
-	}
-	return out, nil
-}
-
-func cmpErr(first, next error) error {
-	if first != nil {
-		return first
-	}
-	return next
+	return gatherBatch(ctx, len(placed), results, l.Stop)
 }
 
 // ensureChain uploads what the host lacks of chain, one upload at a time

@@ -140,11 +140,7 @@ func (l *launcher) Launch(ctx context.Context, version string, n int) ([]member,
 	if l.spec.Check != nil && l.spec.Check.Port != 0 {
 		forwards = appendGuestPort(forwards, l.spec.Check.Port)
 	}
-	type result struct {
-		v   *vm
-		err error
-	}
-	results := make(chan result, n)
+	results := make(chan launched, n)
 	for i := 0; i < n; i++ {
 		l.mu.Lock()
 		id := fmt.Sprintf("%s-%d", l.spec.Name, l.nextID())
@@ -163,16 +159,29 @@ func (l *launcher) Launch(ctx context.Context, version string, n int) ([]member,
 				Accel: accel.Accel, CPU: accel.CPU, Forwards: forwards, Log: l.log,
 			})
 			if err != nil {
-				results <- result{err: fmt.Errorf("instance %s: %w", id, err)}
+				results <- launched{err: fmt.Errorf("instance %s: %w", id, err)}
 				return
 			}
 			start, _ := proc.StartTime(inst.VM.Pid())
-			results <- result{v: &vm{id: id, version: m.Ref().String(), inst: inst, started: time.Now(), pidStart: start}}
+			results <- launched{m: &vm{id: id, version: m.Ref().String(), inst: inst, started: time.Now(), pidStart: start}}
 		}()
 	}
+	return gatherBatch(ctx, n, results, l.Stop)
+}
+
+// launched is one instance of a batch, or why it did not start.
+type launched struct {
+	m   member
+	err error
+}
+
+// gatherBatch waits for a batch's n launches. If any failed it stops the
+// ones that started, so the caller never owns half a batch, and returns the
+// first error.
+func gatherBatch(ctx context.Context, n int, results <-chan launched, stop func(context.Context, member) error) ([]member, error) {
 	var out []member
 	var firstErr error
-	for i := 0; i < n; i++ {
+	for range n {
 		r := <-results
 		if r.err != nil {
 			if firstErr == nil {
@@ -180,11 +189,11 @@ func (l *launcher) Launch(ctx context.Context, version string, n int) ([]member,
 			}
 			continue
 		}
-		out = append(out, r.v)
+		out = append(out, r.m)
 	}
 	if firstErr != nil {
-		for _, inst := range out {
-			l.Stop(context.WithoutCancel(ctx), inst)
+		for _, m := range out {
+			stop(context.WithoutCancel(ctx), m)
 		}
 		return nil, firstErr
 	}
