@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -123,7 +124,7 @@ func (i *Instance) Save(ctx context.Context, p *savedstate.Pending) error {
 		return err
 	}
 	// Only the resume key may log in to the saved guest, not this build's.
-	if err := adopt(ctx, i.SSH, adoption{key: resume.AuthorizedKey}); err != nil {
+	if _, err := adopt(ctx, i.SSH, adoption{key: resume.AuthorizedKey, zero: true}); err != nil {
 		return fmt.Errorf("save: %w", err)
 	}
 	i.SSH.Close()
@@ -135,7 +136,7 @@ func (i *Instance) Save(ctx context.Context, p *savedstate.Pending) error {
 	if err != nil {
 		return errors.Join(saveErr, fmt.Errorf("reconnect after saving: %w", err))
 	}
-	err = adopt(ctx, c, adoption{key: i.Key.AuthorizedKey, entropy: rand.Reader})
+	_, err = adopt(ctx, c, adoption{key: i.Key.AuthorizedKey, entropy: rand.Reader})
 	c.Close()
 	if err != nil {
 		return errors.Join(saveErr, fmt.Errorf("after saving: %w", err))
@@ -280,10 +281,17 @@ func resume(ctx context.Context, o Options, s savedstate.State, ident *identity)
 		return nil, err
 	}
 	slog.Debug("resume: SSH login with the resume key", "at", time.Since(start).Round(time.Millisecond))
-	err = adopt(ctx, c, adoption{key: inst.Key.AuthorizedKey, ident: ident, entropy: rand.Reader})
+	got, err := adopt(ctx, c, adoption{key: inst.Key.AuthorizedKey, ident: ident, entropy: rand.Reader})
 	c.Close()
 	if err != nil {
 		return nil, err
+	}
+	if ident != nil {
+		// A fleet instance runs for long: it should cost the host what it
+		// uses, not all the RAM the state's loading made resident.
+		if err := inst.giveBackFree(ctx, got.memFree); err != nil {
+			return nil, err
+		}
 	}
 	inst.Target.Signer = inst.Key.Signer
 	if err := inst.pinHostKey(ident); err != nil {
@@ -320,7 +328,12 @@ func (i *Instance) Reidentify(ctx context.Context, hostname string) error {
 	if err != nil {
 		return err
 	}
-	if err := adopt(ctx, i.SSH, adoption{key: i.Key.AuthorizedKey, ident: ident, entropy: rand.Reader}); err != nil {
+	got, err := adopt(ctx, i.SSH, adoption{key: i.Key.AuthorizedKey, ident: ident, entropy: rand.Reader})
+	if err != nil {
+		return err
+	}
+	// Zeroing its free memory for the save made all of it resident.
+	if err := i.giveBackFree(ctx, got.memFree); err != nil {
 		return err
 	}
 	i.SSH.Close()
@@ -338,12 +351,20 @@ func (i *Instance) Reidentify(ctx context.Context, hostname string) error {
 //  2. an identity line, "" or "HOSTNAME MACHINE-ID HOSTKEY-HEX PUBKEY-HEX":
 //     a new hostname (/etc/hostname, /etc/hosts, sethostname), machine-id
 //     and SSH host key (the others removed; sshd is told to reload);
+//  3. "zero" or "": zero the guest's free memory before a save. Freed
+//     pages keep what they held, and QEMU saves every page that is not
+//     zero, so without this a state carries the garbage of boot (the
+//     initramfs, freed caches) and a resumed guest's QEMU holds nearly all
+//     of its RAM. One anonymous mapping of MemFree less 48 MiB, populated
+//     (MAP_POPULATE: the kernel clears each page) and dropped at exit,
+//     leaves those pages zero without pushing out the page cache;
 //
-// then it says "ready" and, when reseeding, reads
+// then it says how much memory is free ("memfree KIB") and "ready" and,
+// when reseeding, reads
 //
-//  3. the host's time, set at once (clock_settime, syscall 227 on x86-64:
+//  4. the host's time, set at once (clock_settime, syscall 227 on x86-64:
 //     starting date(1) under TCG would put it a second behind);
-//  4. 64 bytes from the host, credited to the kernel's pool (RNDADDENTROPY),
+//  5. 64 bytes from the host, credited to the kernel's pool (RNDADDENTROPY),
 //     after which the kernel's generator reseeds from the pool at once
 //     (RNDRESEEDCRNG), as a vmgenid driver does after a restore.
 const adoptScript = `use strict; $| = 1;
@@ -375,6 +396,19 @@ if ($id ne "") {
   else { system("systemctl", "reload", "ssh") == 0 or die "kiln: reload sshd\n"; }
   print "identity\n";
 }
+my $zero = <STDIN>; chomp $zero;
+if ($zero eq "zero") {
+  open(my $mi, "<", "/proc/meminfo") or die "kiln: /proc/meminfo: $!\n";
+  my ($free) = map { /^MemFree:\s+(\d+) kB/ ? $1 : () } <$mi>; close($mi);
+  my $len = ($free // 0) * 1024 - (48 << 20); $len -= $len %% 4096;
+  if ($len > 0) {
+    my $at = syscall(9, 0, $len, 3, 0x8022, -1, 0);
+    $at != -1 or die "kiln: mmap: $!\n";
+    syscall(11, $at, $len) == 0 or die "kiln: munmap: $!\n";
+  }
+  print "zeroed\n";
+}
+if (open(my $mi, "<", "/proc/meminfo")) { for (<$mi>) { print "memfree $1\n" if /^MemFree:\s+(\d+) kB/; } close($mi); }
 print "ready\n";
 my $now = <STDIN>;
 exit 0 if !defined $now;
@@ -417,17 +451,18 @@ func (id *identity) line() string {
 type adoption struct {
 	key     string    // the authorized_keys line that becomes the only login key
 	ident   *identity // nil keeps the guest's identity
+	zero    bool      // zero the guest's free memory (before a save)
 	entropy io.Reader // nil: neither clock nor entropy (the guest is about to be saved)
 }
 
 // adopt runs adoptScript. The time is sent once the script is running, so
 // the clock is off by little more than one SSH round trip.
-func adopt(ctx context.Context, c *provision.Client, a adoption) error {
+func adopt(ctx context.Context, c *provision.Client, a adoption) (adopted, error) {
 	var seed []byte
 	if a.entropy != nil {
 		seed = make([]byte, 64)
 		if _, err := io.ReadFull(a.entropy, seed); err != nil {
-			return err
+			return adopted{}, err
 		}
 	}
 	script := fmt.Sprintf(adoptScript, User, User)
@@ -438,7 +473,11 @@ func adopt(ctx context.Context, c *provision.Client, a adoption) error {
 	sent := make(chan time.Time, 1)
 	go func() {
 		defer stdinW.Close()
-		fmt.Fprintf(stdinW, "%s\n%s\n", a.key, a.ident.line())
+		zero := ""
+		if a.zero {
+			zero = "zero"
+		}
+		fmt.Fprintf(stdinW, "%s\n%s\n%s\n", a.key, a.ident.line(), zero)
 		if seed == nil {
 			return
 		}
@@ -456,23 +495,38 @@ func adopt(ctx context.Context, c *provision.Client, a adoption) error {
 	status, err := c.Run(ctx, "sudo -n perl -e "+shellQuote(script), stdinR, out, &stderr)
 	close(finished)
 	if err != nil {
-		return fmt.Errorf("adopt the guest: %w", err)
+		return adopted{}, fmt.Errorf("adopt the guest: %w", err)
 	}
 	if status != 0 {
-		return fmt.Errorf("adopt the guest: exit status %d: %s", status, strings.TrimSpace(stderr.String()))
+		return adopted{}, fmt.Errorf("adopt the guest: exit status %d: %s", status, strings.TrimSpace(stderr.String()))
 	}
 	if a.ident != nil && !strings.Contains(out.String(), "identity\n") {
-		return fmt.Errorf("adopt the guest: no new identity: %s", strings.TrimSpace(out.String()))
+		return adopted{}, fmt.Errorf("adopt the guest: no new identity: %s", strings.TrimSpace(out.String()))
+	}
+	if a.zero && !strings.Contains(out.String(), "zeroed\n") {
+		return adopted{}, fmt.Errorf("adopt the guest: free memory not zeroed: %s", strings.TrimSpace(out.String()))
 	}
 	if seed != nil && !strings.Contains(out.String(), "reseeded\n") {
-		return fmt.Errorf("adopt the guest: the kernel was not reseeded: %s", strings.TrimSpace(out.String()))
+		return adopted{}, fmt.Errorf("adopt the guest: the kernel was not reseeded: %s", strings.TrimSpace(out.String()))
 	}
 	if seed != nil {
 		// The guest set the time it was sent somewhere between sending and
 		// hearing back: that is the clock's error bound.
 		slog.Debug("guest clock set", "error at most", out.clockSetAt().Sub(<-sent).Round(time.Millisecond))
 	}
-	return nil
+	var res adopted
+	for _, line := range strings.Split(out.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, "memfree "); ok {
+			kib, _ := strconv.ParseInt(v, 10, 64)
+			res.memFree = kib << 10
+		}
+	}
+	return res, nil
+}
+
+// adopted is what adopt learnt of the guest.
+type adopted struct {
+	memFree int64 // bytes of free memory (MemFree), 0 when not known
 }
 
 // markWriter collects output and closes seen once mark has been written.

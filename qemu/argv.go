@@ -133,6 +133,10 @@ func Argv(c Config, hostPorts []int) []string {
 	}
 	add("-netdev", netdev, "-device", "virtio-net-pci,netdev=net0")
 	add("-device", "virtio-rng-pci") // entropy for sshd key generation at first boot
+	// A balloon, so that kiln can take back the memory a resumed guest does
+	// not use (see Machine.Balloon); deflate-on-oom lets the guest have it
+	// back first if it runs short while the balloon is inflated.
+	add("-device", "virtio-balloon-pci,id=balloon0,deflate-on-oom=on")
 
 	// -chardev rather than "-serial file:" / "-qmp unix:" so paths with
 	// commas are escaped the same way everywhere.

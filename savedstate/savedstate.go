@@ -41,7 +41,7 @@ const Snapshot = "kiln-warm"
 
 // keyVersion changes when the way a state is made changes, so states of an
 // older kiln are never resumed.
-const keyVersion = "kiln-saved-state v1"
+const keyVersion = "kiln-saved-state v2"
 
 // Inputs is everything that shaped a boot. Two boots with equal Inputs are
 // interchangeable up to the point of the save.
