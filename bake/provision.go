@@ -146,9 +146,13 @@ func (b *builder) reconnect(ctx context.Context) error {
 // runs again, machine-id and SSH host keys are made anew, and kiln's build
 // user, key and sudo rule are gone. fstrim last, so the blocks freed by the
 // build leave the image when it is compacted.
+//
+// cloud-init's own clean (`cloud-init clean --logs --seed`) is done here in
+// shell, as the same three steps: its Python takes 4 s to start under TCG.
 const generalizeScript = `set -u
-cloud-init clean --logs --seed >/dev/null
+rm -f /var/log/cloud-init.log /var/log/cloud-init-output.log
 rm -rf /var/lib/cloud/*
+for f in /etc/cloud/clean.d/*; do if [ -f "$f" ] && [ -x "$f" ]; then "$f"; fi; done
 truncate -s 0 /etc/machine-id
 rm -f /var/lib/dbus/machine-id
 rm -f /etc/ssh/ssh_host_*

@@ -21,7 +21,7 @@ type Spec struct {
 
 	Provisioners []Provisioner
 
-	Generalize  bool   // cloud-init clean, machine-id, host keys, build user (default true)
+	Generalize  bool   // cloud-init state, machine-id, host keys, build user (default true)
 	Compression string // "zstd" (default), "zlib" or "none"
 	Flatten     bool   // write a standalone image instead of an overlay on a stored base
 	Warm        bool   // resume a saved booted guest when one fits, else save one (templates default to true)

@@ -742,7 +742,7 @@ func (b *bencher) builds() (workDisk string) {
 		{"boot", "boot to SSH", "overlay, seed, QEMU start, until kiln's SSH login works"},
 		{"cloud-init", "cloud-init wait", "until cloud-init's result.json appears"},
 		{"provision", "provisioning", "upload app/, apt-get install jq, setup.sh"},
-		{"generalize", "generalise", "cloud-init clean, keys and logs removed, fstrim"},
+		{"generalize", "generalise", "cloud-init state, keys and logs removed, fstrim"},
 		{"shutdown", "shutdown (ACPI power button → QEMU exit)", ""},
 		{"compact", "compaction (qemu-img convert, zstd, thin overlay)", ""},
 	} {

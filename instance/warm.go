@@ -282,23 +282,29 @@ func resume(ctx context.Context, o Options, s savedstate.State, ident *identity)
 	}
 	slog.Debug("resume: SSH login with the resume key", "at", time.Since(start).Round(time.Millisecond))
 	got, err := adopt(ctx, c, adoption{key: inst.Key.AuthorizedKey, ident: ident, entropy: rand.Reader})
-	c.Close()
 	if err != nil {
+		c.Close()
 		return nil, err
 	}
-	if ident != nil {
+	inst.Target.Signer = inst.Key.Signer
+	if ident == nil {
+		// The guest kept the host key this connection verified; only the
+		// login key changed, and an open session outlives that.
+		inst.SSH = c
+	} else {
+		c.Close()
 		// A fleet instance runs for long: it should cost the host what it
 		// uses, not all the RAM the state's loading made resident.
 		if err := inst.giveBackFree(ctx, got.memFree); err != nil {
 			return nil, err
 		}
-	}
-	inst.Target.Signer = inst.Key.Signer
-	if err := inst.pinHostKey(ident); err != nil {
-		return nil, err
-	}
-	if inst.SSH, err = provision.WaitForSSH(ctx, inst.Target, ResumeTimeout, inst.VM.Done()); err != nil {
-		return nil, err
+		if err := inst.pinHostKey(ident); err != nil {
+			return nil, err
+		}
+		// Connect again, verifying the guest's new host key.
+		if inst.SSH, err = provision.WaitForSSH(ctx, inst.Target, ResumeTimeout, inst.VM.Done()); err != nil {
+			return nil, err
+		}
 	}
 	inst.BootTime = time.Since(start)
 	// The working disk must not carry the saved memory (or the resume
