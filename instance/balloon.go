@@ -16,9 +16,11 @@ const (
 	// balloonStall ends an inflation that has stopped moving: the guest
 	// gives what it can.
 	balloonStall = time.Second
-	// balloonBound bounds each of inflating and deflating.
-	balloonBound = 20 * time.Second
 )
+
+// balloonBound bounds each of inflating and deflating (a variable for
+// tests).
+var balloonBound = 20 * time.Second
 
 // giveBackFree inflates the balloon over free bytes of the guest's free
 // memory, less balloonKeep, and deflates it again: the pages the guest
@@ -26,24 +28,34 @@ const (
 // inflation that does not get far is only noted; a balloon that does not
 // deflate is an error, as the guest would be left short of memory.
 func (i *Instance) giveBackFree(ctx context.Context, free int64) error {
+	return giveBackFree(ctx, i.VM, free)
+}
+
+// balloon is the part of a QEMU machine giveBackFree uses.
+type balloon interface {
+	Balloon(ctx context.Context, bytes int64) error
+	BalloonActual(ctx context.Context) (int64, error)
+}
+
+func giveBackFree(ctx context.Context, vm balloon, free int64) error {
 	if free <= 2*balloonKeep {
 		return nil
 	}
 	start := time.Now()
-	full, err := i.VM.BalloonActual(ctx)
+	full, err := vm.BalloonActual(ctx)
 	if err != nil {
 		slog.Debug("no memory balloon", "err", err)
 		return nil
 	}
 	target := full - (free - balloonKeep)
-	if err := i.VM.Balloon(ctx, target); err != nil {
+	if err := vm.Balloon(ctx, target); err != nil {
 		return fmt.Errorf("inflate the memory balloon: %w", err)
 	}
-	reached, inflateErr := i.waitBalloon(ctx, func(actual int64) bool { return actual <= target }, true)
-	if err := i.VM.Balloon(ctx, full); err != nil {
+	reached, inflateErr := waitBalloon(ctx, vm, func(actual int64) bool { return actual <= target }, true)
+	if err := vm.Balloon(ctx, full); err != nil {
 		return fmt.Errorf("deflate the memory balloon: %w", err)
 	}
-	if _, err := i.waitBalloon(ctx, func(actual int64) bool { return actual >= full }, false); err != nil {
+	if _, err := waitBalloon(ctx, vm, func(actual int64) bool { return actual >= full }, false); err != nil {
 		return fmt.Errorf("deflate the memory balloon: %w", err)
 	}
 	slog.Debug("gave the guest's free memory back", "asked", (free-balloonKeep)>>20, "MiB given", (full-reached)>>20,
@@ -54,11 +66,11 @@ func (i *Instance) giveBackFree(ctx context.Context, free int64) error {
 // waitBalloon polls the balloon until done says its size is reached and
 // returns the last size. With stall, a size that stops changing for
 // balloonStall ends the wait too (the guest has nothing more to give).
-func (i *Instance) waitBalloon(ctx context.Context, done func(int64) bool, stall bool) (int64, error) {
+func waitBalloon(ctx context.Context, vm balloon, done func(int64) bool, stall bool) (int64, error) {
 	deadline := time.Now().Add(balloonBound)
 	last, lastChange := int64(-1), time.Now()
 	for {
-		actual, err := i.VM.BalloonActual(ctx)
+		actual, err := vm.BalloonActual(ctx)
 		if err != nil {
 			return last, err
 		}
