@@ -104,15 +104,12 @@ func (h *healthFlags) check(ports []supervisor.Port) (*fleet.Check, error) {
 }
 
 func parsePorts(specs []string) ([]supervisor.Port, error) {
-	fw, err := parseForwards(specs)
+	fw, err := parseForwards(specs, false)
 	if err != nil {
 		return nil, err
 	}
 	var out []supervisor.Port
 	for _, f := range fw {
-		if f.HostPort == 0 {
-			return nil, fmt.Errorf("--port 0:%d: a fleet's front port must be fixed", f.GuestPort)
-		}
 		out = append(out, supervisor.Port{Host: f.HostPort, Guest: f.GuestPort})
 	}
 	return out, nil

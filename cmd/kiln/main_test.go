@@ -27,14 +27,23 @@ func TestShellJoin(t *testing.T) {
 }
 
 func TestParseForwards(t *testing.T) {
-	got, err := parseForwards([]string{"8080:80", "0:22"})
-	if err != nil || len(got) != 2 || got[0].HostPort != 8080 || got[0].GuestPort != 80 || got[1].HostPort != 0 {
+	got, err := parseForwards([]string{"8080:80", "0:22", "127.0.0.1:8081:81"}, true)
+	if err != nil || len(got) != 3 || got[0].HostPort != 8080 || got[0].GuestPort != 80 || got[1].HostPort != 0 ||
+		got[2].HostPort != 8081 || got[2].GuestPort != 81 {
 		t.Errorf("got %+v, %v", got, err)
 	}
-	for _, bad := range []string{"80", "a:b", "70000:80", "80:0", "1:2:3"} {
-		if _, err := parseForwards([]string{bad}); err == nil {
+	for _, bad := range []string{"80", "a:b", "70000:80", "80:0", "1:2:3", "0.0.0.0:8080:80", ":8080:80"} {
+		if _, err := parseForwards([]string{bad}, true); err == nil {
 			t.Errorf("%q was accepted", bad)
 		}
+	}
+	// A fleet's front port is fixed, and its error does not offer HOST 0.
+	_, err = parseForwards([]string{"0:8080"}, false)
+	if err == nil || !strings.Contains(err.Error(), "must be fixed") || strings.Contains(err.Error(), "HOST 0") {
+		t.Errorf("fleet port 0:8080: %v", err)
+	}
+	if _, err := parseForwards([]string{"0:8080"}, true); err != nil {
+		t.Errorf("run port 0:8080: %v", err)
 	}
 }
 

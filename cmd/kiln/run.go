@@ -56,7 +56,7 @@ func cmdRun(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	forwards, err := parseForwards(ports)
+	forwards, err := parseForwards(ports, true)
 	if err != nil {
 		return usageError{err.Error()}
 	}
@@ -185,13 +185,30 @@ func resolveImage(ctx context.Context, paths layout.Home, arg string, force bool
 	return img.Blob, img.Format, img.VirtualSize, nil
 }
 
-// parseForwards reads --port HOST:GUEST values (HOST may be 0 for "any").
-func parseForwards(specs []string) ([]qemu.Forward, error) {
+// parseForwards reads --port HOST:GUEST values. HOST 0 ("any free port")
+// is allowed when anyHost is; a leading 127.0.0.1: (Docker's spelling of a
+// loopback port) is accepted, any other address refused: kiln forwards
+// ports on 127.0.0.1 only.
+func parseForwards(specs []string, anyHost bool) ([]qemu.Forward, error) {
+	hint := "use HOST:GUEST, e.g. 8080:80"
+	if anyHost {
+		hint += " (HOST 0 picks a free port)"
+	}
 	var out []qemu.Forward
 	for _, s := range specs {
+		spec := s
+		if parts := strings.Split(s, ":"); len(parts) == 3 {
+			if parts[0] != "127.0.0.1" && parts[0] != "localhost" {
+				return nil, fmt.Errorf("--port %q: kiln serves forwarded ports on 127.0.0.1 only; drop %q and %s", s, parts[0]+":", hint)
+			}
+			spec = parts[1] + ":" + parts[2]
+		}
 		var h, g int
-		if _, err := fmt.Sscanf(s, "%d:%d", &h, &g); err != nil || h < 0 || h > 65535 || g < 1 || g > 65535 || strings.Count(s, ":") != 1 {
-			return nil, fmt.Errorf("--port %q: use HOST:GUEST, e.g. 8080:80 (HOST 0 picks a free port)", s)
+		if _, err := fmt.Sscanf(spec, "%d:%d", &h, &g); err != nil || h < 0 || h > 65535 || g < 1 || g > 65535 || strings.Count(spec, ":") != 1 {
+			return nil, fmt.Errorf("--port %q: %s", s, hint)
+		}
+		if h == 0 && !anyHost {
+			return nil, fmt.Errorf("--port %q: a fleet's front port must be fixed: %s", s, hint)
 		}
 		out = append(out, qemu.Forward{HostPort: h, GuestPort: g})
 	}
