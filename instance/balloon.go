@@ -15,7 +15,10 @@ const (
 	balloonKeep = 32 << 20
 	// balloonStall ends an inflation that has stopped moving: the guest
 	// gives what it can.
-	balloonStall = time.Second
+	balloonStall = 500 * time.Millisecond
+	// balloonSlack is how far short of its target an inflation may end:
+	// the guest's free memory moves a little between reading and inflating.
+	balloonSlack = 8 << 20
 )
 
 // balloonBound bounds each of inflating and deflating (a variable for
@@ -51,7 +54,7 @@ func giveBackFree(ctx context.Context, vm balloon, free int64) error {
 	if err := vm.Balloon(ctx, target); err != nil {
 		return fmt.Errorf("inflate the memory balloon: %w", err)
 	}
-	reached, inflateErr := waitBalloon(ctx, vm, func(actual int64) bool { return actual <= target }, true)
+	reached, inflateErr := waitBalloon(ctx, vm, func(actual int64) bool { return actual <= target+balloonSlack }, true)
 	if err := vm.Balloon(ctx, full); err != nil {
 		return fmt.Errorf("deflate the memory balloon: %w", err)
 	}
