@@ -87,7 +87,10 @@ func (b *builder) saveState(ctx context.Context) error {
 	states := savedstate.Open(b.opts.CacheDir)
 	p, err := states.Begin()
 	if err == nil {
-		err = b.inst.Save(ctx, p)
+		// Its free memory as it is: a build's guest has a lot of it (1 GiB
+		// for hello, ~750 MiB free), zeroing it took 4 s under TCG, and
+		// would make the state ~70 MiB smaller.
+		err = b.inst.Save(ctx, p, instance.KeepFreeMemory)
 	}
 	if err != nil {
 		if p != nil {

@@ -162,7 +162,9 @@ func (l *launcher) bootAndSave(ctx context.Context, o instance.Options, states s
 	start := time.Now()
 	p, err := states.Begin()
 	if err == nil {
-		if err = inst.Save(ctx, p); err == nil {
+		// Zeroed: every instance of the image loads this state, and a
+		// smaller one loads faster (a hello state 272 -> 217 MiB).
+		if err = inst.Save(ctx, p, instance.ZeroFreeMemory); err == nil {
 			err = p.Commit(savedstate.Meta{Inputs: in, Base: m.Ref().String(), BaseStored: true,
 				BasePath: o.Image, InstanceID: inst.InstanceID, Saved: time.Now().UTC()})
 		} else {
