@@ -371,8 +371,7 @@ func (i *Instance) Reidentify(ctx context.Context, hostname string) error {
 //  3. "zero" or "": zero the guest's free memory before a save. Freed
 //     pages keep what they held, and QEMU saves every page that is not
 //     zero, so without this a state carries the garbage of boot (the
-//     initramfs, freed caches) and a resumed guest's QEMU holds nearly all
-//     of its RAM. One anonymous mapping of MemFree less 48 MiB, populated
+//     initramfs, freed caches) that every resume loads. One anonymous mapping of MemFree less 48 MiB, populated
 //     (MAP_POPULATE: the kernel clears each page) and dropped at exit,
 //     leaves those pages zero without pushing out the page cache;
 //
