@@ -1018,7 +1018,7 @@ func (b *bencher) fleets() {
 		down = append(down, stats[n].down...)
 	}
 	b.add("fleet down", Duration, down, "N = "+joinInts(b.s.sizes)+": graceful stop of every instance")
-	b.add("QEMU memory per instance (VmRSS)", Bytes, qemuRSS, "--memory 512M, once healthy: guest RAM touched plus QEMU's own (under TCG, its translated-code cache)")
+	b.add("QEMU memory per instance (VmRSS)", Bytes, qemuRSS, "--memory 512M, once healthy and settled (no move over 4 MiB in 3 s): guest RAM touched plus QEMU's own (under TCG, its translated-code cache)")
 	b.add("disk per instance once healthy (instance folder)", Bytes, healthyDisk, "overlay after boot, seed, keys, logs")
 
 	if err11 != nil {
@@ -1198,11 +1198,13 @@ func (b *bencher) fleetOnce(name, image string, n int, rollout, cold bool, ro *r
 	if rss, ok := vmRSS(st.Supervisor); ok {
 		f.supRSS = rss
 	}
+	var pids []int
 	for _, in := range st.Instances {
-		if rss, ok := vmRSS(in.Pid); ok {
-			f.qemuRSS = append(f.qemuRSS, float64(rss))
-		}
+		pids = append(pids, in.Pid)
 		f.healthyDisk = append(f.healthyDisk, float64(dirAllocated(in.Dir)))
+	}
+	for _, rss := range settledRSS(pids) {
+		f.qemuRSS = append(f.qemuRSS, float64(rss))
 	}
 
 	if rollout {
@@ -1221,6 +1223,38 @@ func (b *bencher) fleetOnce(name, image string, n int, rollout, cold bool, ro *r
 	f.down = res.wall()
 	return f, nil
 }
+
+// settledRSS samples the processes' VmRSS every second until none moved
+// by more than 4 MiB over the last 3 s, for at most 30 s, and returns the
+// last samples: a resumed instance gives its free memory back in the
+// seconds after it is healthy, and that is what it costs the host from
+// then on.
+func settledRSS(pids []int) []int64 {
+	const window, moved, bound = 3, 4 << 20, 30
+	var history [][]int64
+	for i := 0; i < bound; i++ {
+		var now []int64
+		for _, pid := range pids {
+			if rss, ok := vmRSS(pid); ok {
+				now = append(now, rss)
+			}
+		}
+		history = append(history, now)
+		if len(history) > window {
+			then, settled := history[len(history)-1-window], len(now) == len(pids)
+			for j := range now {
+				settled = settled && j < len(then) && abs(now[j]-then[j]) <= moved
+			}
+			if settled {
+				break
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	return history[len(history)-1]
+}
+
+func abs(n int64) int64 { return max(n, -n) }
 
 func vmRSS(pid int) (int64, bool) {
 	if pid <= 0 {

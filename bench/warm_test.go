@@ -87,7 +87,7 @@ func (b *bencher) warmFleets() {
 		b.fail("warm fleet of 4", err)
 	} else {
 		b.add("N=4 warm: until all healthy", Duration, []float64{f.healthy.Seconds()}, "from the start of `kiln fleet up`; every instance resumed")
-		b.add("QEMU memory per resumed instance (VmRSS)", Bytes, f.qemuRSS, "--memory 512M, once healthy; compare the cold figure above")
+		b.add("QEMU memory per resumed instance (VmRSS)", Bytes, f.qemuRSS, "--memory 512M, once healthy and settled (each gives its free memory back in the background); compare the cold figure above")
 	}
 	var ro rolloutStats
 	if _, err := b.fleetOnce("warmro", "hello:1.0.0", 2, true, false, &ro); err != nil {

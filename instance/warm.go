@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -111,7 +110,8 @@ func seedShape(o Options) (string, error) {
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// FreeMemory says what Save does with the guest's free memory first.
+// FreeMemory says what adopt does with the guest's free memory; Save
+// takes KeepFreeMemory or ZeroFreeMemory.
 type FreeMemory int
 
 const (
@@ -120,7 +120,18 @@ const (
 	// ZeroFreeMemory zeroes it (see adoptScript): the state holds only
 	// what the guest uses, at a cost of about 1 s per 200 MiB under TCG.
 	ZeroFreeMemory
+	// giveBackFreeMemory zeroes it in the background of the guest, at low
+	// priority, for a guest that is to run for long: loading a saved
+	// state (-loadvm) makes every page of its RAM resident on the host,
+	// and the guest only reports (free page reporting) what it frees
+	// again. Zeroing allocates and frees its free memory, which the guest
+	// then reports and QEMU drops (a resumed 512M hello instance: 696 ->
+	// about 450 MiB) while the instance already serves.
+	giveBackFreeMemory
 )
+
+// freeMemoryLine is FreeMemory's line in adoptScript's input.
+var freeMemoryLine = map[FreeMemory]string{KeepFreeMemory: "", ZeroFreeMemory: "zero", giveBackFreeMemory: "giveback"}
 
 // Save stores the running guest in p: its disk with the internal snapshot
 // of the machine, its seed, its pinned host key and a fresh resume key,
@@ -135,7 +146,7 @@ func (i *Instance) Save(ctx context.Context, p *savedstate.Pending, free FreeMem
 		return err
 	}
 	// Only the resume key may log in to the saved guest, not this build's.
-	if _, err := adopt(ctx, i.SSH, adoption{key: resume.AuthorizedKey, zero: free == ZeroFreeMemory}); err != nil {
+	if err := adopt(ctx, i.SSH, adoption{key: resume.AuthorizedKey, free: free}); err != nil {
 		return fmt.Errorf("save: %w", err)
 	}
 	i.SSH.Close()
@@ -147,7 +158,7 @@ func (i *Instance) Save(ctx context.Context, p *savedstate.Pending, free FreeMem
 	if err != nil {
 		return errors.Join(saveErr, fmt.Errorf("reconnect after saving: %w", err))
 	}
-	_, err = adopt(ctx, c, adoption{key: i.Key.AuthorizedKey, entropy: rand.Reader})
+	err = adopt(ctx, c, adoption{key: i.Key.AuthorizedKey, entropy: rand.Reader})
 	if err != nil {
 		c.Close()
 		return errors.Join(saveErr, fmt.Errorf("after saving: %w", err))
@@ -292,8 +303,13 @@ func resume(ctx context.Context, o Options, s savedstate.State, ident *identity)
 		return nil, err
 	}
 	slog.Debug("resume: SSH login with the resume key", "at", time.Since(start).Round(time.Millisecond))
-	got, err := adopt(ctx, c, adoption{key: inst.Key.AuthorizedKey, ident: ident, entropy: rand.Reader})
-	if err != nil {
+	free := KeepFreeMemory
+	if ident != nil {
+		// A fleet instance runs for long: it should cost the host what it
+		// uses, not all the RAM the state's loading made resident.
+		free = giveBackFreeMemory
+	}
+	if err := adopt(ctx, c, adoption{key: inst.Key.AuthorizedKey, ident: ident, free: free, entropy: rand.Reader}); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -304,11 +320,6 @@ func resume(ctx context.Context, o Options, s savedstate.State, ident *identity)
 		inst.SSH = c
 	} else {
 		c.Close()
-		// A fleet instance runs for long: it should cost the host what it
-		// uses, not all the RAM the state's loading made resident.
-		if err := inst.giveBackFree(ctx, got.memFree); err != nil {
-			return nil, err
-		}
 		if err := inst.pinHostKey(ident); err != nil {
 			return nil, err
 		}
@@ -345,12 +356,8 @@ func (i *Instance) Reidentify(ctx context.Context, hostname string) error {
 	if err != nil {
 		return err
 	}
-	got, err := adopt(ctx, i.SSH, adoption{key: i.Key.AuthorizedKey, ident: ident, entropy: rand.Reader})
-	if err != nil {
-		return err
-	}
 	// Zeroing its free memory for the save made all of it resident.
-	if err := i.giveBackFree(ctx, got.memFree); err != nil {
+	if err := adopt(ctx, i.SSH, adoption{key: i.Key.AuthorizedKey, ident: ident, free: giveBackFreeMemory, entropy: rand.Reader}); err != nil {
 		return err
 	}
 	i.SSH.Close()
@@ -368,15 +375,19 @@ func (i *Instance) Reidentify(ctx context.Context, hostname string) error {
 //  2. an identity line, "" or "HOSTNAME MACHINE-ID HOSTKEY-HEX PUBKEY-HEX":
 //     a new hostname (/etc/hostname, /etc/hosts, sethostname), machine-id
 //     and SSH host key (the others removed; sshd is told to reload);
-//  3. "zero" or "": zero the guest's free memory before a save. Freed
-//     pages keep what they held, and QEMU saves every page that is not
-//     zero, so without this a state carries the garbage of boot (the
-//     initramfs, freed caches) that every resume loads. One anonymous mapping of MemFree less 48 MiB, populated
-//     (MAP_POPULATE: the kernel clears each page) and dropped at exit,
-//     leaves those pages zero without pushing out the page cache;
+//  3. "zero", "giveback" or "" (FreeMemory): "zero" zeroes the guest's
+//     free memory before a save. Freed pages keep what they held, and
+//     QEMU saves every page that is not zero, so without this a state
+//     carries the garbage of boot (the initramfs, freed caches) that every
+//     resume loads. One anonymous mapping of MemFree less 48 MiB,
+//     populated (MAP_POPULATE: the kernel clears each page) and dropped at
+//     exit, leaves those pages zero without pushing out the page cache.
+//     "giveback" does the same in a child of its own (its own session,
+//     nice 19, first in line for the OOM killer, output to /dev/null), so
+//     the script goes on at once and the freed pages are reported to QEMU
+//     a few seconds later;
 //
-// then it says how much memory is free ("memfree KIB") and "ready" and,
-// when reseeding, reads
+// then it says "ready" and, when reseeding, reads
 //
 //  4. the host's time, set at once (clock_settime, syscall 227 on x86-64:
 //     starting date(1) under TCG would put it a second behind);
@@ -412,19 +423,31 @@ if ($id ne "") {
   else { system("systemctl", "reload", "ssh") == 0 or die "kiln: reload sshd\n"; }
   print "identity\n";
 }
-my $zero = <STDIN>; chomp $zero;
-if ($zero eq "zero") {
-  open(my $mi, "<", "/proc/meminfo") or die "kiln: /proc/meminfo: $!\n";
-  my ($free) = map { /^MemFree:\s+(\d+) kB/ ? $1 : () } <$mi>; close($mi);
-  my $len = ($free // 0) * 1024 - (48 << 20); $len -= $len %% 4096;
-  if ($len > 0) {
-    my $at = syscall(9, 0, $len, 3, 0x8022, -1, 0);
-    $at != -1 or die "kiln: mmap: $!\n";
-    syscall(11, $at, $len) == 0 or die "kiln: munmap: $!\n";
+my $free = <STDIN>; chomp $free;
+if ($free eq "zero" || $free eq "giveback") {
+  my $bg = $free eq "giveback";
+  my $pid = $bg ? fork() : 0;
+  defined $pid or die "kiln: fork: $!\n";
+  if ($pid == 0) {
+    if ($bg) {
+      open(STDIN, "<", "/dev/null"); open(STDOUT, ">", "/dev/null"); open(STDERR, ">", "/dev/null");
+      syscall(112); setpriority(0, 0, 19);
+      if (open(my $o, ">", "/proc/self/oom_score_adj")) { print $o "1000\n"; close($o); }
+    }
+    open(my $mi, "<", "/proc/meminfo") or die "kiln: /proc/meminfo: $!\n";
+    my ($kib) = map { /^MemFree:\s+(\d+) kB/ ? $1 : () } <$mi>; close($mi);
+    my $len = ($kib // 0) * 1024 - (48 << 20); $len -= $len %% 4096;
+    if ($len > 0) {
+      my $at = syscall(9, 0, $len, 3, 0x8022, -1, 0);
+      $at != -1 or die "kiln: mmap: $!\n";
+      syscall(11, $at, $len) == 0 or die "kiln: munmap: $!\n";
+    }
+    exit 0 if $bg;
+    print "zeroed\n";
+  } else {
+    print "giving back\n";
   }
-  print "zeroed\n";
 }
-if (open(my $mi, "<", "/proc/meminfo")) { for (<$mi>) { print "memfree $1\n" if /^MemFree:\s+(\d+) kB/; } close($mi); }
 print "ready\n";
 my $now = <STDIN>;
 exit 0 if !defined $now;
@@ -467,18 +490,18 @@ func (id *identity) line() string {
 type adoption struct {
 	key     string    // the authorized_keys line that becomes the only login key
 	ident   *identity // nil keeps the guest's identity
-	zero    bool      // zero the guest's free memory (before a save)
+	free    FreeMemory
 	entropy io.Reader // nil: neither clock nor entropy (the guest is about to be saved)
 }
 
 // adopt runs adoptScript. The time is sent once the script is running, so
 // the clock is off by little more than one SSH round trip.
-func adopt(ctx context.Context, c *provision.Client, a adoption) (adopted, error) {
+func adopt(ctx context.Context, c *provision.Client, a adoption) error {
 	var seed []byte
 	if a.entropy != nil {
 		seed = make([]byte, 64)
 		if _, err := io.ReadFull(a.entropy, seed); err != nil {
-			return adopted{}, err
+			return err
 		}
 	}
 	script := fmt.Sprintf(adoptScript, User, User)
@@ -489,11 +512,7 @@ func adopt(ctx context.Context, c *provision.Client, a adoption) (adopted, error
 	sent := make(chan time.Time, 1)
 	go func() {
 		defer stdinW.Close()
-		zero := ""
-		if a.zero {
-			zero = "zero"
-		}
-		fmt.Fprintf(stdinW, "%s\n%s\n%s\n", a.key, a.ident.line(), zero)
+		fmt.Fprintf(stdinW, "%s\n%s\n%s\n", a.key, a.ident.line(), freeMemoryLine[a.free])
 		if seed == nil {
 			return
 		}
@@ -511,38 +530,26 @@ func adopt(ctx context.Context, c *provision.Client, a adoption) (adopted, error
 	status, err := c.Run(ctx, "sudo -n perl -e "+shellQuote(script), stdinR, out, &stderr)
 	close(finished)
 	if err != nil {
-		return adopted{}, fmt.Errorf("adopt the guest: %w", err)
+		return fmt.Errorf("adopt the guest: %w", err)
 	}
 	if status != 0 {
-		return adopted{}, fmt.Errorf("adopt the guest: exit status %d: %s", status, strings.TrimSpace(stderr.String()))
+		return fmt.Errorf("adopt the guest: exit status %d: %s", status, strings.TrimSpace(stderr.String()))
 	}
 	if a.ident != nil && !strings.Contains(out.String(), "identity\n") {
-		return adopted{}, fmt.Errorf("adopt the guest: no new identity: %s", strings.TrimSpace(out.String()))
+		return fmt.Errorf("adopt the guest: no new identity: %s", strings.TrimSpace(out.String()))
 	}
-	if a.zero && !strings.Contains(out.String(), "zeroed\n") {
-		return adopted{}, fmt.Errorf("adopt the guest: free memory not zeroed: %s", strings.TrimSpace(out.String()))
+	if mark := map[FreeMemory]string{ZeroFreeMemory: "zeroed\n", giveBackFreeMemory: "giving back\n"}[a.free]; mark != "" && !strings.Contains(out.String(), mark) {
+		return fmt.Errorf("adopt the guest: free memory not handled (%s): %s", freeMemoryLine[a.free], strings.TrimSpace(out.String()))
 	}
 	if seed != nil && !strings.Contains(out.String(), "reseeded\n") {
-		return adopted{}, fmt.Errorf("adopt the guest: the kernel was not reseeded: %s", strings.TrimSpace(out.String()))
+		return fmt.Errorf("adopt the guest: the kernel was not reseeded: %s", strings.TrimSpace(out.String()))
 	}
 	if seed != nil {
 		// The guest set the time it was sent somewhere between sending and
 		// hearing back: that is the clock's error bound.
 		slog.Debug("guest clock set", "error at most", out.clockSetAt().Sub(<-sent).Round(time.Millisecond))
 	}
-	var res adopted
-	for _, line := range strings.Split(out.String(), "\n") {
-		if v, ok := strings.CutPrefix(line, "memfree "); ok {
-			kib, _ := strconv.ParseInt(v, 10, 64)
-			res.memFree = kib << 10
-		}
-	}
-	return res, nil
-}
-
-// adopted is what adopt learnt of the guest.
-type adopted struct {
-	memFree int64 // bytes of free memory (MemFree), 0 when not known
+	return nil
 }
 
 // markWriter collects output and closes seen once mark has been written.

@@ -2,6 +2,7 @@ package instance
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,5 +76,18 @@ func TestStateInputs(t *testing.T) {
 	p.Dir, p.Forwards = "/elsewhere", []qemu.Forward{{GuestPort: 8080}}
 	if key(p, "sha256:aa") != k {
 		t.Error("the run folder or a port forward changes the key")
+	}
+}
+
+// The script every warm start runs in the guest compiles (perl -c): a
+// mistake in it would otherwise show only in an e2e run.
+func TestAdoptScriptCompiles(t *testing.T) {
+	perl, err := exec.LookPath("perl")
+	if err != nil {
+		t.Skip("no perl on this host")
+	}
+	out, err := exec.Command(perl, "-c", "-e", fmt.Sprintf(adoptScript, User, User)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("perl -c: %v\n%s", err, out)
 	}
 }

@@ -133,12 +133,13 @@ func Argv(c Config, hostPorts []int) []string {
 	}
 	add("-netdev", netdev, "-device", "virtio-net-pci,netdev=net0")
 	add("-device", "virtio-rng-pci") // entropy for sshd key generation at first boot
-	// A balloon, so that kiln can take back the memory a resumed guest does
-	// not use (see Machine.Balloon); deflate-on-oom lets the guest have it
-	// back first if it runs short while the balloon is inflated. With free
-	// page reporting the guest tells QEMU which large free blocks it holds
-	// and QEMU drops them: the host does not keep a booted guest's freed
-	// memory, and a saved state leaves most of it out.
+	// A balloon for its free page reporting: the guest tells QEMU which
+	// large free blocks it holds and QEMU drops them, so the host does not
+	// keep a booted guest's freed memory, a saved state leaves most of it
+	// out, and a resumed fleet instance can give back what loading the
+	// state made resident (it frees its memory again: see the instance
+	// package). kiln never inflates it; deflate-on-oom would give the
+	// guest its memory back first if anything did.
 	add("-device", "virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting=on")
 
 	// -chardev rather than "-serial file:" / "-qmp unix:" so paths with

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"sync"
@@ -216,7 +217,9 @@ func (l *launcher) Stop(ctx context.Context, m member) error {
 	if !ok {
 		return m.remove()
 	}
+	start := time.Now()
 	v.inst.Shutdown(ctx, 20*time.Second)
+	slog.Debug("instance powered off", "id", v.id, "took", time.Since(start).Round(time.Millisecond))
 	return v.inst.Remove()
 }
 
