@@ -126,7 +126,7 @@ const (
 	// and the guest only reports (free page reporting) what it frees
 	// again. Zeroing allocates and frees its free memory, which the guest
 	// then reports and QEMU drops (a resumed 512M hello instance: 696 ->
-	// about 450 MiB) while the instance already serves.
+	// about 430 MiB) while the instance already serves.
 	giveBackFreeMemory
 )
 
