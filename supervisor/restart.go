@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/proc"
 )
 
 // ExitNoRestart is the supervisor's exit status when the fleet cannot run
@@ -24,7 +26,13 @@ type Runner struct {
 	Kind RunnerKind `json:"kind"`
 	Unit string     `json:"unit,omitempty"` // systemd
 	Pid  int        `json:"pid,omitempty"`  // monitor
+	// Start is the monitor's start time (proc.Process), so that a pid the
+	// kernel has given to another process since is not taken for it.
+	Start string `json:"start,omitempty"`
 }
+
+// Monitor is the monitor process this names (Pid 0 for systemd).
+func (r Runner) Monitor() proc.Process { return proc.Process{Pid: r.Pid, Start: r.Start} }
 
 // RunnerKind names a Runner.
 type RunnerKind string

@@ -7,28 +7,37 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/fleet"
+	"github.com/kiln-dev/kiln/internal/proc"
 	"github.com/kiln-dev/kiln/qemu"
 )
 
 // State is what the supervisor remembers across restarts, saved after
 // every change (atomically, so a crash leaves the old file or the new one).
 type State struct {
-	Stable       string              `json:"stable"`             // the version serving when no rollout runs
-	Previous     []string            `json:"previous,omitempty"` // earlier stable versions, newest last, for rollback
-	NextID       int                 `json:"next_id"`
-	Instances    []InstanceRecord    `json:"instances"`
-	Rollout      *fleet.RolloutState `json:"rollout,omitempty"` // the current or last rollout
-	History      []RolloutSummary    `json:"history,omitempty"`
-	Error        string              `json:"error,omitempty"` // why the supervisor stopped, if it did
-	Supervisor   int                 `json:"supervisor_pid"`
-	Ready        bool                `json:"ready"` // the first instances are up and healthy
-	UpdatedAt    time.Time           `json:"updated_at"`
-	StartedAt    time.Time           `json:"started_at"`
-	ShuttingDown bool                `json:"shutting_down,omitempty"`
+	Stable     string              `json:"stable"`             // the version serving when no rollout runs
+	Previous   []string            `json:"previous,omitempty"` // earlier stable versions, newest last, for rollback
+	NextID     int                 `json:"next_id"`
+	Instances  []InstanceRecord    `json:"instances"`
+	Rollout    *fleet.RolloutState `json:"rollout,omitempty"` // the current or last rollout
+	History    []RolloutSummary    `json:"history,omitempty"`
+	Error      string              `json:"error,omitempty"` // why the supervisor stopped, if it did
+	Supervisor int                 `json:"supervisor_pid"`
+	// SupervisorStart is the supervisor's start time (proc.Process): a
+	// pid alone may have been given to another process since.
+	SupervisorStart string    `json:"supervisor_start,omitempty"`
+	Ready           bool      `json:"ready"` // the first instances are up and healthy
+	UpdatedAt       time.Time `json:"updated_at"`
+	StartedAt       time.Time `json:"started_at"`
+	ShuttingDown    bool      `json:"shutting_down,omitempty"`
 	// Restarts counts the times a supervisor took over from one that had
 	// died; LastRestart says when, why, and what it found.
 	Restarts    int          `json:"restarts,omitempty"`
 	LastRestart *RestartInfo `json:"last_restart,omitempty"`
+}
+
+// SupervisorProcess is the supervisor that last wrote the state.
+func (s State) SupervisorProcess() proc.Process {
+	return proc.Process{Pid: s.Supervisor, Start: s.SupervisorStart}
 }
 
 // ResultSucceededWithCuts is a rollout that reached its target but cut

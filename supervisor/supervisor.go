@@ -13,6 +13,7 @@ import (
 
 	"github.com/kiln-dev/kiln/fleet"
 	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/internal/proc"
 	"github.com/kiln-dev/kiln/layout"
 	"github.com/kiln-dev/kiln/qemu"
 )
@@ -175,7 +176,8 @@ func (s *Supervisor) begin() []InstanceRecord {
 		s.state.LastRestart = &RestartInfo{At: time.Now().UTC(), Reason: why, Previous: s.state.Supervisor, Adopted: []string{}}
 		s.log.Warn("supervisor restarted", "reason", why, "recorded_instances", len(prev))
 	}
-	s.state.Supervisor = os.Getpid()
+	self := proc.Self()
+	s.state.Supervisor, s.state.SupervisorStart = self.Pid, self.Start
 	s.state.StartedAt = time.Now().UTC()
 	s.state.Error = ""
 	s.state.Ready = false

@@ -179,7 +179,7 @@ func cmdFleetUp(ctx context.Context, args []string) error {
 		}
 		// The supervisor died (killed, machine rebooted): start it again on
 		// the saved spec and state; it settles any rollout it was running.
-		if r, _ := supervisor.ReadRunner(dirs); r.Kind == supervisor.RunnerMonitor && processAlive(r.Pid) {
+		if r, _ := supervisor.ReadRunner(dirs); r.Kind == supervisor.RunnerMonitor && r.Monitor().Alive() {
 			return fmt.Errorf("fleet %s: kiln's monitor (pid %d) is restarting its supervisor; wait for it, or `kiln fleet down %s`", name, r.Pid, name)
 		}
 		say("fleet %s: restarting its supervisor; it adopts the instances still running", name)
@@ -366,14 +366,20 @@ func startRunner(dirs supervisor.Dirs, name string) (alive func() bool, err erro
 		return nil, fmt.Errorf("start the fleet supervisor: %w", err)
 	}
 	pid := cmd.Process.Pid
+	// Read before cmd.Wait can reap it: its start time tells it from a
+	// later process given the same pid.
+	monitor, err := proc.Of(pid)
+	if err != nil {
+		monitor = proc.Process{Pid: pid}
+	}
 	// Reap it if it exits while this command still runs, so the liveness
 	// check sees it go.
 	go cmd.Wait()
-	if err := supervisor.WriteRunner(dirs, supervisor.Runner{Kind: supervisor.RunnerMonitor, Pid: pid}); err != nil {
+	if err := supervisor.WriteRunner(dirs, supervisor.Runner{Kind: supervisor.RunnerMonitor, Pid: pid, Start: monitor.Start}); err != nil {
 		syscall.Kill(pid, syscall.SIGTERM)
 		return nil, err
 	}
-	return func() bool { return processAlive(pid) }, nil
+	return monitor.Alive, nil
 }
 
 // stopRunner stops what restarts the fleet's supervisor, which stops the
@@ -384,7 +390,7 @@ func stopRunner(dirs supervisor.Dirs) {
 	case supervisor.RunnerSystemd:
 		exec.Command("systemctl", "--user", "stop", r.Unit).Run()
 	case supervisor.RunnerMonitor:
-		if processAlive(r.Pid) {
+		if r.Monitor().Alive() {
 			syscall.Kill(r.Pid, syscall.SIGTERM)
 		}
 	}
@@ -430,8 +436,6 @@ func waitReady(ctx context.Context, dirs supervisor.Dirs, alive func() bool) err
 		}
 	}
 }
-
-func processAlive(pid int) bool { return proc.Running(pid) }
 
 func cmdFleetSupervise(ctx context.Context, args []string) error {
 	if len(args) != 1 {
@@ -780,7 +784,10 @@ func cmdFleetDown(ctx context.Context, args []string) error {
 		return err
 	}
 	st, _ := supervisor.ReadState(dirs)
-	if processAlive(st.Supervisor) {
+	// Only the very process that wrote the state is signalled, never a
+	// later one given its pid (after a reboot, say).
+	sup := st.SupervisorProcess()
+	if sup.Alive() {
 		say("fleet %s: stopping %d instances", fs.Arg(0), len(st.Instances))
 		// Ask over the socket; a supervisor that does not answer gets
 		// SIGTERM, which stops it the same graceful way.
@@ -788,10 +795,10 @@ func cmdFleetDown(ctx context.Context, args []string) error {
 			syscall.Kill(st.Supervisor, syscall.SIGTERM)
 		}
 		deadline := time.Now().Add(3 * time.Minute)
-		for processAlive(st.Supervisor) && time.Now().Before(deadline) {
+		for sup.Alive() && time.Now().Before(deadline) {
 			time.Sleep(200 * time.Millisecond)
 		}
-		if processAlive(st.Supervisor) {
+		if sup.Alive() {
 			say("fleet %s: the supervisor did not stop in 3m; killing it", fs.Arg(0))
 			stopRunner(dirs) // or it would be restarted
 			syscall.Kill(st.Supervisor, syscall.SIGKILL)
@@ -801,7 +808,7 @@ func cmdFleetDown(ctx context.Context, args []string) error {
 	// one that died).
 	stopRunner(dirs)
 	if r, _ := supervisor.ReadRunner(dirs); r.Kind == supervisor.RunnerMonitor {
-		for i := 0; i < 100 && processAlive(r.Pid); i++ {
+		for i := 0; i < 100 && r.Monitor().Alive(); i++ {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
