@@ -35,7 +35,7 @@ func (b *bencher) warmBuilds() {
 	if s, ok, err := savedstate.Open(layout.Default().Cache).Lookup(save.m.SavedState); ok && err == nil {
 		b.add("saved state size (debian:12, 2 CPUs, 1 GiB)", Bytes, []float64{float64(s.Size)}, "overlay with the machine's memory inside, seed, keys")
 	}
-	var hello, restore, echo []float64
+	var hello, restore, echo, provisioning, outside []float64
 	for i := range b.s.buildRuns {
 		br, err := b.build("--version", fmt.Sprintf("1.0.0-warm%d", i))
 		if err == nil && br.m.Boot != "resumed" {
@@ -49,6 +49,10 @@ func (b *bencher) warmBuilds() {
 		if boot, ok := br.phase("boot"); ok {
 			restore = append(restore, boot)
 		}
+		if p, ok := br.phase("provision"); ok {
+			provisioning = append(provisioning, p)
+		}
+		outside = append(outside, br.outsideProvisioning())
 		er, err := b.buildTemplate(echoTemplate, "--var", fmt.Sprintf("version=0.0.%d-echo", i))
 		if err == nil && er.m.Boot != "resumed" {
 			err = fmt.Errorf("the echo build booted (%q)", er.m.Boot)
@@ -63,6 +67,11 @@ func (b *bencher) warmBuilds() {
 	b.add("warm build of hello: total", Duration, hello, "")
 	if len(hello) > 0 && len(b.coldBuilds) > 0 {
 		b.add("warm build of hello: total ÷ cold build's", Count, []float64{Median(hello) / Median(b.coldBuilds)}, "a ratio of the medians")
+	}
+	b.add("warm build of hello: provisioning", Duration, provisioning, "the same provisioners as the cold builds'; apt's time on the network varies from run to run")
+	if len(outside) > 0 && len(b.coldOutside) > 0 {
+		b.add("warm build of hello outside provisioning ÷ cold build's", Count, []float64{Median(outside) / Median(b.coldOutside)},
+			"a ratio of the medians, each build's provisioning left out: what resuming saves")
 	}
 	b.add("warm build whose only provisioner is `echo hello`", Duration, echo, echoTemplate)
 }
