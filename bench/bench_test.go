@@ -1231,27 +1231,37 @@ func (b *bencher) fleetOnce(name, image string, n int, rollout, cold bool, ro *r
 // then on.
 func settledRSS(pids []int) []int64 {
 	const window, moved, bound = 3, 4 << 20, 30
-	var history [][]int64
-	for i := 0; i < bound; i++ {
-		var now []int64
-		for _, pid := range pids {
-			if rss, ok := vmRSS(pid); ok {
-				now = append(now, rss)
-			}
+	sample := func() []int64 {
+		out := make([]int64, len(pids))
+		for i, pid := range pids {
+			out[i], _ = vmRSS(pid) // 0 for a process that is gone
 		}
-		history = append(history, now)
-		if len(history) > window {
-			then, settled := history[len(history)-1-window], len(now) == len(pids)
-			for j := range now {
-				settled = settled && j < len(then) && abs(now[j]-then[j]) <= moved
-			}
-			if settled {
-				break
-			}
-		}
-		time.Sleep(time.Second)
+		return out
 	}
-	return history[len(history)-1]
+	history := [][]int64{sample()}
+	for len(history) < bound {
+		time.Sleep(time.Second)
+		now := sample()
+		history = append(history, now)
+		if len(history) <= window {
+			continue
+		}
+		then := history[len(history)-1-window]
+		settled := true
+		for i := range now {
+			settled = settled && abs(now[i]-then[i]) <= moved
+		}
+		if settled {
+			break
+		}
+	}
+	var last []int64
+	for _, rss := range history[len(history)-1] {
+		if rss > 0 {
+			last = append(last, rss)
+		}
+	}
+	return last
 }
 
 func abs(n int64) int64 { return max(n, -n) }

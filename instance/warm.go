@@ -130,8 +130,13 @@ const (
 	giveBackFreeMemory
 )
 
-// freeMemoryLine is FreeMemory's line in adoptScript's input.
-var freeMemoryLine = map[FreeMemory]string{KeepFreeMemory: "", ZeroFreeMemory: "zero", giveBackFreeMemory: "giveback"}
+// freeMemoryScript is, per FreeMemory, its line in adoptScript's input and
+// what the script prints once it has done it ("" for nothing to check).
+var freeMemoryScript = map[FreeMemory]struct{ line, done string }{
+	KeepFreeMemory:     {"", ""},
+	ZeroFreeMemory:     {"zero", "zeroed\n"},
+	giveBackFreeMemory: {"giveback", "giving back\n"},
+}
 
 // Save stores the running guest in p: its disk with the internal snapshot
 // of the machine, its seed, its pinned host key and a fresh resume key,
@@ -512,7 +517,7 @@ func adopt(ctx context.Context, c *provision.Client, a adoption) error {
 	sent := make(chan time.Time, 1)
 	go func() {
 		defer stdinW.Close()
-		fmt.Fprintf(stdinW, "%s\n%s\n%s\n", a.key, a.ident.line(), freeMemoryLine[a.free])
+		fmt.Fprintf(stdinW, "%s\n%s\n%s\n", a.key, a.ident.line(), freeMemoryScript[a.free].line)
 		if seed == nil {
 			return
 		}
@@ -538,8 +543,8 @@ func adopt(ctx context.Context, c *provision.Client, a adoption) error {
 	if a.ident != nil && !strings.Contains(out.String(), "identity\n") {
 		return fmt.Errorf("adopt the guest: no new identity: %s", strings.TrimSpace(out.String()))
 	}
-	if mark := map[FreeMemory]string{ZeroFreeMemory: "zeroed\n", giveBackFreeMemory: "giving back\n"}[a.free]; mark != "" && !strings.Contains(out.String(), mark) {
-		return fmt.Errorf("adopt the guest: free memory not handled (%s): %s", freeMemoryLine[a.free], strings.TrimSpace(out.String()))
+	if fm := freeMemoryScript[a.free]; fm.done != "" && !strings.Contains(out.String(), fm.done) {
+		return fmt.Errorf("adopt the guest: free memory not handled (%s): %s", fm.line, strings.TrimSpace(out.String()))
 	}
 	if seed != nil && !strings.Contains(out.String(), "reseeded\n") {
 		return fmt.Errorf("adopt the guest: the kernel was not reseeded: %s", strings.TrimSpace(out.String()))
